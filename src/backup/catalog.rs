@@ -1,0 +1,186 @@
+//! The backups in a directory, read from their manifests and ordered by the manifests'
+//! time (never by file names or mtimes), plus the directory lock that serialises
+//! writers (create, prune, pin, verify).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use super::manifest::{Manifest, DATA_SUFFIX, MANIFEST_SUFFIX};
+
+/// Name of the lock file inside the backup directory.
+const LOCK_FILE: &str = ".stablehand-backup.lock";
+
+/// The backup directory.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub dir: PathBuf,
+}
+
+/// Something in the directory that is not a complete backup.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stray {
+    pub file: String,
+    pub problem: String,
+}
+
+/// What `list` finds: complete backups newest first, and strays.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub backups: Vec<Manifest>,
+    pub strays: Vec<Stray>,
+}
+
+impl Catalog {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Catalog { dir: dir.into() }
+    }
+
+    /// Creates the directory (0700) if needed.
+    pub fn ensure_dir(&self) -> anyhow::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        if !self.dir.is_dir() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)
+                .with_context(|| format!("creating the backup directory {}", self.dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Takes the directory's exclusive lock; released when the guard drops.
+    pub fn lock(&self) -> anyhow::Result<DirLock> {
+        self.ensure_dir()?;
+        let path = self.dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let flock = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => bail!(
+                "another stablehand process is working in {} (backup, prune or verify); wait for it to finish",
+                self.dir.display()
+            ),
+            Err((_, e)) => bail!("locking {}: {e}", path.display()),
+        };
+        Ok(DirLock { _lock: flock })
+    }
+
+    /// All complete backups, newest first, and anything that looks like an incomplete one.
+    pub fn list(&self) -> anyhow::Result<Listing> {
+        let mut listing = Listing::default();
+        if !self.dir.exists() {
+            return Ok(listing);
+        }
+        let mut data_files = Vec::new();
+        for entry in fs_err::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".partial") {
+                listing.strays.push(Stray {
+                    file: name,
+                    problem: "unfinished write (a backup in progress, or one that was killed)".into(),
+                });
+            } else if name.ends_with(MANIFEST_SUFFIX) {
+                match Manifest::read(&entry.path()) {
+                    Ok(m) => listing.backups.push(m),
+                    Err(e) => listing.strays.push(Stray {
+                        file: name,
+                        problem: format!("unreadable manifest: {e:#}"),
+                    }),
+                }
+            } else if name.ends_with(DATA_SUFFIX) {
+                data_files.push(name);
+            }
+        }
+        for m in &listing.backups {
+            if !self.dir.join(&m.file).exists() {
+                listing.strays.push(Stray {
+                    file: m.file.clone(),
+                    problem: format!("data file of backup {} is missing", m.id),
+                });
+            }
+        }
+        for name in data_files {
+            if !listing.backups.iter().any(|m| m.file == name) {
+                listing.strays.push(Stray {
+                    file: name,
+                    problem: "no manifest: not a complete backup, ignored".into(),
+                });
+            }
+        }
+        listing
+            .backups
+            .sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
+        Ok(listing)
+    }
+
+    /// Finds a backup by id or unique id prefix; "latest" is the newest.
+    pub fn find(&self, id: &str) -> anyhow::Result<Manifest> {
+        let backups = self.list()?.backups;
+        if id == "latest" {
+            return backups
+                .into_iter()
+                .next()
+                .with_context(|| format!("there are no backups in {}", self.dir.display()));
+        }
+        if let Some(m) = backups.iter().find(|m| m.id == id) {
+            return Ok(m.clone());
+        }
+        let matches: Vec<&Manifest> = backups.iter().filter(|m| m.id.starts_with(id)).collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => bail!(
+                "no backup with id {id:?} in {}; `stablehand backup list` shows the ids",
+                self.dir.display()
+            ),
+            many => bail!(
+                "{id:?} matches {} backups ({}); give more of the id",
+                many.len(),
+                many.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
+    /// Deletes a backup: the manifest first (so it stops counting), then the data file.
+    pub fn delete(&self, m: &Manifest, _lock: &DirLock) -> anyhow::Result<()> {
+        fs_err::remove_file(Manifest::manifest_path(&self.dir, &m.id))?;
+        match fs_err::remove_file(m.data_path(&self.dir)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        super::manifest::sync_dir(&self.dir)
+    }
+
+    /// Removes leftovers of writes that never finished. Only safe under the lock.
+    pub fn remove_unfinished(&self, _lock: &DirLock) -> anyhow::Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for entry in fs_err::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".partial") {
+                fs_err::remove_file(entry.path())?;
+                removed.push(name);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The path of a data file inside the directory.
+    pub fn path_of(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Holds the backup directory's lock.
+pub struct DirLock {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}

@@ -1,0 +1,374 @@
+//! The backup pipeline: `pg_dump -Fc -Z0` streamed through multithreaded zstd and
+//! SHA-256 in one pass into a hidden temp file, fsynced, checked, renamed, and only then
+//! recorded by its manifest. Any failure removes the partial file and records nothing.
+
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use jiff::Timestamp;
+use sha2::{Digest, Sha256};
+
+use super::catalog::{Catalog, DirLock};
+use super::manifest::{self, Compression, DatabaseInfo, Manifest, ToolVersions, Verification, DATA_SUFFIX};
+use crate::config::BackupConfig;
+use crate::db::Database;
+
+/// The first bytes of every pg_dump custom-format archive.
+const CUSTOM_FORMAT_MAGIC: &[u8] = b"PGDMP";
+const CHUNK: usize = 1 << 20;
+
+/// The step of the pipeline that failed, named in the error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Preflight,
+    Dump,
+    Write,
+    Check,
+    Manifest,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Preflight => "preflight (database and pg_dump)",
+            Stage::Dump => "dump (pg_dump)",
+            Stage::Write => "write (compressing to the backup file)",
+            Stage::Check => "check (size and table of contents)",
+            Stage::Manifest => "manifest",
+        })
+    }
+}
+
+/// A failed backup: which stage, and why. Nothing was recorded.
+#[derive(Debug, thiserror::Error)]
+#[error("backup failed at stage {stage}: {source:#}\n  no backup was recorded and no partial file was left behind")]
+pub struct BackupFailed {
+    pub stage: Stage,
+    #[source]
+    pub source: anyhow::Error,
+}
+
+fn at(stage: Stage) -> impl FnOnce(anyhow::Error) -> BackupFailed {
+    move |source| BackupFailed { stage, source }
+}
+
+/// What to back up and how.
+pub struct Request<'a> {
+    pub label: &'a str,
+    pub app_dir: &'a Path,
+    pub settings: &'a BackupConfig,
+    pub show_progress: bool,
+}
+
+/// Runs one backup while holding the directory lock. Returns the manifest on success.
+pub fn create(db: &Database, catalog: &Catalog, lock: &DirLock, req: &Request) -> Result<Manifest, BackupFailed> {
+    validate_label(req.label).map_err(at(Stage::Preflight))?;
+    catalog
+        .remove_unfinished(lock)
+        .context("removing unfinished files of an earlier, killed backup")
+        .map_err(at(Stage::Preflight))?;
+
+    let server = db.server_version().map_err(at(Stage::Preflight))?;
+    let pg_dump = db.pg_dump_version().map_err(at(Stage::Preflight))?;
+    db.check_pg_dump(&server, &pg_dump).map_err(at(Stage::Preflight))?;
+    let prisma = db
+        .prisma_migrations()
+        .context("reading _prisma_migrations")
+        .map_err(at(Stage::Preflight))?;
+
+    let commit = git_commit(req.app_dir);
+    let created_at = Timestamp::now();
+    let id = unique_id(catalog, req.label, created_at, commit.as_deref());
+    let file_name = format!("{id}{DATA_SUFFIX}");
+    let final_path = catalog.path_of(&file_name);
+    let temp = TempFile(catalog.path_of(&format!(".{file_name}.partial")));
+
+    let threads = match req.settings.threads {
+        0 => std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+        n => n,
+    };
+    let started = Instant::now();
+    let written = dump_to_file(db, &temp.0, req, threads)?;
+
+    if written.size_bytes < req.settings.min_size {
+        return Err(BackupFailed {
+            stage: Stage::Check,
+            source: anyhow!(
+                "the backup is only {} bytes, below backup.min_size ({} bytes); pg_dump produced {} bytes",
+                written.size_bytes,
+                req.settings.min_size,
+                written.dump_bytes
+            ),
+        });
+    }
+    let toc = super::verify::check_file(db, &temp.0, false)
+        .context("the new dump failed its structural check")
+        .map_err(at(Stage::Check))?;
+    let duration = started.elapsed();
+
+    let manifest = Manifest {
+        format_version: manifest::FORMAT_VERSION,
+        id: id.clone(),
+        label: req.label.to_string(),
+        file: file_name,
+        created_at,
+        database: DatabaseInfo {
+            name: db.name.clone(),
+            mode: db.mode,
+            server_version: server.text,
+        },
+        tools: ToolVersions {
+            pg_dump: pg_dump.text,
+            stablehand: env!("CARGO_PKG_VERSION").to_string(),
+            zstd: zstd::zstd_safe::version_string().to_string(),
+        },
+        git_commit: commit,
+        size_bytes: written.size_bytes,
+        dump_bytes: written.dump_bytes,
+        sha256: written.sha256,
+        duration_ms: duration.as_millis() as u64,
+        compression: Compression {
+            algorithm: "zstd".into(),
+            level: req.settings.compression_level,
+            threads,
+        },
+        format: "pg_dump-custom".into(),
+        prisma_migrations: prisma,
+        pinned: false,
+        verification: Some(Verification {
+            at: Timestamp::now(),
+            method: "structural".into(),
+            toc_entries: toc.toc_entries,
+        }),
+    };
+    // Data file under its final name, then the manifest: the backup exists from the
+    // moment the manifest lands, and never without its data file.
+    fs_err::rename(&temp.0, &final_path)
+        .map_err(anyhow::Error::from)
+        .map_err(at(Stage::Manifest))?;
+    temp.disarm();
+    let placed = TempFile(final_path);
+    manifest.write_atomic(&catalog.dir).map_err(at(Stage::Manifest))?;
+    placed.disarm();
+    Ok(manifest)
+}
+
+struct Written {
+    size_bytes: u64,
+    dump_bytes: u64,
+    sha256: String,
+}
+
+fn dump_to_file(db: &Database, path: &Path, req: &Request, threads: u32) -> Result<Written, BackupFailed> {
+    let file = manifest::create_private(path)
+        .with_context(|| format!("creating {}", path.display()))
+        .map_err(at(Stage::Write))?;
+    let sink = HashWriter::new(BufWriter::with_capacity(CHUNK, file));
+    let mut encoder = zstd::stream::write::Encoder::new(sink, req.settings.compression_level)
+        .and_then(|mut e| {
+            e.include_checksum(true)?;
+            if threads > 1 {
+                e.multithread(threads)?;
+            }
+            Ok(e)
+        })
+        .context("starting zstd")
+        .map_err(at(Stage::Write))?;
+
+    let mut running = db
+        .dump_cmd()
+        .timeout(req.settings.timeout)
+        .spawn()
+        .map_err(anyhow::Error::from)
+        .map_err(at(Stage::Dump))?;
+    let mut stdout = running.stdout.take().expect("stdout is piped");
+    let progress = progress_bar(req.show_progress);
+
+    let mut buf = vec![0u8; CHUNK];
+    let mut dump_bytes: u64 = 0;
+    let mut head = Vec::with_capacity(CUSTOM_FORMAT_MAGIC.len());
+    let pumped: Result<(), BackupFailed> = loop {
+        let n = match stdout.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break Err(at(Stage::Dump)(anyhow!(e).context("reading pg_dump's output"))),
+        };
+        if head.len() < CUSTOM_FORMAT_MAGIC.len() {
+            let take = (CUSTOM_FORMAT_MAGIC.len() - head.len()).min(n);
+            head.extend_from_slice(&buf[..take]);
+        }
+        dump_bytes += n as u64;
+        progress.inc(n as u64);
+        if let Err(e) = encoder.write_all(&buf[..n]) {
+            break Err(at(Stage::Write)(
+                anyhow!(e).context(format!("writing {}", path.display())),
+            ));
+        }
+    };
+    if let Err(e) = pumped {
+        running.kill();
+        let _ = running.wait();
+        progress.finish_and_clear();
+        return Err(e);
+    }
+    drop(stdout);
+    // pg_dump's exit status decides first: a dump that died is a failed dump even if
+    // everything it wrote was compressed fine.
+    let waited = running.wait();
+    progress.finish_and_clear();
+    waited.map_err(anyhow::Error::from).map_err(at(Stage::Dump))?;
+    if head != CUSTOM_FORMAT_MAGIC {
+        return Err(at(Stage::Dump)(anyhow!(
+            "pg_dump exited 0 but its output does not start with the custom-format header ({dump_bytes} bytes)"
+        )));
+    }
+
+    let finished = (|| -> anyhow::Result<Written> {
+        let sink = encoder.finish().context("finishing zstd")?;
+        let (writer, size_bytes, sha256) = sink.finish();
+        let file = writer.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok(Written {
+            size_bytes,
+            dump_bytes,
+            sha256,
+        })
+    })()
+    .with_context(|| format!("writing {}", path.display()))
+    .map_err(at(Stage::Write))?;
+    Ok(finished)
+}
+
+fn progress_bar(show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} dumping: {bytes} read from pg_dump ({bytes_per_sec}), {elapsed}")
+            .expect("valid template"),
+    );
+    pb.enable_steady_tick(Duration::from_millis(200));
+    pb
+}
+
+/// A writer that hashes and counts what passes through it.
+struct HashWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> HashWriter<W> {
+    fn new(inner: W) -> Self {
+        HashWriter {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    fn finish(self) -> (W, u64, String) {
+        (self.inner, self.bytes, hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Removes its file when dropped, unless disarmed.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Labels become part of file names: letters, digits, `.`, `-`, `_`.
+pub fn validate_label(label: &str) -> anyhow::Result<()> {
+    if label.is_empty()
+        || label.len() > 64
+        || !label.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        || label.starts_with('.')
+    {
+        bail!("invalid label {label:?}: use 1-64 letters, digits, '.', '-' or '_' (not starting with '.')");
+    }
+    Ok(())
+}
+
+/// `<label>_<YYYYMMDD_HHMMSS>_<sha7|manual>`, with `_2`, `_3`... when taken.
+fn unique_id(catalog: &Catalog, label: &str, at: Timestamp, commit: Option<&str>) -> String {
+    let stamp = at.to_zoned(jiff::tz::TimeZone::UTC).strftime("%Y%m%d_%H%M%S").to_string();
+    let sha7 = commit.map(|c| c[..7.min(c.len())].to_string()).unwrap_or_else(|| "manual".into());
+    let base = format!("{label}_{stamp}_{sha7}");
+    let taken = |id: &str| {
+        catalog.path_of(&format!("{id}{DATA_SUFFIX}")).exists()
+            || Manifest::manifest_path(&catalog.dir, id).exists()
+    };
+    if !taken(&base) {
+        return base;
+    }
+    (2..).map(|n| format!("{base}_{n}")).find(|id| !taken(id)).expect("some suffix is free")
+}
+
+/// The app's current commit, or None outside a git repository.
+fn git_commit(app_dir: &Path) -> Option<String> {
+    crate::process::Cmd::new("git")
+        .args(["rev-parse", "--verify", "-q", "HEAD"])
+        .current_dir(app_dir)
+        .timeout(Duration::from_secs(30))
+        .output()
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| s.len() >= 7 && s.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_checked() {
+        assert!(validate_label("pre-deploy").is_ok());
+        assert!(validate_label("nightly_2.0").is_ok());
+        for bad in ["", "../x", "a b", ".hidden", "x/y"] {
+            assert!(validate_label(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_get_a_suffix_when_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::new(dir.path());
+        let at: Timestamp = "2026-11-29T10:20:30Z".parse().unwrap();
+        let id = unique_id(&catalog, "manual", at, Some("0123456789abcdef"));
+        assert_eq!(id, "manual_20261129_102030_0123456");
+        std::fs::write(dir.path().join(format!("{id}{DATA_SUFFIX}")), b"x").unwrap();
+        assert_eq!(unique_id(&catalog, "manual", at, None), "manual_20261129_102030_manual");
+        assert_eq!(
+            unique_id(&catalog, "manual", at, Some("0123456789abcdef")),
+            "manual_20261129_102030_0123456_2"
+        );
+    }
+}

@@ -1,0 +1,143 @@
+//! The JSON manifest written beside every backup. A backup exists only when its manifest
+//! does; the manifest is written atomically (temp file, fsync, rename, fsync of the dir).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::config::DbMode;
+
+/// The manifest format version; bumped on incompatible changes.
+pub const FORMAT_VERSION: u32 = 1;
+/// Suffix of a backup's data file.
+pub const DATA_SUFFIX: &str = ".dump.zst";
+/// Suffix of a backup's manifest.
+pub const MANIFEST_SUFFIX: &str = ".manifest.json";
+
+/// Everything known about one backup. Never holds a secret.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub id: String,
+    pub label: String,
+    /// The data file's name, in the same directory as the manifest.
+    pub file: String,
+    pub created_at: Timestamp,
+    pub database: DatabaseInfo,
+    pub tools: ToolVersions,
+    /// The app's git commit at backup time (full sha), when the app dir is a repository.
+    pub git_commit: Option<String>,
+    pub size_bytes: u64,
+    /// Uncompressed pg_dump output, in bytes.
+    pub dump_bytes: u64,
+    /// SHA-256 of the stored (compressed) file, hex.
+    pub sha256: String,
+    pub duration_ms: u64,
+    pub compression: Compression,
+    /// Always "pg_dump-custom": `pg_dump -Fc -Z0`, compressed by stablehand.
+    pub format: String,
+    /// Rows of `_prisma_migrations` at backup time, when the table exists.
+    pub prisma_migrations: Option<serde_json::Value>,
+    #[serde(default)]
+    pub pinned: bool,
+    #[serde(default)]
+    pub verification: Option<Verification>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DatabaseInfo {
+    pub name: String,
+    pub mode: DbMode,
+    pub server_version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ToolVersions {
+    pub pg_dump: String,
+    pub stablehand: String,
+    pub zstd: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Compression {
+    pub algorithm: String,
+    pub level: i32,
+    pub threads: u32,
+}
+
+/// The last successful verification.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Verification {
+    pub at: Timestamp,
+    /// "structural" (checksum at write + TOC readable) or "full" (size, SHA-256 of the
+    /// stored file, complete decompression, TOC readable).
+    pub method: String,
+    /// Entries in the dump's table of contents.
+    pub toc_entries: u64,
+}
+
+impl Manifest {
+    pub fn is_verified(&self) -> bool {
+        self.verification.is_some()
+    }
+
+    /// Path of the manifest inside `dir`.
+    pub fn manifest_path(dir: &Path, id: &str) -> PathBuf {
+        dir.join(format!("{id}{MANIFEST_SUFFIX}"))
+    }
+
+    pub fn data_path(&self, dir: &Path) -> PathBuf {
+        dir.join(&self.file)
+    }
+
+    /// Reads a manifest file.
+    pub fn read(path: &Path) -> anyhow::Result<Manifest> {
+        let text = fs_err::read_to_string(path)?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not a valid manifest", path.display()))
+    }
+
+    /// Writes the manifest into `dir` atomically: a reader sees the old one or the new one.
+    pub fn write_atomic(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+        let path = Self::manifest_path(dir, &self.id);
+        let json = serde_json::to_vec_pretty(self)?;
+        write_file_atomic(&path, &json)?;
+        Ok(path)
+    }
+}
+
+/// Writes `bytes` to `path` via a temp file in the same directory, fsynced, renamed,
+/// with the directory fsynced too. Files are created 0600.
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.partial"));
+    let result = (|| -> anyhow::Result<()> {
+        let mut f = create_private(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs_err::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Creates a new file readable only by its owner (0600), failing if it exists.
+pub fn create_private(path: &Path) -> std::io::Result<fs_err::File> {
+    use fs_err::os::unix::fs::OpenOptionsExt;
+    let mut opts = fs_err::OpenOptions::new();
+    opts.write(true).create_new(true).mode(0o600);
+    opts.open(path)
+}
+
+/// fsyncs a directory so renames in it survive a crash.
+pub fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    fs_err::File::open(dir)?.sync_all()?;
+    Ok(())
+}

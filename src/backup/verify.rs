@@ -1,0 +1,119 @@
+//! Checking a backup file: size and SHA-256 against the manifest, complete zstd
+//! decompression (the frame checksum catches corruption), and `pg_restore --list` on the
+//! decompressed stream to prove the dump's table of contents is readable.
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use sha2::{Digest, Sha256};
+
+use crate::db::Database;
+
+/// What reading a backup file found.
+#[derive(Debug, Clone)]
+pub struct FileCheck {
+    /// Bytes of the stored file read (all of it when `read_all`).
+    pub size_bytes: u64,
+    /// SHA-256 of the stored file (only meaningful when `read_all`).
+    pub sha256: String,
+    /// Entries listed by `pg_restore --list`.
+    pub toc_entries: u64,
+}
+
+/// Reads a backup file through zstd into `pg_restore --list`.
+/// With `read_all`, the whole file is hashed and decompressed to its end; without it,
+/// reading stops once pg_restore has what it needs (the table of contents at the front).
+pub fn check_file(db: &Database, path: &Path, read_all: bool) -> anyhow::Result<FileCheck> {
+    let file = fs_err::File::open(path)?;
+    let hashing = HashReader::new(file);
+    let mut decoder = zstd::stream::read::Decoder::new(hashing).context("starting zstd")?;
+
+    let mut running = db.list_toc_cmd().spawn_with_stdin()?;
+    let mut stdin = running.stdin.take().expect("stdin is piped");
+    let mut stdout = running.stdout.take().expect("stdout is piped");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).map(|_| s)
+    });
+
+    let mut buf = vec![0u8; 1 << 20];
+    let mut feeding = true;
+    let mut decode_error = None;
+    loop {
+        let n = match decoder.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                decode_error = Some(e);
+                break;
+            }
+        };
+        if feeding {
+            if let Err(e) = stdin.write_all(&buf[..n]) {
+                if e.kind() != io::ErrorKind::BrokenPipe {
+                    return Err(e).context("feeding pg_restore");
+                }
+                // pg_restore has read the table of contents and exited.
+                feeding = false;
+            }
+        }
+        if !feeding && !read_all {
+            break;
+        }
+    }
+    drop(stdin);
+    let listing = reader.join().expect("reader thread").context("reading pg_restore's output");
+    let status = running.wait();
+
+    let mut inner = decoder.finish();
+    if read_all {
+        // Hash whatever the decoder did not need (trailing bytes count as corruption too).
+        io::copy(inner.get_mut(), &mut io::sink())?;
+    }
+    let hashing = inner.into_inner();
+    if let Some(e) = decode_error {
+        bail!("the compressed stream is damaged: {e}");
+    }
+    status.context("pg_restore could not read the dump's table of contents")?;
+    let listing = listing?;
+    let toc_entries = listing
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
+        .count() as u64;
+    if toc_entries == 0 {
+        bail!("pg_restore listed no entries: the dump is empty");
+    }
+    Ok(FileCheck {
+        size_bytes: hashing.bytes,
+        sha256: hex::encode(hashing.hasher.finalize()),
+        toc_entries,
+    })
+}
+
+/// A reader that hashes and counts what passes through it.
+pub struct HashReader<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R> HashReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashReader {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for HashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}

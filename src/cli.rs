@@ -1,0 +1,83 @@
+//! The command-line contract (see PRODUCT.md). A command appears here when it works.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Guarded deploys for docker-compose + PostgreSQL apps: verified backups first.
+#[derive(Debug, Parser)]
+#[command(name = "stablehand", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Config file [default: ./stablehand.toml]
+    #[arg(long, global = true, env = "STABLEHAND_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Print machine-readable JSON on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More detail on stderr (-v: commands run, -vv: their stderr)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only errors on stderr; no progress
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, show, verify, prune and pin database backups
+    Backup(BackupArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BackupArgs {
+    #[command(subcommand)]
+    pub command: Option<BackupCommand>,
+
+    #[command(flatten)]
+    pub create: CreateArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    /// Label that starts the backup's id and file name
+    #[arg(long, default_value = "manual")]
+    pub label: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Back up the database now (the default of `stablehand backup`)
+    Create(CreateArgs),
+    /// List backups, newest first (by the manifests' time)
+    List,
+    /// Show one backup's manifest
+    Show {
+        /// Backup id, a unique prefix of one, or "latest"
+        id: String,
+    },
+    /// Check size, SHA-256 and the dump's table of contents
+    Verify {
+        /// Backup id, a unique prefix of one, or "latest" [default: latest]
+        id: Option<String>,
+        /// Verify every backup
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Delete backups the retention policy does not keep
+    Prune {
+        /// Show what would be kept (and why) or deleted; delete nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Protect a backup from retention
+    Pin { id: String },
+    /// Remove a backup's protection from retention
+    Unpin { id: String },
+}

@@ -1,0 +1,383 @@
+//! `stablehand.toml`: types, defaults, and errors that point at the file, line and
+//! column and list the valid keys. Secrets never live here: the database URL comes from
+//! an environment variable (`database.url_env`) or, without a password, from `url`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The default config file name, looked up in the current directory.
+pub const DEFAULT_FILE: &str = "stablehand.toml";
+
+/// A configuration problem; the binary exits 78 on it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no config file at {path}: {reason}\n  hint: create one (see docs/configuration.md), pass --config PATH, or set STABLEHAND_CONFIG")]
+    Missing { path: PathBuf, reason: String },
+    #[error("{path}:{line}:{column}: {message}\n{snippet}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+        snippet: String,
+    },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// The whole configuration. Sections appear here when the feature behind them works.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub backup: BackupConfig,
+}
+
+/// `[runtime]`: what compose mode needs to reach the database service.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Compose project name; default: compose's own (the directory name).
+    pub project: Option<String>,
+    /// Compose files, relative to the app directory; default: compose's standard names.
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DbMode {
+    /// Run the PostgreSQL tools inside the compose service (`compose exec -T`).
+    Compose,
+    /// Connect with a URL using the local client tools.
+    Direct,
+}
+
+/// `[database]`: which database, and how to reach it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    #[serde(default = "default_mode")]
+    pub mode: DbMode,
+    /// Compose service running PostgreSQL (compose mode).
+    #[serde(default = "default_service")]
+    pub service: String,
+    /// Database user (compose mode; in direct mode the URL's user wins).
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// Database name (required in compose mode; direct mode defaults to the URL's).
+    pub name: Option<String>,
+    /// Environment variable holding the connection URL (direct mode).
+    #[serde(default = "default_url_env")]
+    pub url_env: String,
+    /// Connection URL without a password (direct mode), used when `url_env` is unset.
+    pub url: Option<String>,
+    /// Directory of pg_dump/pg_restore/psql for direct mode; default: PATH.
+    pub client_bin_dir: Option<PathBuf>,
+}
+
+/// `[backup]`: where backups go, how they are made and how long they are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    #[serde(default = "default_backup_dir")]
+    pub dir: PathBuf,
+    #[serde(default = "default_level")]
+    pub compression_level: i32,
+    /// zstd worker threads; 0 = one per CPU.
+    #[serde(default)]
+    pub threads: u32,
+    #[serde(default = "default_keep_last")]
+    pub keep_last: u32,
+    #[serde(default = "default_keep_within", deserialize_with = "de_duration")]
+    pub keep_within: Duration,
+    #[serde(default)]
+    pub keep_daily: u32,
+    #[serde(default)]
+    pub keep_weekly: u32,
+    #[serde(default)]
+    pub keep_monthly: u32,
+    /// A backup still running after this is killed and counts as failed.
+    #[serde(default = "default_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// The smallest compressed backup that counts, in bytes ("1KiB", "512" ...).
+    #[serde(default = "default_min_size", deserialize_with = "de_size")]
+    pub min_size: u64,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            dir: default_backup_dir(),
+            compression_level: default_level(),
+            threads: 0,
+            keep_last: default_keep_last(),
+            keep_within: default_keep_within(),
+            keep_daily: 0,
+            keep_weekly: 0,
+            keep_monthly: 0,
+            timeout: default_timeout(),
+            min_size: default_min_size(),
+        }
+    }
+}
+
+fn default_mode() -> DbMode {
+    DbMode::Compose
+}
+fn default_service() -> String {
+    "postgres".into()
+}
+fn default_user() -> String {
+    "postgres".into()
+}
+fn default_url_env() -> String {
+    "DATABASE_URL".into()
+}
+fn default_backup_dir() -> PathBuf {
+    PathBuf::from("backups/database")
+}
+fn default_level() -> i32 {
+    3
+}
+fn default_keep_last() -> u32 {
+    10
+}
+fn default_keep_within() -> Duration {
+    Duration::from_secs(30 * 86400)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(2 * 3600)
+}
+fn default_min_size() -> u64 {
+    256
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration {s:?} ({e}); write it like \"30s\", \"20m\", \"2h\", \"30d\""
+        ))
+    })
+}
+
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Int(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Int(n) => Ok(n),
+        Size::Text(s) => parse_size(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid size {s:?}; write it like 512, \"4KiB\", \"10MB\""
+            ))
+        }),
+    }
+}
+
+/// Parses "512", "4KiB", "10MB", "1GiB" into bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "kib" | "k" => 1024,
+        "mb" => 1000_000,
+        "mib" | "m" => 1024 * 1024,
+        "gb" => 1000_000_000,
+        "gib" | "g" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// A loaded configuration and where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub path: PathBuf,
+    /// The directory of the config file: the app's git work tree and compose directory.
+    pub app_dir: PathBuf,
+}
+
+impl Loaded {
+    /// The backup directory, resolved against the app directory.
+    pub fn backup_dir(&self) -> PathBuf {
+        self.app_dir.join(&self.config.backup.dir)
+    }
+}
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Missing {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let config = parse(&text, path)?;
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let app_dir = abs
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("."));
+    Ok(Loaded {
+        config,
+        path: path.to_owned(),
+        app_dir,
+    })
+}
+
+/// Parses config text; `path` is only used in messages.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let config: Config = toml::from_str(text).map_err(|e| parse_error(text, path, &e))?;
+    validate(&config, path)?;
+    Ok(config)
+}
+
+fn parse_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
+    let (line, column, snippet) = match e.span() {
+        Some(span) => {
+            let (line, column) = line_col(text, span.start);
+            let src = text.lines().nth(line - 1).unwrap_or("");
+            let width = (span.end.saturating_sub(span.start)).clamp(1, src.len().max(1));
+            let snippet = format!(
+                "  {line:>4} | {src}\n       | {}{}",
+                " ".repeat(column - 1),
+                "^".repeat(width.min(src.len().saturating_sub(column - 1).max(1)))
+            );
+            (line, column, snippet)
+        }
+        None => (1, 1, String::new()),
+    };
+    ConfigError::Parse {
+        path: path.to_owned(),
+        line,
+        column,
+        message: e.message().trim().to_string(),
+        snippet,
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, column)
+}
+
+fn validate(c: &Config, path: &Path) -> Result<(), ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        key: key.to_string(),
+        message,
+    };
+    if c.database.mode == DbMode::Compose && c.database.name.as_deref().unwrap_or("").is_empty() {
+        return Err(invalid(
+            "database.name",
+            "compose mode needs the database name (for example name = \"app_db\")".into(),
+        ));
+    }
+    if let Some(url) = &c.database.url {
+        let parsed = crate::redact::SafeUrl::parse(url)
+            .map_err(|e| invalid("database.url", format!("not a valid URL: {e}")))?;
+        if parsed.password().is_some() {
+            return Err(invalid(
+                "database.url",
+                "the URL carries a password; secrets never go in the config file: put the URL in the environment variable named by database.url_env (default DATABASE_URL) instead".into(),
+            ));
+        }
+    }
+    if !(1..=19).contains(&c.backup.compression_level) {
+        return Err(invalid(
+            "backup.compression_level",
+            format!("{} is out of range: use 1 (fastest) to 19 (smallest); 3 is the default", c.backup.compression_level),
+        ));
+    }
+    if c.backup.timeout.is_zero() {
+        return Err(invalid("backup.timeout", "must be longer than 0s".into()));
+    }
+    if crate::backup::retention::Policy::from_config(&c.backup).is_empty() {
+        return Err(invalid(
+            "backup.keep_last",
+            "the retention policy keeps nothing (keep_last, keep_within, keep_daily, keep_weekly and keep_monthly are all 0); refusing a policy that would delete every backup".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse(text, Path::new("stablehand.toml")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse("[database]\nname = \"app\"\n", Path::new("x")).unwrap();
+        assert_eq!(c.database.mode, DbMode::Compose);
+        assert_eq!(c.database.service, "postgres");
+        assert_eq!(c.backup.keep_last, 10);
+        assert_eq!(c.backup.keep_within, Duration::from_secs(30 * 86400));
+        assert_eq!(c.backup.dir, PathBuf::from("backups/database"));
+    }
+
+    #[test]
+    fn typo_names_line_column_and_valid_keys() {
+        let msg = err("[database]\nname = \"app\"\n\n[backup]\nkeep_lats = 3\n");
+        assert!(msg.starts_with("stablehand.toml:5:1: unknown field `keep_lats`"), "{msg}");
+        assert!(msg.contains("`keep_last`"), "{msg}");
+        assert!(msg.contains("`keep_within`"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_line() {
+        let msg = err("[database]\nname = \"app\"\n[backup]\nkeep_last = \"ten\"\n");
+        assert!(msg.starts_with("stablehand.toml:4:13: invalid type"), "{msg}");
+    }
+
+    #[test]
+    fn bad_duration_is_explained() {
+        let msg = err("[database]\nname = \"app\"\n[backup]\ntimeout = \"soon\"\n");
+        assert!(msg.contains("invalid duration \"soon\""), "{msg}");
+        assert!(msg.contains(":4:"), "{msg}");
+    }
+
+    #[test]
+    fn password_in_config_url_is_refused() {
+        let msg = err("[database]\nmode = \"direct\"\nurl = \"postgres://u:pw@h/db\"\n");
+        assert!(msg.contains("database.url"), "{msg}");
+        assert!(!msg.contains("pw@"), "{msg}");
+    }
+
+    #[test]
+    fn empty_policy_is_refused() {
+        let msg = err("[database]\nname = \"a\"\n[backup]\nkeep_last = 0\nkeep_within = \"0s\"\n");
+        assert!(msg.contains("keeps nothing"), "{msg}");
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("4KiB"), Some(4096));
+        assert_eq!(parse_size("10MB"), Some(10_000_000));
+        assert_eq!(parse_size("lots"), None);
+    }
+}

@@ -1,0 +1,339 @@
+//! PostgreSQL access in two modes: `direct` (a URL and the local client tools) and
+//! `compose` (the tools inside the compose service, as the proposal does). Passwords
+//! travel in `PGPASSWORD`, never in argv.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::config::{ConfigError, DbMode, Loaded};
+use crate::process::Cmd;
+use crate::redact::SafeUrl;
+use crate::runtime::compose::Compose;
+
+/// Query parameters that Prisma (and other ORMs) put in DATABASE_URL but libpq rejects.
+const NON_LIBPQ_PARAMS: &[&str] = &[
+    "schema",
+    "connection_limit",
+    "pool_timeout",
+    "socket_timeout",
+    "pgbouncer",
+    "statement_cache_size",
+    "sslaccept",
+];
+
+/// How quickly an unreachable database is reported.
+const CONNECT_TIMEOUT_SECS: &str = "10";
+/// Limit for short catalog queries.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A PostgreSQL client tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    PgDump,
+    PgRestore,
+    Psql,
+}
+
+impl Tool {
+    pub fn program(self) -> &'static str {
+        match self {
+            Tool::PgDump => "pg_dump",
+            Tool::PgRestore => "pg_restore",
+            Tool::Psql => "psql",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Access {
+    Direct {
+        /// The URL without its password.
+        url: SafeUrl,
+        password: Option<String>,
+        bin_dir: Option<PathBuf>,
+    },
+    Compose {
+        compose: Compose,
+        service: String,
+        user: String,
+    },
+}
+
+/// The app's database and the way to reach it.
+#[derive(Debug, Clone)]
+pub struct Database {
+    access: Access,
+    pub name: String,
+    pub mode: DbMode,
+}
+
+/// A PostgreSQL version as `major.minor` text plus the major number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub text: String,
+    pub major: u32,
+}
+
+impl Version {
+    /// Parses "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)" or "15.18".
+    pub fn parse_tool_output(s: &str) -> Option<Version> {
+        let token = s
+            .split_whitespace()
+            .find(|t| t.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+        let text: String = token
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        let major = text.split('.').next()?.parse().ok()?;
+        Some(Version { text, major })
+    }
+}
+
+impl Database {
+    /// Builds database access from the config; the URL comes from the environment.
+    pub fn from_config(loaded: &Loaded) -> anyhow::Result<Database> {
+        let db = &loaded.config.database;
+        match db.mode {
+            DbMode::Direct => {
+                let raw = match std::env::var(&db.url_env) {
+                    Ok(v) if !v.trim().is_empty() => v,
+                    _ => match &db.url {
+                        Some(u) => u.clone(),
+                        None => {
+                            return Err(ConfigError::Invalid {
+                                path: loaded.path.clone(),
+                                key: "database.url_env".into(),
+                                message: format!(
+                                    "direct mode needs a connection URL, but the environment variable {} is not set (and database.url is not given); export it, e.g. {}=postgresql://user@host:5432/db",
+                                    db.url_env, db.url_env
+                                ),
+                            }
+                            .into())
+                        }
+                    },
+                };
+                let url = SafeUrl::parse(raw.trim()).map_err(|e| ConfigError::Invalid {
+                    path: loaded.path.clone(),
+                    key: "database.url_env".into(),
+                    message: format!("the value of {} is not a valid URL: {e}", db.url_env),
+                })?;
+                let password = url.password();
+                let mut clean = url.without_password().inner().clone();
+                let kept: Vec<(String, String)> = clean
+                    .query_pairs()
+                    .filter(|(k, _)| !NON_LIBPQ_PARAMS.contains(&k.as_ref()))
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                clean.set_query(None);
+                if !kept.is_empty() {
+                    clean.query_pairs_mut().extend_pairs(kept);
+                }
+                if let Some(name) = &db.name {
+                    clean.set_path(&format!("/{name}"));
+                }
+                let name = clean.path().trim_start_matches('/').to_string();
+                if name.is_empty() {
+                    bail!(ConfigError::Invalid {
+                        path: loaded.path.clone(),
+                        key: "database.name".into(),
+                        message: "the connection URL names no database; add it to the URL or set database.name".into(),
+                    });
+                }
+                let url = SafeUrl::parse(clean.as_str()).expect("a URL we built parses");
+                Ok(Database {
+                    access: Access::Direct {
+                        url,
+                        password,
+                        bin_dir: db.client_bin_dir.clone(),
+                    },
+                    name,
+                    mode: DbMode::Direct,
+                })
+            }
+            DbMode::Compose => {
+                let compose = Compose::detect(&loaded.app_dir, &loaded.config.runtime)?;
+                Ok(Database {
+                    access: Access::Compose {
+                        compose,
+                        service: db.service.clone(),
+                        user: db.user.clone(),
+                    },
+                    name: db.name.clone().unwrap_or_default(),
+                    mode: DbMode::Compose,
+                })
+            }
+        }
+    }
+
+    /// Where the database is, for messages (never with a password).
+    pub fn describe(&self) -> String {
+        match &self.access {
+            Access::Direct { url, .. } => format!("{} (direct)", url),
+            Access::Compose { service, user, .. } => format!(
+                "database {} as {} in compose service {:?}",
+                self.name, user, service
+            ),
+        }
+    }
+
+    /// A command running `tool`; `connect` adds the connection arguments.
+    pub fn tool(&self, tool: Tool, connect: bool) -> Cmd {
+        match &self.access {
+            Access::Direct {
+                url,
+                password,
+                bin_dir,
+            } => {
+                let program = match bin_dir {
+                    Some(dir) => dir.join(tool.program()),
+                    None => PathBuf::from(tool.program()),
+                };
+                let mut cmd = Cmd::new(program)
+                    .env("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT_SECS)
+                    .env("PGAPPNAME", "stablehand")
+                    .not_found_hint(format!(
+                        "install the PostgreSQL client tools (apt-get install postgresql-client-15 or newer), set database.client_bin_dir, or use database.mode = \"compose\" to run {} inside the database container",
+                        tool.program()
+                    ));
+                if let Some(pw) = password {
+                    cmd = cmd.env("PGPASSWORD", pw);
+                }
+                if connect {
+                    cmd = cmd.arg(format!("--dbname={}", url.as_argument()));
+                }
+                cmd
+            }
+            Access::Compose {
+                compose,
+                service,
+                user,
+            } => {
+                let mut cmd = compose
+                    .cmd(["exec", "-T", service.as_str(), tool.program()])
+                    .not_found_hint("install Docker Compose, or use database.mode = \"direct\"");
+                if connect {
+                    cmd = cmd.args(["-U", user.as_str(), "-d", self.name.as_str()]);
+                }
+                cmd
+            }
+        }
+    }
+
+    /// Runs one SQL statement with psql and returns its unaligned, tuples-only output.
+    pub fn query(&self, sql: &str) -> anyhow::Result<String> {
+        let out = self
+            .tool(Tool::Psql, true)
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .timeout(QUERY_TIMEOUT)
+            .output()?;
+        Ok(out.trim().to_string())
+    }
+
+    /// The server's version; the first contact, so failures say the database is unreachable.
+    pub fn server_version(&self) -> anyhow::Result<Version> {
+        let out = self
+            .query("show server_version")
+            .with_context(|| format!("cannot reach the database: {}", self.describe()))?;
+        Version::parse_tool_output(&out)
+            .with_context(|| format!("unexpected server version text {out:?}"))
+    }
+
+    /// The version of the pg_dump that will run.
+    pub fn pg_dump_version(&self) -> anyhow::Result<Version> {
+        let out = self
+            .tool(Tool::PgDump, false)
+            .arg("--version")
+            .timeout(QUERY_TIMEOUT)
+            .output()?;
+        Version::parse_tool_output(&out)
+            .with_context(|| format!("unexpected `pg_dump --version` output {:?}", out.trim()))
+    }
+
+    /// Refuses a pg_dump older than the server (direct mode); compose mode runs the
+    /// server's own pg_dump, so they always match.
+    pub fn check_pg_dump(&self, server: &Version, pg_dump: &Version) -> anyhow::Result<()> {
+        if pg_dump.major < server.major {
+            bail!(
+                "pg_dump {} is older than the PostgreSQL {} server, and pg_dump cannot dump a newer server; \
+                 install postgresql-client-{} and point database.client_bin_dir at it (e.g. /usr/lib/postgresql/{}/bin), \
+                 or use database.mode = \"compose\" to run the server's own pg_dump",
+                pg_dump.text, server.text, server.major, server.major
+            );
+        }
+        Ok(())
+    }
+
+    /// `pg_dump` of the whole database in custom format, uncompressed (we compress).
+    pub fn dump_cmd(&self) -> Cmd {
+        self.tool(Tool::PgDump, true)
+            .args(["--format=custom", "--compress=0", "--no-owner", "--no-acl"])
+    }
+
+    /// `pg_restore --list` reading a dump on stdin (no connection needed).
+    pub fn list_toc_cmd(&self) -> Cmd {
+        self.tool(Tool::PgRestore, false).arg("--list")
+    }
+
+    /// The rows of `_prisma_migrations`, when that table exists.
+    pub fn prisma_migrations(&self) -> anyhow::Result<Option<serde_json::Value>> {
+        let exists = self.query("select to_regclass('_prisma_migrations') is not null")?;
+        if exists != "t" {
+            return Ok(None);
+        }
+        let json = self.query(
+            "select coalesce(json_agg(m order by m.started_at, m.migration_name), '[]'::json) from \
+             (select id, migration_name, checksum, started_at, finished_at, rolled_back_at, applied_steps_count \
+              from _prisma_migrations) m",
+        )?;
+        Ok(Some(
+            serde_json::from_str(&json).context("reading _prisma_migrations")?,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use std::path::Path;
+
+    fn direct(url: &str) -> Database {
+        let text = "[database]\nmode = \"direct\"\nurl_env = \"STABLEHAND_TEST_UNSET_VAR\"\n".to_string()
+            + &format!("url = {url:?}\n");
+        let config = config::parse(&text, Path::new("t.toml")).unwrap();
+        Database::from_config(&Loaded {
+            config,
+            path: "t.toml".into(),
+            app_dir: ".".into(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn versions_parse() {
+        let v = Version::parse_tool_output("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)").unwrap();
+        assert_eq!((v.text.as_str(), v.major), ("15.18", 15));
+        assert_eq!(Version::parse_tool_output("16.2").unwrap().major, 16);
+    }
+
+    #[test]
+    fn prisma_params_are_dropped_and_libpq_ones_kept() {
+        let db = direct("postgresql://app@127.0.0.1:5432/app?schema=public&sslmode=disable");
+        let cmd = db.tool(Tool::Psql, true);
+        let args: Vec<_> = cmd.get_args().iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(args, vec!["--dbname=postgresql://app@127.0.0.1:5432/app?sslmode=disable"]);
+        assert_eq!(db.name, "app");
+    }
+
+    #[test]
+    fn older_pg_dump_is_refused_with_advice() {
+        let db = direct("postgresql://app@127.0.0.1/app");
+        let server = Version { text: "16.4".into(), major: 16 };
+        let old = Version { text: "15.18".into(), major: 15 };
+        let msg = db.check_pg_dump(&server, &old).unwrap_err().to_string();
+        assert!(msg.contains("pg_dump 15.18 is older than the PostgreSQL 16.4 server"), "{msg}");
+        assert!(db.check_pg_dump(&old, &server).is_ok());
+    }
+}

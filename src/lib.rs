@@ -1,0 +1,152 @@
+//! stablehand: guarded deploys for docker-compose + PostgreSQL apps.
+//! `run` parses the command line, loads the config, dispatches, and maps errors to exit codes.
+
+pub mod backup;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod process;
+pub mod redact;
+pub mod report;
+pub mod runtime;
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{BackupCommand, Cli, Command};
+
+/// Exit codes shared by every command (deploy adds 10, 11, 12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    Failure = 1,
+    Usage = 2,
+    Config = 78,
+    Interrupted = 130,
+}
+
+/// An error in how the command was called (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Runs stablehand with these arguments and returns the process exit code.
+pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    init_logging(&cli);
+    process::install_interrupt_handler();
+    match dispatch(&cli) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(err) => {
+            let code = classify(&err);
+            report::error(&err, code as i32, cli.json);
+            ExitCode::from(code as u8)
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "stablehand=debug",
+        (false, _) => "stablehand=trace",
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STABLEHAND_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+fn classify(err: &anyhow::Error) -> Exit {
+    if process::interrupted() {
+        return Exit::Interrupted;
+    }
+    for cause in err.chain() {
+        if cause.downcast_ref::<config::ConfigError>().is_some() {
+            return Exit::Config;
+        }
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return Exit::Usage;
+        }
+    }
+    Exit::Failure
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<config::Loaded> {
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_FILE));
+    Ok(config::load(&path)?)
+}
+
+fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
+    let show_progress = !cli.quiet && !cli.json && std::io::stderr().is_terminal();
+    match &cli.command {
+        Command::Backup(args) => {
+            let loaded = load_config(cli)?;
+            match &args.command {
+                None => create(cli, &loaded, &args.create.label, show_progress),
+                Some(BackupCommand::Create(c)) => create(cli, &loaded, &c.label, show_progress),
+                Some(BackupCommand::List) => {
+                    let catalog = backup::catalog::Catalog::new(loaded.backup_dir());
+                    let listing = catalog.list()?;
+                    report::backup_list(&listing, cli.json);
+                    Ok(Exit::Ok)
+                }
+                Some(BackupCommand::Show { id }) => {
+                    let catalog = backup::catalog::Catalog::new(loaded.backup_dir());
+                    let m = catalog.find(id)?;
+                    report::backup_show(&m, &catalog, cli.json);
+                    Ok(Exit::Ok)
+                }
+                Some(BackupCommand::Verify { id, all }) => {
+                    let results = backup::verify(&loaded, id.as_deref(), *all)?;
+                    report::verify(&results, cli.json);
+                    Ok(if results.iter().all(|r| r.ok) {
+                        Exit::Ok
+                    } else {
+                        Exit::Failure
+                    })
+                }
+                Some(BackupCommand::Prune { dry_run }) => {
+                    let outcome = backup::prune(&loaded, *dry_run)?;
+                    report::prune(&outcome, cli.json);
+                    Ok(Exit::Ok)
+                }
+                Some(BackupCommand::Pin { id }) => {
+                    let m = backup::set_pinned(&loaded, id, true)?;
+                    report::pinned(&m, cli.json);
+                    Ok(Exit::Ok)
+                }
+                Some(BackupCommand::Unpin { id }) => {
+                    let m = backup::set_pinned(&loaded, id, false)?;
+                    report::pinned(&m, cli.json);
+                    Ok(Exit::Ok)
+                }
+            }
+        }
+    }
+}
+
+fn create(cli: &Cli, loaded: &config::Loaded, label: &str, show_progress: bool) -> anyhow::Result<Exit> {
+    let created = backup::create_backup(loaded, label, show_progress)?;
+    report::created(&created, cli.json, cli.quiet);
+    Ok(Exit::Ok)
+}

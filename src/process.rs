@@ -1,0 +1,498 @@
+//! The one way stablehand runs a program: streamed stdout, stderr drained on its own
+//! thread, the whole process group killed on timeout or interrupt, and errors that name
+//! the program, its exit status and the last lines it wrote to stderr. Secrets travel
+//! only in the environment and never appear in what is displayed.
+
+use std::collections::{HashSet, VecDeque};
+use std::ffi::{OsStr, OsString};
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::redact::redact_text;
+
+/// How many trailing stderr lines an error carries.
+const STDERR_TAIL_LINES: usize = 12;
+
+/// What went wrong running a program.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("`{program}` was not found{hint}")]
+    NotFound { program: String, hint: String },
+    #[error("could not start `{program}`: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{program}` {status}{}", tail_suffix(.stderr_tail))]
+    Failed {
+        program: String,
+        status: String,
+        stderr_tail: String,
+    },
+    #[error("`{program}` did not finish within {} and was killed{}", humantime::format_duration(*.limit), tail_suffix(.stderr_tail))]
+    TimedOut {
+        program: String,
+        limit: Duration,
+        stderr_tail: String,
+    },
+    #[error("`{program}` was stopped because stablehand was interrupted")]
+    Interrupted { program: String },
+    #[error("reading the output of `{program}`: {source}")]
+    Io {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn tail_suffix(tail: &str) -> String {
+    if tail.trim().is_empty() {
+        String::new()
+    } else {
+        format!("; its last stderr lines:\n{}", indent(tail))
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A program to run, with arguments and environment. Environment values are never
+/// displayed, so that is where passwords go.
+#[derive(Clone, Debug)]
+pub struct Cmd {
+    program: OsString,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    cwd: Option<PathBuf>,
+    timeout: Option<Duration>,
+    not_found_hint: String,
+}
+
+impl Cmd {
+    pub fn new(program: impl AsRef<OsStr>) -> Self {
+        Cmd {
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            timeout: None,
+            not_found_hint: String::new(),
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets an environment variable for the child (values are never printed).
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Kills the process group when the program runs longer than `limit`.
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
+        self
+    }
+
+    /// Adds advice to the "not found" error (for example, which package to install).
+    pub fn not_found_hint(mut self, hint: impl Into<String>) -> Self {
+        self.not_found_hint = hint.into();
+        self
+    }
+
+    pub fn get_args(&self) -> &[OsString] {
+        &self.args
+    }
+
+    /// The program's short name, as shown in messages.
+    pub fn program_name(&self) -> String {
+        let p = PathBuf::from(&self.program);
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.program.to_string_lossy().into_owned())
+    }
+
+    /// The command line with URLs redacted; environment values are never included.
+    pub fn display(&self) -> String {
+        let mut parts = vec![self.program.to_string_lossy().into_owned()];
+        parts.extend(self.args.iter().map(|a| a.to_string_lossy().into_owned()));
+        redact_text(&parts.join(" "))
+    }
+
+    fn label(&self) -> String {
+        // The program plus a subcommand-ish second word, e.g. "docker compose".
+        let name = self.program_name();
+        match self.args.first().map(|a| a.to_string_lossy()) {
+            Some(first) if !first.starts_with('-') && (name == "docker" || name == "git") => {
+                format!("{name} {first}")
+            }
+            _ => name,
+        }
+    }
+
+    fn command(&self, stdin: Stdio) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if let Some(dir) = &self.cwd {
+            c.current_dir(dir);
+        }
+        c
+    }
+
+    /// Runs to completion with no input and returns stdout; fails on non-zero exit.
+    pub fn output(&self) -> Result<String, ProcessError> {
+        let mut running = self.spawn_inner(Stdio::null())?;
+        let mut out = Vec::new();
+        let read = running
+            .stdout
+            .take()
+            .expect("stdout is piped")
+            .read_to_end(&mut out);
+        let status = running.wait();
+        read.map_err(|source| ProcessError::Io {
+            program: self.label(),
+            source,
+        })?;
+        status?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Starts the program with stdout to be streamed by the caller.
+    pub fn spawn(&self) -> Result<Running, ProcessError> {
+        self.spawn_inner(Stdio::null())
+    }
+
+    /// Starts the program with a pipe to its stdin as well.
+    pub fn spawn_with_stdin(&self) -> Result<Running, ProcessError> {
+        self.spawn_inner(Stdio::piped())
+    }
+
+    fn spawn_inner(&self, stdin: Stdio) -> Result<Running, ProcessError> {
+        install_interrupt_handler();
+        if interrupted() {
+            return Err(ProcessError::Interrupted {
+                program: self.label(),
+            });
+        }
+        tracing::debug!(command = %self.display(), "running");
+        let mut child = self.command(stdin).spawn().map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                ProcessError::NotFound {
+                    program: self.program.to_string_lossy().into_owned(),
+                    hint: if self.not_found_hint.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", self.not_found_hint)
+                    },
+                }
+            } else {
+                ProcessError::Spawn {
+                    program: self.label(),
+                    source,
+                }
+            }
+        })?;
+        let pid = child.id() as i32;
+        live_groups().lock().unwrap().insert(pid);
+
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let stderr_thread = {
+            let tail = Arc::clone(&tail);
+            std::thread::spawn(move || drain_stderr(stderr, &tail))
+        };
+
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let (cancel_tx, watchdog) = match self.timeout {
+            Some(limit) => {
+                let (tx, rx) = mpsc::channel::<()>();
+                let flag = Arc::clone(&timed_out);
+                let handle = std::thread::spawn(move || {
+                    if let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+                        flag.store(true, Ordering::SeqCst);
+                        kill_group(pid);
+                    }
+                });
+                (Some(tx), Some(handle))
+            }
+            None => (None, None),
+        };
+
+        Ok(Running {
+            label: self.label(),
+            stdout: child.stdout.take(),
+            stdin: child.stdin.take(),
+            child,
+            pid,
+            started: Instant::now(),
+            timeout: self.timeout,
+            timed_out,
+            cancel_watchdog: cancel_tx,
+            watchdog,
+            stderr_thread: Some(stderr_thread),
+            tail,
+            finished: false,
+        })
+    }
+}
+
+fn drain_stderr(stderr: impl Read, tail: &Mutex<VecDeque<String>>) {
+    let reader = BufReader::new(stderr);
+    for line in reader.split(b'\n') {
+        let Ok(line) = line else { break };
+        let line = redact_text(String::from_utf8_lossy(&line).trim_end());
+        tracing::trace!(target: "stablehand::child", "{line}");
+        let mut t = tail.lock().unwrap();
+        if t.len() == STDERR_TAIL_LINES {
+            t.pop_front();
+        }
+        t.push_back(line);
+    }
+}
+
+/// A started program. Read `stdout`, then call `wait`, which turns every way of not
+/// finishing cleanly into an error. Dropping it without `wait` kills the process group.
+pub struct Running {
+    label: String,
+    pub stdout: Option<ChildStdout>,
+    pub stdin: Option<ChildStdin>,
+    child: Child,
+    pid: i32,
+    started: Instant,
+    timeout: Option<Duration>,
+    timed_out: Arc<AtomicBool>,
+    cancel_watchdog: Option<mpsc::Sender<()>>,
+    watchdog: Option<JoinHandle<()>>,
+    stderr_thread: Option<JoinHandle<()>>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    finished: bool,
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Kills the whole process group now (used when the consumer of stdout fails).
+    pub fn kill(&mut self) {
+        if !self.finished {
+            kill_group(self.pid);
+        }
+    }
+
+    /// Waits for the program and reports how it ended.
+    pub fn wait(&mut self) -> Result<ExitStatus, ProcessError> {
+        self.stdin.take();
+        let waited = self.child.wait();
+        self.finished = true;
+        live_groups().lock().unwrap().remove(&self.pid);
+        // Anything still in the group (grandchildren) must not outlive us.
+        kill_group(self.pid);
+        if let Some(tx) = self.cancel_watchdog.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.watchdog.take() {
+            let _ = h.join();
+        }
+        self.stdout.take();
+        if let Some(h) = self.stderr_thread.take() {
+            let _ = h.join();
+        }
+        let status = waited.map_err(|source| ProcessError::Io {
+            program: self.label.clone(),
+            source,
+        })?;
+        let stderr_tail = self.stderr_tail();
+        if self.timed_out.load(Ordering::SeqCst) {
+            return Err(ProcessError::TimedOut {
+                program: self.label.clone(),
+                limit: self.timeout.unwrap_or_default(),
+                stderr_tail,
+            });
+        }
+        if status.success() {
+            return Ok(status);
+        }
+        if interrupted() {
+            return Err(ProcessError::Interrupted {
+                program: self.label.clone(),
+            });
+        }
+        Err(ProcessError::Failed {
+            program: self.label.clone(),
+            status: describe_status(status),
+            stderr_tail,
+        })
+    }
+
+    /// The last lines the program wrote to stderr so far.
+    pub fn stderr_tail(&self) -> String {
+        self.tail
+            .lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.finished {
+            kill_group(self.pid);
+            let _ = self.child.wait();
+            live_groups().lock().unwrap().remove(&self.pid);
+            if let Some(tx) = self.cancel_watchdog.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+/// "exited with status 1" or "was killed by signal 9 (SIGKILL)".
+pub fn describe_status(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        format!("exited with status {code}")
+    } else if let Some(sig) = status.signal() {
+        let name = nix::sys::signal::Signal::try_from(sig)
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        format!("was killed by signal {sig} ({name})")
+    } else {
+        format!("ended with {status}")
+    }
+}
+
+fn kill_group(pid: i32) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+fn live_groups() -> &'static Mutex<HashSet<i32>> {
+    static GROUPS: OnceLock<Mutex<HashSet<i32>>> = OnceLock::new();
+    GROUPS.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// True once SIGINT/SIGTERM/SIGHUP reached stablehand.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// On SIGINT/SIGTERM/SIGHUP: remember it and kill every child process group, so the
+/// command's own error path runs its cleanup and reports the interruption.
+pub fn install_interrupt_handler() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = ctrlc::set_handler(|| {
+            INTERRUPTED.store(true, Ordering::SeqCst);
+            if let Ok(groups) = live_groups().lock() {
+                for pid in groups.iter() {
+                    kill_group(*pid);
+                }
+            }
+        });
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failing_program_reports_status_and_stderr_tail() {
+        let err = Cmd::new("sh")
+            .args(["-c", "echo first >&2; echo second >&2; exit 3"])
+            .output()
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("exited with status 3"), "{msg}");
+        assert!(msg.contains("second"), "{msg}");
+    }
+
+    #[test]
+    fn timeout_kills_the_whole_group() {
+        let started = Instant::now();
+        let err = Cmd::new("sh")
+            .args(["-c", "sleep 30 & sleep 30; echo never"])
+            .timeout(Duration::from_millis(300))
+            .output()
+            .unwrap_err();
+        assert!(matches!(err, ProcessError::TimedOut { .. }), "{err}");
+        // The grandchild `sleep` held stdout open; killing only `sh` would hang here.
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn missing_program_is_named() {
+        let err = Cmd::new("definitely-not-a-program-xyz")
+            .not_found_hint("install it")
+            .output()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`definitely-not-a-program-xyz` was not found: install it"
+        );
+    }
+
+    #[test]
+    fn display_never_shows_env_and_redacts_urls() {
+        let cmd = Cmd::new("psql")
+            .arg("postgresql://app:hunter2@db/app")
+            .env("PGPASSWORD", "hunter2");
+        assert!(!cmd.display().contains("hunter2"), "{}", cmd.display());
+    }
+
+    #[test]
+    fn large_stderr_does_not_block_stdout() {
+        let out = Cmd::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 20000 ]; do echo noise >&2; i=$((i+1)); done; echo done"])
+            .output()
+            .unwrap();
+        assert_eq!(out.trim(), "done");
+    }
+}

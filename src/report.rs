@@ -1,0 +1,261 @@
+//! What commands print: a human view on stdout (tables, summaries) or, with `--json`,
+//! one JSON document on stdout. Errors go to stderr (and as JSON to stdout with `--json`).
+
+use indicatif::HumanBytes;
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::backup::catalog::{Catalog, Listing};
+use crate::backup::manifest::Manifest;
+use crate::backup::{Created, PruneOutcome, Verified};
+
+fn print_json<T: Serialize + ?Sized>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("reports serialise")
+    );
+}
+
+/// Prints an error with its whole chain, and a JSON error document with `--json`.
+pub fn error(err: &anyhow::Error, exit_code: i32, json: bool) {
+    let text = crate::redact::redact_text(&format!("{err:#}"));
+    if json {
+        print_json(&serde_json::json!({
+            "ok": false,
+            "exit_code": exit_code,
+            "error": text,
+        }));
+    }
+    eprintln!("error: {text}");
+}
+
+/// "3h ago", "2d ago".
+pub fn age(at: Timestamp, now: Timestamp) -> String {
+    let secs = now.as_second() - at.as_second();
+    match secs {
+        s if s < 0 => "in the future".into(),
+        s if s < 90 => format!("{s}s ago"),
+        s if s < 90 * 60 => format!("{}m ago", s / 60),
+        s if s < 36 * 3600 => format!("{}h ago", s / 3600),
+        s => format!("{}d ago", s / 86400),
+    }
+}
+
+fn short_time(at: Timestamp) -> String {
+    at.to_zoned(jiff::tz::TimeZone::UTC)
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+fn commit7(m: &Manifest) -> String {
+    m.git_commit
+        .as_deref()
+        .map(|c| c[..7.min(c.len())].to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn verified_cell(m: &Manifest) -> String {
+    match &m.verification {
+        Some(v) => format!("{} {}", v.method, age(v.at, Timestamp::now())),
+        None => "no".into(),
+    }
+}
+
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{:<w$}", c, w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = vec![line(headers.iter().map(|h| h.to_string()).collect())];
+    out.extend(rows.iter().map(|r| line(r.clone())));
+    out.join("\n")
+}
+
+pub fn created(c: &Created, json: bool, quiet: bool) {
+    if json {
+        print_json(c);
+        return;
+    }
+    if let Some(e) = &c.prune.error {
+        eprintln!("warning: the backup stands, but pruning old backups failed: {e}");
+    }
+    if quiet {
+        println!("{}", c.backup.id);
+        return;
+    }
+    let m = &c.backup;
+    let ratio = if m.size_bytes > 0 {
+        m.dump_bytes as f64 / m.size_bytes as f64
+    } else {
+        0.0
+    };
+    println!("backup {} created", m.id);
+    println!("  file      {}", c.path);
+    println!(
+        "  size      {} (pg_dump wrote {}, {:.1}x smaller)",
+        HumanBytes(m.size_bytes),
+        HumanBytes(m.dump_bytes),
+        ratio
+    );
+    println!("  sha256    {}", m.sha256);
+    println!("  database  {} (PostgreSQL {}, {} mode)", m.database.name, m.database.server_version, serde_json::to_value(m.database.mode).unwrap().as_str().unwrap_or(""));
+    println!("  took      {:.1}s", m.duration_ms as f64 / 1000.0);
+    if let Some(v) = &m.verification {
+        println!("  checked   {} ({} entries in the table of contents)", v.method, v.toc_entries);
+    }
+    if let Some(rows) = m.prisma_migrations.as_ref().and_then(|p| p.as_array()) {
+        println!("  prisma    {} migration rows recorded", rows.len());
+    }
+    let deleted: Vec<&str> = c.prune.deleted().map(|r| r.id.as_str()).collect();
+    if !deleted.is_empty() {
+        println!("retention: deleted {} old backup(s): {}", deleted.len(), deleted.join(", "));
+    }
+}
+
+pub fn backup_list(listing: &Listing, json: bool) {
+    if json {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            backups: &'a [Manifest],
+            strays: &'a [crate::backup::catalog::Stray],
+        }
+        print_json(&Out {
+            backups: &listing.backups,
+            strays: &listing.strays,
+        });
+        return;
+    }
+    let now = Timestamp::now();
+    if listing.backups.is_empty() {
+        println!("no backups yet (create one with `stablehand backup`)");
+    } else {
+        let rows: Vec<Vec<String>> = listing
+            .backups
+            .iter()
+            .map(|m| {
+                vec![
+                    m.id.clone(),
+                    short_time(m.created_at),
+                    age(m.created_at, now),
+                    HumanBytes(m.size_bytes).to_string(),
+                    m.label.clone(),
+                    commit7(m),
+                    verified_cell(m),
+                    if m.pinned { "pinned".into() } else { String::new() },
+                ]
+            })
+            .collect();
+        println!(
+            "{}",
+            table(
+                &["ID", "CREATED (UTC)", "AGE", "SIZE", "LABEL", "COMMIT", "VERIFIED", ""],
+                &rows
+            )
+        );
+    }
+    for s in &listing.strays {
+        eprintln!("note: {}: {}", s.file, s.problem);
+    }
+}
+
+pub fn backup_show(m: &Manifest, catalog: &Catalog, json: bool) {
+    if json {
+        print_json(m);
+        return;
+    }
+    let now = Timestamp::now();
+    println!("backup    {}", m.id);
+    println!("file      {}", m.data_path(catalog.dir()).display());
+    println!("created   {} UTC ({})", short_time(m.created_at), age(m.created_at, now));
+    println!("label     {}", m.label);
+    println!("commit    {}", m.git_commit.as_deref().unwrap_or("- (not a git repository)"));
+    println!("database  {} (PostgreSQL {})", m.database.name, m.database.server_version);
+    println!("size      {} ({} dumped)", HumanBytes(m.size_bytes), HumanBytes(m.dump_bytes));
+    println!("sha256    {}", m.sha256);
+    println!("format    {}, zstd level {} ({} threads)", m.format, m.compression.level, m.compression.threads);
+    println!("tools     pg_dump {}, stablehand {}, zstd {}", m.tools.pg_dump, m.tools.stablehand, m.tools.zstd);
+    println!("took      {:.1}s", m.duration_ms as f64 / 1000.0);
+    println!("verified  {}", verified_cell(m));
+    println!("pinned    {}", if m.pinned { "yes" } else { "no" });
+    match m.prisma_migrations.as_ref().and_then(|p| p.as_array()) {
+        Some(rows) => println!("prisma    {} rows in _prisma_migrations", rows.len()),
+        None => println!("prisma    no _prisma_migrations table"),
+    }
+}
+
+pub fn verify(results: &[Verified], json: bool) {
+    if json {
+        print_json(results);
+        return;
+    }
+    for r in results {
+        match &r.problem {
+            None => println!(
+                "ok      {}  ({}, {} entries in the table of contents)",
+                r.id,
+                HumanBytes(r.size_bytes),
+                r.toc_entries.unwrap_or(0)
+            ),
+            Some(p) => println!("FAILED  {}  {}", r.id, p),
+        }
+    }
+    let failed = results.iter().filter(|r| !r.ok).count();
+    if failed > 0 {
+        eprintln!(
+            "{failed} of {} backup(s) failed verification; they no longer count as verified. Do not restore from them.",
+            results.len()
+        );
+    }
+}
+
+pub fn prune(p: &PruneOutcome, json: bool) {
+    if json {
+        print_json(p);
+        return;
+    }
+    if p.rows.is_empty() {
+        println!("no backups to prune");
+        return;
+    }
+    let rows: Vec<Vec<String>> = p
+        .rows
+        .iter()
+        .map(|r| {
+            let action = match (r.delete, p.dry_run) {
+                (true, true) => "delete".to_string(),
+                (true, false) => "deleted".to_string(),
+                (false, _) => format!(
+                    "keep: {}",
+                    r.keep.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ")
+                ),
+            };
+            vec![r.id.clone(), short_time(r.created_at), HumanBytes(r.size_bytes).to_string(), action]
+        })
+        .collect();
+    println!("{}", table(&["ID", "CREATED (UTC)", "SIZE", "DECISION"], &rows));
+    let n = p.deleted().count();
+    let verb = if p.dry_run { "would delete" } else { "deleted" };
+    println!("{verb} {n} of {} backup(s)", p.rows.len());
+}
+
+pub fn pinned(m: &Manifest, json: bool) {
+    if json {
+        print_json(m);
+    } else if m.pinned {
+        println!("pinned {}: retention will never delete it", m.id);
+    } else {
+        println!("unpinned {}: retention rules apply to it again", m.id);
+    }
+}
