@@ -198,9 +198,9 @@ pub fn parse_size(s: &str) -> Option<u64> {
         "" | "b" => 1,
         "kb" => 1000,
         "kib" | "k" => 1024,
-        "mb" => 1000_000,
+        "mb" => 1_000_000,
         "mib" | "m" => 1024 * 1024,
-        "gb" => 1000_000_000,
+        "gb" => 1_000_000_000,
         "gib" | "g" => 1024 * 1024 * 1024,
         _ => return None,
     };
@@ -277,7 +277,12 @@ fn parse_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, column)
 }
 
@@ -306,7 +311,10 @@ fn validate(c: &Config, path: &Path) -> Result<(), ConfigError> {
     if !(1..=19).contains(&c.backup.compression_level) {
         return Err(invalid(
             "backup.compression_level",
-            format!("{} is out of range: use 1 (fastest) to 19 (smallest); 3 is the default", c.backup.compression_level),
+            format!(
+                "{} is out of range: use 1 (fastest) to 19 (smallest); 3 is the default",
+                c.backup.compression_level
+            ),
         ));
     }
     if c.backup.timeout.is_zero() {
@@ -326,7 +334,9 @@ mod tests {
     use super::*;
 
     fn err(text: &str) -> String {
-        parse(text, Path::new("stablehand.toml")).unwrap_err().to_string()
+        parse(text, Path::new("stablehand.toml"))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -342,7 +352,10 @@ mod tests {
     #[test]
     fn typo_names_line_column_and_valid_keys() {
         let msg = err("[database]\nname = \"app\"\n\n[backup]\nkeep_lats = 3\n");
-        assert!(msg.starts_with("stablehand.toml:5:1: unknown field `keep_lats`"), "{msg}");
+        assert!(
+            msg.starts_with("stablehand.toml:5:1: unknown field `keep_lats`"),
+            "{msg}"
+        );
         assert!(msg.contains("`keep_last`"), "{msg}");
         assert!(msg.contains("`keep_within`"), "{msg}");
     }
@@ -350,7 +363,10 @@ mod tests {
     #[test]
     fn wrong_type_names_the_line() {
         let msg = err("[database]\nname = \"app\"\n[backup]\nkeep_last = \"ten\"\n");
-        assert!(msg.starts_with("stablehand.toml:4:13: invalid type"), "{msg}");
+        assert!(
+            msg.starts_with("stablehand.toml:4:13: invalid type"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -145,7 +145,12 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
     }
 }
 
-fn create(cli: &Cli, loaded: &config::Loaded, label: &str, show_progress: bool) -> anyhow::Result<Exit> {
+fn create(
+    cli: &Cli,
+    loaded: &config::Loaded,
+    label: &str,
+    show_progress: bool,
+) -> anyhow::Result<Exit> {
     let created = backup::create_backup(loaded, label, show_progress)?;
     report::created(&created, cli.json, cli.quiet);
     Ok(Exit::Ok)

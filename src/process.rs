@@ -490,7 +490,10 @@ mod tests {
     #[test]
     fn large_stderr_does_not_block_stdout() {
         let out = Cmd::new("sh")
-            .args(["-c", "i=0; while [ $i -lt 20000 ]; do echo noise >&2; i=$((i+1)); done; echo done"])
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 20000 ]; do echo noise >&2; i=$((i+1)); done; echo done",
+            ])
             .output()
             .unwrap();
         assert_eq!(out.trim(), "done");

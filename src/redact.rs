@@ -17,9 +17,11 @@ impl SafeUrl {
 
     /// The password, to be handed to a child only through the environment.
     pub fn password(&self) -> Option<String> {
-        self.0
-            .password()
-            .map(|p| percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned())
+        self.0.password().map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
     }
 
     /// The same URL with the password removed (safe for argv).
@@ -86,9 +88,15 @@ mod tests {
     #[test]
     fn display_hides_password() {
         let u = SafeUrl::parse("postgresql://app:s3cr%40t@db:5432/app?sslmode=require").unwrap();
-        assert_eq!(u.to_string(), "postgresql://app:****@db:5432/app?sslmode=require");
+        assert_eq!(
+            u.to_string(),
+            "postgresql://app:****@db:5432/app?sslmode=require"
+        );
         assert_eq!(u.password().as_deref(), Some("s3cr@t"));
-        assert_eq!(u.as_argument(), "postgresql://app@db:5432/app?sslmode=require");
+        assert_eq!(
+            u.as_argument(),
+            "postgresql://app@db:5432/app?sslmode=require"
+        );
     }
 
     #[test]

@@ -110,17 +110,32 @@ pub fn created(c: &Created, json: bool, quiet: bool) {
         ratio
     );
     println!("  sha256    {}", m.sha256);
-    println!("  database  {} (PostgreSQL {}, {} mode)", m.database.name, m.database.server_version, serde_json::to_value(m.database.mode).unwrap().as_str().unwrap_or(""));
+    println!(
+        "  database  {} (PostgreSQL {}, {} mode)",
+        m.database.name,
+        m.database.server_version,
+        serde_json::to_value(m.database.mode)
+            .unwrap()
+            .as_str()
+            .unwrap_or("")
+    );
     println!("  took      {:.1}s", m.duration_ms as f64 / 1000.0);
     if let Some(v) = &m.verification {
-        println!("  checked   {} ({} entries in the table of contents)", v.method, v.toc_entries);
+        println!(
+            "  checked   {} ({} entries in the table of contents)",
+            v.method, v.toc_entries
+        );
     }
     if let Some(rows) = m.prisma_migrations.as_ref().and_then(|p| p.as_array()) {
         println!("  prisma    {} migration rows recorded", rows.len());
     }
     let deleted: Vec<&str> = c.prune.deleted().map(|r| r.id.as_str()).collect();
     if !deleted.is_empty() {
-        println!("retention: deleted {} old backup(s): {}", deleted.len(), deleted.join(", "));
+        println!(
+            "retention: deleted {} old backup(s): {}",
+            deleted.len(),
+            deleted.join(", ")
+        );
     }
 }
 
@@ -153,14 +168,27 @@ pub fn backup_list(listing: &Listing, json: bool) {
                     m.label.clone(),
                     commit7(m),
                     verified_cell(m),
-                    if m.pinned { "pinned".into() } else { String::new() },
+                    if m.pinned {
+                        "pinned".into()
+                    } else {
+                        String::new()
+                    },
                 ]
             })
             .collect();
         println!(
             "{}",
             table(
-                &["ID", "CREATED (UTC)", "AGE", "SIZE", "LABEL", "COMMIT", "VERIFIED", ""],
+                &[
+                    "ID",
+                    "CREATED (UTC)",
+                    "AGE",
+                    "SIZE",
+                    "LABEL",
+                    "COMMIT",
+                    "VERIFIED",
+                    ""
+                ],
                 &rows
             )
         );
@@ -178,14 +206,36 @@ pub fn backup_show(m: &Manifest, catalog: &Catalog, json: bool) {
     let now = Timestamp::now();
     println!("backup    {}", m.id);
     println!("file      {}", m.data_path(catalog.dir()).display());
-    println!("created   {} UTC ({})", short_time(m.created_at), age(m.created_at, now));
+    println!(
+        "created   {} UTC ({})",
+        short_time(m.created_at),
+        age(m.created_at, now)
+    );
     println!("label     {}", m.label);
-    println!("commit    {}", m.git_commit.as_deref().unwrap_or("- (not a git repository)"));
-    println!("database  {} (PostgreSQL {})", m.database.name, m.database.server_version);
-    println!("size      {} ({} dumped)", HumanBytes(m.size_bytes), HumanBytes(m.dump_bytes));
+    println!(
+        "commit    {}",
+        m.git_commit
+            .as_deref()
+            .unwrap_or("- (not a git repository)")
+    );
+    println!(
+        "database  {} (PostgreSQL {})",
+        m.database.name, m.database.server_version
+    );
+    println!(
+        "size      {} ({} dumped)",
+        HumanBytes(m.size_bytes),
+        HumanBytes(m.dump_bytes)
+    );
     println!("sha256    {}", m.sha256);
-    println!("format    {}, zstd level {} ({} threads)", m.format, m.compression.level, m.compression.threads);
-    println!("tools     pg_dump {}, stablehand {}, zstd {}", m.tools.pg_dump, m.tools.stablehand, m.tools.zstd);
+    println!(
+        "format    {}, zstd level {} ({} threads)",
+        m.format, m.compression.level, m.compression.threads
+    );
+    println!(
+        "tools     pg_dump {}, stablehand {}, zstd {}",
+        m.tools.pg_dump, m.tools.stablehand, m.tools.zstd
+    );
     println!("took      {:.1}s", m.duration_ms as f64 / 1000.0);
     println!("verified  {}", verified_cell(m));
     println!("pinned    {}", if m.pinned { "yes" } else { "no" });
@@ -238,13 +288,25 @@ pub fn prune(p: &PruneOutcome, json: bool) {
                 (true, false) => "deleted".to_string(),
                 (false, _) => format!(
                     "keep: {}",
-                    r.keep.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ")
+                    r.keep
+                        .iter()
+                        .map(|k| k.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             };
-            vec![r.id.clone(), short_time(r.created_at), HumanBytes(r.size_bytes).to_string(), action]
+            vec![
+                r.id.clone(),
+                short_time(r.created_at),
+                HumanBytes(r.size_bytes).to_string(),
+                action,
+            ]
         })
         .collect();
-    println!("{}", table(&["ID", "CREATED (UTC)", "SIZE", "DECISION"], &rows));
+    println!(
+        "{}",
+        table(&["ID", "CREATED (UTC)", "SIZE", "DECISION"], &rows)
+    );
     let n = p.deleted().count();
     let verb = if p.dry_run { "would delete" } else { "deleted" };
     println!("{verb} {n} of {} backup(s)", p.rows.len());

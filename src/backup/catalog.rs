@@ -83,7 +83,8 @@ impl Catalog {
             if name.ends_with(".partial") {
                 listing.strays.push(Stray {
                     file: name,
-                    problem: "unfinished write (a backup in progress, or one that was killed)".into(),
+                    problem: "unfinished write (a backup in progress, or one that was killed)"
+                        .into(),
                 });
             } else if name.ends_with(MANIFEST_SUFFIX) {
                 match Manifest::read(&entry.path()) {
@@ -113,9 +114,11 @@ impl Catalog {
                 });
             }
         }
-        listing
-            .backups
-            .sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
+        listing.backups.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| b.id.cmp(&a.id))
+        });
         Ok(listing)
     }
 
@@ -141,7 +144,10 @@ impl Catalog {
             many => bail!(
                 "{id:?} matches {} backups ({}); give more of the id",
                 many.len(),
-                many.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|m| m.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     }

@@ -12,7 +12,9 @@ use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
 use super::catalog::{Catalog, DirLock};
-use super::manifest::{self, Compression, DatabaseInfo, Manifest, ToolVersions, Verification, DATA_SUFFIX};
+use super::manifest::{
+    self, Compression, DatabaseInfo, Manifest, ToolVersions, Verification, DATA_SUFFIX,
+};
 use crate::config::BackupConfig;
 use crate::db::Database;
 
@@ -44,15 +46,14 @@ impl std::fmt::Display for Stage {
 
 /// A failed backup: which stage, and why. Nothing was recorded.
 #[derive(Debug, thiserror::Error)]
-#[error("backup failed at stage {stage}: {source:#}\n  no backup was recorded and no partial file was left behind")]
+#[error("backup failed at stage {stage}: {cause:#}\n  no backup was recorded and no partial file was left behind")]
 pub struct BackupFailed {
     pub stage: Stage,
-    #[source]
-    pub source: anyhow::Error,
+    pub cause: anyhow::Error,
 }
 
 fn at(stage: Stage) -> impl FnOnce(anyhow::Error) -> BackupFailed {
-    move |source| BackupFailed { stage, source }
+    move |cause| BackupFailed { stage, cause }
 }
 
 /// What to back up and how.
@@ -64,7 +65,12 @@ pub struct Request<'a> {
 }
 
 /// Runs one backup while holding the directory lock. Returns the manifest on success.
-pub fn create(db: &Database, catalog: &Catalog, lock: &DirLock, req: &Request) -> Result<Manifest, BackupFailed> {
+pub fn create(
+    db: &Database,
+    catalog: &Catalog,
+    lock: &DirLock,
+    req: &Request,
+) -> Result<Manifest, BackupFailed> {
     validate_label(req.label).map_err(at(Stage::Preflight))?;
     catalog
         .remove_unfinished(lock)
@@ -73,7 +79,8 @@ pub fn create(db: &Database, catalog: &Catalog, lock: &DirLock, req: &Request) -
 
     let server = db.server_version().map_err(at(Stage::Preflight))?;
     let pg_dump = db.pg_dump_version().map_err(at(Stage::Preflight))?;
-    db.check_pg_dump(&server, &pg_dump).map_err(at(Stage::Preflight))?;
+    db.check_pg_dump(&server, &pg_dump)
+        .map_err(at(Stage::Preflight))?;
     let prisma = db
         .prisma_migrations()
         .context("reading _prisma_migrations")
@@ -87,7 +94,9 @@ pub fn create(db: &Database, catalog: &Catalog, lock: &DirLock, req: &Request) -
     let temp = TempFile(catalog.path_of(&format!(".{file_name}.partial")));
 
     let threads = match req.settings.threads {
-        0 => std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
         n => n,
     };
     let started = Instant::now();
@@ -96,7 +105,7 @@ pub fn create(db: &Database, catalog: &Catalog, lock: &DirLock, req: &Request) -
     if written.size_bytes < req.settings.min_size {
         return Err(BackupFailed {
             stage: Stage::Check,
-            source: anyhow!(
+            cause: anyhow!(
                 "the backup is only {} bytes, below backup.min_size ({} bytes); pg_dump produced {} bytes",
                 written.size_bytes,
                 req.settings.min_size,
@@ -151,7 +160,9 @@ pub fn create(db: &Database, catalog: &Catalog, lock: &DirLock, req: &Request) -
         .map_err(at(Stage::Manifest))?;
     temp.disarm();
     let placed = TempFile(final_path);
-    manifest.write_atomic(&catalog.dir).map_err(at(Stage::Manifest))?;
+    manifest
+        .write_atomic(&catalog.dir)
+        .map_err(at(Stage::Manifest))?;
     placed.disarm();
     Ok(manifest)
 }
@@ -162,7 +173,12 @@ struct Written {
     sha256: String,
 }
 
-fn dump_to_file(db: &Database, path: &Path, req: &Request, threads: u32) -> Result<Written, BackupFailed> {
+fn dump_to_file(
+    db: &Database,
+    path: &Path,
+    req: &Request,
+    threads: u32,
+) -> Result<Written, BackupFailed> {
     let file = manifest::create_private(path)
         .with_context(|| format!("creating {}", path.display()))
         .map_err(at(Stage::Write))?;
@@ -195,7 +211,11 @@ fn dump_to_file(db: &Database, path: &Path, req: &Request, threads: u32) -> Resu
             Ok(0) => break Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => break Err(at(Stage::Dump)(anyhow!(e).context("reading pg_dump's output"))),
+            Err(e) => {
+                break Err(at(Stage::Dump)(
+                    anyhow!(e).context("reading pg_dump's output"),
+                ))
+            }
         };
         if head.len() < CUSTOM_FORMAT_MAGIC.len() {
             let take = (CUSTOM_FORMAT_MAGIC.len() - head.len()).min(n);
@@ -220,7 +240,9 @@ fn dump_to_file(db: &Database, path: &Path, req: &Request, threads: u32) -> Resu
     // everything it wrote was compressed fine.
     let waited = running.wait();
     progress.finish_and_clear();
-    waited.map_err(anyhow::Error::from).map_err(at(Stage::Dump))?;
+    waited
+        .map_err(anyhow::Error::from)
+        .map_err(at(Stage::Dump))?;
     if head != CUSTOM_FORMAT_MAGIC {
         return Err(at(Stage::Dump)(anyhow!(
             "pg_dump exited 0 but its output does not start with the custom-format header ({dump_bytes} bytes)"
@@ -249,8 +271,10 @@ fn progress_bar(show: bool) -> ProgressBar {
     }
     let pb = ProgressBar::new_spinner();
     pb.set_style(
-        ProgressStyle::with_template("{spinner} dumping: {bytes} read from pg_dump ({bytes_per_sec}), {elapsed}")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{spinner} dumping: {bytes} read from pg_dump ({bytes_per_sec}), {elapsed}",
+        )
+        .expect("valid template"),
     );
     pb.enable_steady_tick(Duration::from_millis(200));
     pb
@@ -309,7 +333,9 @@ impl Drop for TempFile {
 pub fn validate_label(label: &str) -> anyhow::Result<()> {
     if label.is_empty()
         || label.len() > 64
-        || !label.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        || !label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         || label.starts_with('.')
     {
         bail!("invalid label {label:?}: use 1-64 letters, digits, '.', '-' or '_' (not starting with '.')");
@@ -319,8 +345,13 @@ pub fn validate_label(label: &str) -> anyhow::Result<()> {
 
 /// `<label>_<YYYYMMDD_HHMMSS>_<sha7|manual>`, with `_2`, `_3`... when taken.
 fn unique_id(catalog: &Catalog, label: &str, at: Timestamp, commit: Option<&str>) -> String {
-    let stamp = at.to_zoned(jiff::tz::TimeZone::UTC).strftime("%Y%m%d_%H%M%S").to_string();
-    let sha7 = commit.map(|c| c[..7.min(c.len())].to_string()).unwrap_or_else(|| "manual".into());
+    let stamp = at
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .strftime("%Y%m%d_%H%M%S")
+        .to_string();
+    let sha7 = commit
+        .map(|c| c[..7.min(c.len())].to_string())
+        .unwrap_or_else(|| "manual".into());
     let base = format!("{label}_{stamp}_{sha7}");
     let taken = |id: &str| {
         catalog.path_of(&format!("{id}{DATA_SUFFIX}")).exists()
@@ -329,7 +360,10 @@ fn unique_id(catalog: &Catalog, label: &str, at: Timestamp, commit: Option<&str>
     if !taken(&base) {
         return base;
     }
-    (2..).map(|n| format!("{base}_{n}")).find(|id| !taken(id)).expect("some suffix is free")
+    (2..)
+        .map(|n| format!("{base}_{n}"))
+        .find(|id| !taken(id))
+        .expect("some suffix is free")
 }
 
 /// The app's current commit, or None outside a git repository.
@@ -365,7 +399,10 @@ mod tests {
         let id = unique_id(&catalog, "manual", at, Some("0123456789abcdef"));
         assert_eq!(id, "manual_20261129_102030_0123456");
         std::fs::write(dir.path().join(format!("{id}{DATA_SUFFIX}")), b"x").unwrap();
-        assert_eq!(unique_id(&catalog, "manual", at, None), "manual_20261129_102030_manual");
+        assert_eq!(
+            unique_id(&catalog, "manual", at, None),
+            "manual_20261129_102030_manual"
+        );
         assert_eq!(
             unique_id(&catalog, "manual", at, Some("0123456789abcdef")),
             "manual_20261129_102030_0123456_2"

@@ -96,7 +96,8 @@ impl Manifest {
     /// Reads a manifest file.
     pub fn read(path: &Path) -> anyhow::Result<Manifest> {
         let text = fs_err::read_to_string(path)?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not a valid manifest", path.display()))
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a valid manifest", path.display()))
     }
 
     /// Writes the manifest into `dir` atomically: a reader sees the old one or the new one.

@@ -83,7 +83,12 @@ pub fn prune(loaded: &Loaded, dry_run: bool) -> anyhow::Result<PruneOutcome> {
     prune_locked(loaded, &catalog, &lock, dry_run)
 }
 
-fn prune_locked(loaded: &Loaded, catalog: &Catalog, lock: &DirLock, dry_run: bool) -> anyhow::Result<PruneOutcome> {
+fn prune_locked(
+    loaded: &Loaded,
+    catalog: &Catalog,
+    lock: &DirLock,
+    dry_run: bool,
+) -> anyhow::Result<PruneOutcome> {
     let backups = catalog.list()?.backups;
     let candidates: Vec<Candidate> = backups
         .iter()
@@ -98,7 +103,10 @@ fn prune_locked(loaded: &Loaded, catalog: &Catalog, lock: &DirLock, dry_run: boo
     let verdicts = retention::plan(&candidates, &policy, Timestamp::now())?;
     let mut rows = Vec::with_capacity(verdicts.len());
     for v in verdicts {
-        let m = backups.iter().find(|m| m.id == v.id).expect("verdict for a listed backup");
+        let m = backups
+            .iter()
+            .find(|m| m.id == v.id)
+            .expect("verdict for a listed backup");
         let delete = v.deleted();
         if delete && !dry_run {
             catalog

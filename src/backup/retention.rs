@@ -99,13 +99,21 @@ impl Verdict {
 pub struct EmptyPolicy;
 
 /// Decides, for every backup, whether it stays and why. Output is newest first.
-pub fn plan(backups: &[Candidate], policy: &Policy, now: Timestamp) -> Result<Vec<Verdict>, EmptyPolicy> {
+pub fn plan(
+    backups: &[Candidate],
+    policy: &Policy,
+    now: Timestamp,
+) -> Result<Vec<Verdict>, EmptyPolicy> {
     if policy.is_empty() {
         return Err(EmptyPolicy);
     }
     let mut sorted: Vec<&Candidate> = backups.iter().collect();
     // Newest first by manifest time; the id breaks ties so the order is total.
-    sorted.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
+    sorted.sort_by(|a, b| {
+        b.created_at
+            .cmp(&a.created_at)
+            .then_with(|| b.id.cmp(&a.id))
+    });
 
     // The newest verified backup always stays; with none verified, the newest does.
     let newest_verified = sorted.iter().find(|c| c.verified).map(|c| c.id.clone());
@@ -115,13 +123,19 @@ pub fn plan(backups: &[Candidate], policy: &Policy, now: Timestamp) -> Result<Ve
     };
     let within_label = humantime::format_duration(policy.keep_within).to_string();
     let cutoff = now
-        .checked_sub(jiff::SignedDuration::try_from(policy.keep_within).unwrap_or(jiff::SignedDuration::MAX))
+        .checked_sub(
+            jiff::SignedDuration::try_from(policy.keep_within).unwrap_or(jiff::SignedDuration::MAX),
+        )
         .unwrap_or(Timestamp::MIN);
 
     let mut buckets = [
         Bucketer::new(policy.keep_daily, |d| d.to_string(), Reason::Daily),
         Bucketer::new(policy.keep_weekly, week_label, Reason::Weekly),
-        Bucketer::new(policy.keep_monthly, |d| d.strftime("%Y-%m").to_string(), Reason::Monthly),
+        Bucketer::new(
+            policy.keep_monthly,
+            |d| d.strftime("%Y-%m").to_string(),
+            Reason::Monthly,
+        ),
     ];
 
     let mut out = Vec::with_capacity(sorted.len());
@@ -213,7 +227,11 @@ mod tests {
     }
 
     fn kept(verdicts: &[Verdict]) -> Vec<String> {
-        verdicts.iter().filter(|v| !v.deleted()).map(|v| v.id.clone()).collect()
+        verdicts
+            .iter()
+            .filter(|v| !v.deleted())
+            .map(|v| v.id.clone())
+            .collect()
     }
 
     #[test]
@@ -239,15 +257,35 @@ mod tests {
         let backups: Vec<_> = (1..=12)
             .map(|d| cand(&format!("b{d:02}"), &format!("2026-01-{d:02}T00:00:00Z")))
             .collect();
-        let v = plan(&backups, &Policy { keep_last: 10, keep_within: Duration::from_secs(30 * 86400), ..Policy::default() }, now).unwrap();
+        let v = plan(
+            &backups,
+            &Policy {
+                keep_last: 10,
+                keep_within: Duration::from_secs(30 * 86400),
+                ..Policy::default()
+            },
+            now,
+        )
+        .unwrap();
         assert_eq!(kept(&v).len(), 10);
     }
 
     #[test]
     fn order_comes_from_manifest_time_not_id() {
         let now = ts("2026-06-30T00:00:00Z");
-        let backups = vec![cand("zzz_old", "2026-01-01T00:00:00Z"), cand("aaa_new", "2026-06-01T00:00:00Z")];
-        let v = plan(&backups, &Policy { keep_last: 1, ..Policy::default() }, now).unwrap();
+        let backups = vec![
+            cand("zzz_old", "2026-01-01T00:00:00Z"),
+            cand("aaa_new", "2026-06-01T00:00:00Z"),
+        ];
+        let v = plan(
+            &backups,
+            &Policy {
+                keep_last: 1,
+                ..Policy::default()
+            },
+            now,
+        )
+        .unwrap();
         assert_eq!(kept(&v), vec!["aaa_new"]);
     }
 
@@ -261,9 +299,25 @@ mod tests {
             cand("feb10", "2026-02-10T08:00:00Z"),
             cand("jan05", "2026-01-05T08:00:00Z"),
         ];
-        let v = plan(&backups, &Policy { keep_daily: 2, keep_monthly: 2, ..Policy::default() }, now).unwrap();
+        let v = plan(
+            &backups,
+            &Policy {
+                keep_daily: 2,
+                keep_monthly: 2,
+                ..Policy::default()
+            },
+            now,
+        )
+        .unwrap();
         assert_eq!(kept(&v), vec!["mar30-b", "mar29", "feb10"]);
-        assert_eq!(v[0].keep, vec![Reason::NewestVerified, Reason::Daily("2026-03-30".into()), Reason::Monthly("2026-03".into())]);
+        assert_eq!(
+            v[0].keep,
+            vec![
+                Reason::NewestVerified,
+                Reason::Daily("2026-03-30".into()),
+                Reason::Monthly("2026-03".into())
+            ]
+        );
     }
 
     #[test]
@@ -276,15 +330,29 @@ mod tests {
         ];
         backups[0].verified = false;
         backups[2].pinned = true;
-        let v = plan(&backups, &Policy { keep_last: 1, ..Policy::default() }, now).unwrap();
-        assert_eq!(kept(&v), vec!["new-unverified", "old-verified", "old-pinned"]);
+        let v = plan(
+            &backups,
+            &Policy {
+                keep_last: 1,
+                ..Policy::default()
+            },
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            kept(&v),
+            vec!["new-unverified", "old-verified", "old-pinned"]
+        );
         assert_eq!(v[1].keep, vec![Reason::NewestVerified]);
         assert_eq!(v[2].keep, vec![Reason::Pinned]);
     }
 
     #[test]
     fn empty_policy_is_refused() {
-        assert_eq!(plan(&[], &Policy::default(), Timestamp::UNIX_EPOCH), Err(EmptyPolicy));
+        assert_eq!(
+            plan(&[], &Policy::default(), Timestamp::UNIX_EPOCH),
+            Err(EmptyPolicy)
+        );
     }
 
     fn arb_backups() -> impl Strategy<Value = Vec<Candidate>> {

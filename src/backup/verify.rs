@@ -64,7 +64,10 @@ pub fn check_file(db: &Database, path: &Path, read_all: bool) -> anyhow::Result<
         }
     }
     drop(stdin);
-    let listing = reader.join().expect("reader thread").context("reading pg_restore's output");
+    let listing = reader
+        .join()
+        .expect("reader thread")
+        .context("reading pg_restore's output");
     let status = running.wait();
 
     let mut inner = decoder.finish();

@@ -267,8 +267,12 @@ impl Database {
 
     /// `pg_dump` of the whole database in custom format, uncompressed (we compress).
     pub fn dump_cmd(&self) -> Cmd {
-        self.tool(Tool::PgDump, true)
-            .args(["--format=custom", "--compress=0", "--no-owner", "--no-acl"])
+        self.tool(Tool::PgDump, true).args([
+            "--format=custom",
+            "--compress=0",
+            "--no-owner",
+            "--no-acl",
+        ])
     }
 
     /// `pg_restore --list` reading a dump on stdin (no connection needed).
@@ -300,7 +304,8 @@ mod tests {
     use std::path::Path;
 
     fn direct(url: &str) -> Database {
-        let text = "[database]\nmode = \"direct\"\nurl_env = \"STABLEHAND_TEST_UNSET_VAR\"\n".to_string()
+        let text = "[database]\nmode = \"direct\"\nurl_env = \"STABLEHAND_TEST_UNSET_VAR\"\n"
+            .to_string()
             + &format!("url = {url:?}\n");
         let config = config::parse(&text, Path::new("t.toml")).unwrap();
         Database::from_config(&Loaded {
@@ -313,7 +318,8 @@ mod tests {
 
     #[test]
     fn versions_parse() {
-        let v = Version::parse_tool_output("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)").unwrap();
+        let v = Version::parse_tool_output("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)")
+            .unwrap();
         assert_eq!((v.text.as_str(), v.major), ("15.18", 15));
         assert_eq!(Version::parse_tool_output("16.2").unwrap().major, 16);
     }
@@ -322,18 +328,34 @@ mod tests {
     fn prisma_params_are_dropped_and_libpq_ones_kept() {
         let db = direct("postgresql://app@127.0.0.1:5432/app?schema=public&sslmode=disable");
         let cmd = db.tool(Tool::Psql, true);
-        let args: Vec<_> = cmd.get_args().iter().map(|a| a.to_string_lossy().into_owned()).collect();
-        assert_eq!(args, vec!["--dbname=postgresql://app@127.0.0.1:5432/app?sslmode=disable"]);
+        let args: Vec<_> = cmd
+            .get_args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            vec!["--dbname=postgresql://app@127.0.0.1:5432/app?sslmode=disable"]
+        );
         assert_eq!(db.name, "app");
     }
 
     #[test]
     fn older_pg_dump_is_refused_with_advice() {
         let db = direct("postgresql://app@127.0.0.1/app");
-        let server = Version { text: "16.4".into(), major: 16 };
-        let old = Version { text: "15.18".into(), major: 15 };
+        let server = Version {
+            text: "16.4".into(),
+            major: 16,
+        };
+        let old = Version {
+            text: "15.18".into(),
+            major: 15,
+        };
         let msg = db.check_pg_dump(&server, &old).unwrap_err().to_string();
-        assert!(msg.contains("pg_dump 15.18 is older than the PostgreSQL 16.4 server"), "{msg}");
+        assert!(
+            msg.contains("pg_dump 15.18 is older than the PostgreSQL 16.4 server"),
+            "{msg}"
+        );
         assert!(db.check_pg_dump(&old, &server).is_ok());
     }
 }

@@ -1,0 +1,157 @@
+//! Compose mode against PostgreSQL running in a compose service on a real Docker engine:
+//! the tools run inside the service (`compose exec -T`), exactly the proposal's setup.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use predicates::prelude::*;
+
+use crate::support::{
+    busybox_image, docker_available, free_port, postgres_ids, unique, wait_for, App, PG_BIN,
+};
+
+/// A compose project running PostgreSQL; brought down on drop.
+struct Stack {
+    app: App,
+    project: String,
+    port: u16,
+}
+
+impl Stack {
+    fn up() -> Option<Stack> {
+        if !docker_available() {
+            return None;
+        }
+        let image = busybox_image();
+        let port = free_port();
+        let project = unique("shtest").replace('_', "");
+        let app = App::new(&format!(
+            "[runtime]\nproject = \"{project}\"\n\n[database]\nmode = \"compose\"\nservice = \"postgres\"\nuser = \"app\"\nname = \"appdb\"\n"
+        ));
+        let (uid, gid) = postgres_ids();
+        let pgdata = app.path().join("pgdata");
+        fs::create_dir(&pgdata).unwrap();
+        nix::unistd::chown(&pgdata, Some(uid.into()), Some(gid.into())).unwrap();
+        fs::write(
+            app.path().join("docker-compose.yml"),
+            format!(
+                r#"version: "2.4"
+services:
+  postgres:
+    image: {image}
+    network_mode: host
+    user: "{uid}:{gid}"
+    environment:
+      PATH: /usr/lib/postgresql/15/bin:/bin
+      PGHOST: /pgdata
+      PGPORT: "{port}"
+    volumes:
+      - /usr:/usr:ro
+      - /lib:/lib:ro
+      - /lib64:/lib64:ro
+      - /etc/passwd:/etc/passwd:ro
+      - /etc/group:/etc/group:ro
+      - ./pgdata:/pgdata
+    command: ["/bin/sh", "-c", "[ -f /pgdata/PG_VERSION ] || initdb -D /pgdata -U app --auth=trust >/dev/null; exec postgres -D /pgdata -p {port} -k /pgdata -c listen_addresses=127.0.0.1"]
+"#
+            ),
+        )
+        .unwrap();
+        let stack = Stack { app, project, port };
+        let status = stack.compose(&["up", "-d"]).status().unwrap();
+        assert!(status.success(), "compose up");
+        wait_for(Duration::from_secs(90), || {
+            Command::new(format!("{PG_BIN}/pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                .status()
+                .unwrap()
+                .success()
+                .then_some(())
+        })
+        .expect("PostgreSQL in the compose service became ready");
+        Some(stack)
+    }
+
+    fn compose(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("docker-compose");
+        c.args(["-p", &self.project])
+            .args(args)
+            .current_dir(self.app.path());
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        c
+    }
+
+    fn psql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new(format!("{PG_BIN}/psql"))
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+            .arg(format!(
+                "--dbname=postgresql://app@127.0.0.1:{}/{db}",
+                self.port
+            ))
+            .args(["-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.compose(&["down", "-t", "2"]).status();
+    }
+}
+
+fn has_file(dir: &Path, suffix: &str) -> bool {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(suffix))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn compose_mode_backs_up_and_verifies_inside_the_service() {
+    let Some(stack) = Stack::up() else { return };
+    stack.psql("postgres", "create database appdb");
+    stack.psql(
+        "appdb",
+        "create table items (id serial primary key, name text);
+         insert into items (name) select 'item ' || g from generate_series(1, 3000) g;",
+    );
+    let app = &stack.app;
+    let v = app.json(&["backup", "--label", "pre-deploy"]);
+    assert_eq!(v["backup"]["database"]["mode"], "compose");
+    assert_eq!(v["backup"]["database"]["name"], "appdb");
+    assert!(v["backup"]["tools"]["pg_dump"]
+        .as_str()
+        .unwrap()
+        .starts_with("15."));
+    assert!(v["backup"]["verification"]["toc_entries"].as_u64().unwrap() >= 3);
+    assert!(has_file(&app.backup_dir(), ".dump.zst"));
+
+    let verified = app.json(&["backup", "verify", "--all"]);
+    assert_eq!(verified[0]["ok"], true, "{verified}");
+
+    // With the service stopped, the backup fails clearly and leaves nothing new.
+    let before = app.backup_files();
+    assert!(stack
+        .compose(&["stop", "-t", "2"])
+        .status()
+        .unwrap()
+        .success());
+    app.cmd()
+        .arg("backup")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("backup failed at stage preflight"))
+        .stderr(predicate::str::contains("cannot reach the database"));
+    assert_eq!(app.backup_files(), before);
+}

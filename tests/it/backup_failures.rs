@@ -1,0 +1,290 @@
+//! Every way a backup can fail: each test asserts the exit code, the message, and that
+//! no file that looks like a backup remains.
+
+use std::os::unix::fs::symlink;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use predicates::prelude::*;
+
+use crate::require_pg;
+use crate::support::{
+    bytes_written, children_named, missing, wait_for, write_script, App, Pg, PG_BIN,
+};
+
+/// A database big enough that pg_dump streams for a while (about 90 MB of text).
+fn big_db(pg: &Pg) -> String {
+    let db = pg.create_db("big");
+    pg.psql(
+        &db,
+        "create table big (id bigint, a text, b text);
+         insert into big select g, md5(g::text) || md5((g+1)::text), repeat(md5(g::text), 2) from generate_series(1, 600000) g;",
+    );
+    db
+}
+
+#[test]
+fn pg_dump_killed_mid_stream_leaves_nothing() {
+    let pg = require_pg!();
+    let db = big_db(pg);
+    // One zstd thread and a high level slow the pipeline so the kill lands mid-stream.
+    let app = App::direct(
+        &pg.url(&db),
+        "[backup]\nthreads = 1\ncompression_level = 12\n",
+    );
+    let child = app
+        .std_cmd()
+        .arg("backup")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let parent = child.id();
+    // The real pg_dump, once it has streamed more than 4 MB.
+    let pid = wait_for(Duration::from_secs(60), || {
+        children_named(parent, "pg_dump")
+            .into_iter()
+            .find(|pid| bytes_written(*pid).unwrap_or(0) > 4 << 20)
+    })
+    .expect("pg_dump started streaming");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("backup failed at stage dump (pg_dump)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("was killed by signal 9 (SIGKILL)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no backup was recorded"), "{stderr}");
+    app.assert_no_backup_left();
+}
+
+#[test]
+fn pg_dump_exiting_non_zero_leaves_nothing() {
+    let pg = require_pg!();
+    let db = pg.sample_db();
+    // A real permission error: a role that may connect but not read a table.
+    let role = crate::support::unique("limited");
+    pg.psql(
+        &db,
+        &format!(
+            "create role {role} login; create table secret (x int); insert into secret values (1);"
+        ),
+    );
+    let app = App::direct(
+        &format!("postgresql://{role}@127.0.0.1:{}/{db}", pg.port),
+        "",
+    );
+    app.cmd()
+        .arg("backup")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "backup failed at stage dump (pg_dump)",
+        ))
+        .stderr(predicate::str::contains("`pg_dump` exited with status 1"))
+        .stderr(predicate::str::contains("permission denied"));
+    app.assert_no_backup_left();
+}
+
+#[test]
+fn stalled_dump_is_killed_at_the_timeout() {
+    let pg = require_pg!();
+    let db = pg.sample_db();
+    // A real stall: another session holds an exclusive lock, so pg_dump waits forever.
+    let app_name = crate::support::unique("locker");
+    let mut locker = Command::new(format!("{PG_BIN}/psql"))
+        .arg(format!(
+            "--dbname={}?application_name={app_name}",
+            pg.url(&db)
+        ))
+        .args([
+            "-X",
+            "-q",
+            "-c",
+            "begin; lock table notes in access exclusive mode; select pg_sleep(60);",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(20), || {
+        (pg.psql(&db, &format!("select count(*) from pg_locks l join pg_stat_activity a using (pid) where a.application_name = '{app_name}' and l.mode = 'AccessExclusiveLock' and l.granted")) != "0").then_some(())
+    })
+    .expect("lock taken");
+
+    let app = App::direct(&pg.url(&db), "[backup]\ntimeout = \"2s\"\n");
+    let started = Instant::now();
+    let out = app.cmd().arg("backup").output().unwrap();
+    let _ = locker.kill();
+    let _ = locker.wait();
+    pg.psql("postgres", &format!("select pg_terminate_backend(pid) from pg_stat_activity where application_name = '{app_name}'"));
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`pg_dump` did not finish within 2s and was killed"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    app.assert_no_backup_left();
+}
+
+/// Mounts a small tmpfs; unmounts on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_disk_fails_the_write_and_leaves_nothing() {
+    let pg = require_pg!();
+    if !nix::unistd::geteuid().is_root()
+        && missing("root (to mount a tmpfs)", "not running as root")
+    {
+        return;
+    }
+    let db = pg.create_db("noise");
+    // Random hex compresses about 2x: several MB that cannot fit in 512 KiB.
+    pg.psql(
+        &db,
+        "create table noise (v text); insert into noise select md5(random()::text) || md5(random()::text) from generate_series(1, 100000);",
+    );
+    let app = App::direct(&pg.url(&db), "");
+    let dir = app.backup_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mounting a tmpfs");
+    let _mount = Tmpfs(dir.clone());
+
+    app.cmd()
+        .arg("backup")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("backup failed at stage write"))
+        .stderr(predicate::str::contains("No space left on device"));
+    app.assert_no_backup_left();
+}
+
+#[test]
+fn unreachable_database_fails_at_preflight() {
+    let pg = require_pg!();
+    let _ = pg;
+    let port = crate::support::free_port();
+    let app = App::direct(
+        &format!("postgresql://postgres@127.0.0.1:{port}/nothing"),
+        "",
+    );
+    app.cmd()
+        .arg("backup")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("backup failed at stage preflight"))
+        .stderr(predicate::str::contains("cannot reach the database"))
+        .stderr(predicate::str::contains("Connection refused"));
+    app.assert_no_backup_left();
+}
+
+#[test]
+fn missing_pg_dump_is_named_with_advice() {
+    let pg = require_pg!();
+    let db = pg.sample_db();
+    // A client directory that has psql but no pg_dump.
+    let bin = tempfile::tempdir().unwrap();
+    symlink(format!("{PG_BIN}/psql"), bin.path().join("psql")).unwrap();
+    let app = App::direct(
+        &pg.url(&db),
+        &format!("client_bin_dir = {:?}\n", bin.path()),
+    );
+    app.cmd()
+        .arg("backup")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("backup failed at stage preflight"))
+        .stderr(predicate::str::contains("pg_dump` was not found"))
+        .stderr(predicate::str::contains(
+            "install the PostgreSQL client tools",
+        ));
+    app.assert_no_backup_left();
+}
+
+#[test]
+fn pg_dump_older_than_the_server_is_refused() {
+    let pg = require_pg!();
+    let db = pg.sample_db();
+    // Failure injection: no older pg_dump is installed here, so a fake one reports 14.11.
+    let bin = tempfile::tempdir().unwrap();
+    symlink(format!("{PG_BIN}/psql"), bin.path().join("psql")).unwrap();
+    write_script(
+        &bin.path().join("pg_dump"),
+        "#!/bin/sh\necho 'pg_dump (PostgreSQL) 14.11'\n",
+    );
+    let app = App::direct(
+        &pg.url(&db),
+        &format!("client_bin_dir = {:?}\n", bin.path()),
+    );
+    app.cmd()
+        .arg("backup")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "pg_dump 14.11 is older than the PostgreSQL 15",
+        ))
+        .stderr(predicate::str::contains("database.client_bin_dir"));
+    app.assert_no_backup_left();
+}
+
+#[test]
+fn backup_below_min_size_does_not_count() {
+    let pg = require_pg!();
+    let db = pg.create_db("empty");
+    let app = App::direct(&pg.url(&db), "[backup]\nmin_size = \"1MiB\"\n");
+    app.cmd()
+        .arg("backup")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("backup failed at stage check"))
+        .stderr(predicate::str::contains(
+            "below backup.min_size (1048576 bytes)",
+        ));
+    app.assert_no_backup_left();
+}
+
+#[test]
+fn leftovers_of_a_killed_stablehand_are_ignored_then_cleaned() {
+    let pg = require_pg!();
+    let db = pg.sample_db();
+    let app = App::direct(&pg.url(&db), "");
+    std::fs::create_dir_all(app.backup_dir()).unwrap();
+    let partial = app
+        .backup_dir()
+        .join(".manual_20200101_000000_manual.dump.zst.partial");
+    std::fs::write(&partial, b"half a backup").unwrap();
+    app.cmd()
+        .args(["backup", "list"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("no backups yet"))
+        .stderr(predicate::str::contains("unfinished write"));
+    app.cmd().arg("backup").assert().success();
+    assert!(
+        !partial.exists(),
+        "the next backup removes leftovers under the lock"
+    );
+}

@@ -1,0 +1,113 @@
+//! The command-line contract: help, usage errors, config errors (exit 78).
+
+use crate::support::App;
+use predicates::prelude::*;
+
+#[test]
+fn help_lists_the_backup_commands() {
+    let app = App::new("");
+    app.cmd()
+        .args(["backup", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("create"))
+        .stdout(predicate::str::contains("list"))
+        .stdout(predicate::str::contains("verify"))
+        .stdout(predicate::str::contains("prune"))
+        .stdout(predicate::str::contains("pin"));
+}
+
+#[test]
+fn unknown_command_is_a_usage_error() {
+    App::new("").cmd().arg("frobnicate").assert().code(2);
+    App::new("")
+        .cmd()
+        .args(["backup", "verify", "x", "--all"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn missing_config_exits_78_and_says_what_to_do() {
+    let app = App::new("");
+    std::fs::remove_file(app.path().join("stablehand.toml")).unwrap();
+    app.cmd()
+        .args(["backup", "list"])
+        .assert()
+        .code(78)
+        .stderr(predicate::str::contains(
+            "no config file at stablehand.toml",
+        ))
+        .stderr(predicate::str::contains("--config"));
+}
+
+#[test]
+fn typo_in_config_names_line_and_valid_keys_and_touches_nothing() {
+    let app = App::new("[database]\nmode = \"direct\"\n\n[backup]\nkeep_lats = 3\n");
+    app.cmd()
+        .arg("backup")
+        .assert()
+        .code(78)
+        .stderr(predicate::str::contains(
+            "stablehand.toml:5:1: unknown field `keep_lats`",
+        ))
+        .stderr(predicate::str::contains("`keep_last`, `keep_within`"));
+    assert!(
+        !app.backup_dir().exists(),
+        "nothing may be created on a config error"
+    );
+}
+
+#[test]
+fn wrong_type_in_config_names_line_and_column() {
+    let app = App::new("[database]\nmode = \"direct\"\n[backup]\ncompression_level = \"high\"\n");
+    app.cmd()
+        .arg("backup")
+        .assert()
+        .code(78)
+        .stderr(predicate::str::contains(
+            "stablehand.toml:4:21: invalid type: string \"high\", expected i32",
+        ));
+    assert!(!app.backup_dir().exists());
+}
+
+#[test]
+fn config_from_env_var_and_json_error() {
+    let app = App::new("[database]\nmode = \"sideways\"\n");
+    let out = app
+        .cmd()
+        .env("STABLEHAND_CONFIG", app.path().join("stablehand.toml"))
+        .current_dir("/")
+        .args(["--json", "backup", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["exit_code"], 78);
+    assert!(v["error"]
+        .as_str()
+        .unwrap()
+        .contains("unknown variant `sideways`, expected `compose` or `direct`"));
+}
+
+#[test]
+fn direct_mode_without_url_is_a_config_error() {
+    let app = App::new("[database]\nmode = \"direct\"\n");
+    app.cmd()
+        .arg("backup")
+        .assert()
+        .code(78)
+        .stderr(predicate::str::contains("DATABASE_URL is not set"));
+    assert!(app.backup_files().is_empty());
+}
+
+#[test]
+fn list_with_no_backups_is_friendly() {
+    let app = App::new("[database]\nmode = \"direct\"\n");
+    app.cmd()
+        .args(["backup", "list"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("no backups yet"));
+}

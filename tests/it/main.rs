@@ -1,0 +1,9 @@
+//! Integration tests: the real binary against a real PostgreSQL cluster, real git
+//! repositories and a real Docker engine with Compose. One test binary (as ripgrep does).
+
+mod support;
+
+mod backup_compose;
+mod backup_direct;
+mod backup_failures;
+mod cli;

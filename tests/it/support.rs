@@ -1,0 +1,443 @@
+//! Test support: a throwaway PostgreSQL cluster shared by the test processes (one
+//! database per test), app directories with a config, the real binary with a clean
+//! environment, and a Docker engine for compose tests. A component that is missing
+//! skips the test locally and fails it when `CI` is set.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// A role that must authenticate with a password (scram), to test secret handling.
+pub const PW_USER: &str = "pwuser";
+pub const PW_SECRET: &str = "Tr0ub4dor-not-in-argv";
+
+/// Skips (or, under CI, fails) when the component is missing.
+pub fn missing(component: &str, why: &str) -> bool {
+    if std::env::var_os("CI").is_some() {
+        panic!("{component} is required under CI but is missing: {why}");
+    }
+    eprintln!("SKIPPED: {component} is missing ({why}); set CI=1 to make this a failure");
+    true
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Runs a command as the postgres user when we are root.
+fn as_postgres(program: &str) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", program]);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The shared throwaway cluster.
+pub struct Pg {
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+static PG: OnceLock<Option<Pg>> = OnceLock::new();
+
+/// The shared cluster, started on first use (under a file lock, since nextest runs each
+/// test in its own process). None when PostgreSQL is missing outside CI.
+pub fn pg() -> Option<&'static Pg> {
+    PG.get_or_init(|| {
+        if !Path::new(PG_BIN).join("initdb").exists() {
+            missing("PostgreSQL 15", "no /usr/lib/postgresql/15/bin/initdb");
+            return None;
+        }
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pg");
+        fs::create_dir_all(&dir).unwrap();
+        let lock = fs::File::create(dir.join("setup.lock")).unwrap();
+        let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
+        let data = dir.join("data");
+        let port_file = dir.join("port");
+        if !data.join("PG_VERSION").exists() {
+            let _ = fs::remove_dir_all(&data);
+            if is_root() {
+                run_ok(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir));
+            }
+            run_ok(
+                as_postgres(&format!("{PG_BIN}/initdb"))
+                    .arg("-D")
+                    .arg(&data)
+                    .args(["-U", "postgres", "--auth=trust", "-E", "UTF8"])
+                    .stdout(Stdio::null()),
+            );
+            let hba = data.join("pg_hba.conf");
+            let old = fs::read_to_string(&hba).unwrap();
+            fs::write(
+                &hba,
+                format!("host all {PW_USER} 127.0.0.1/32 scram-sha-256\n{old}"),
+            )
+            .unwrap();
+            fs::write(&port_file, free_port().to_string()).unwrap();
+        }
+        let port: u16 = fs::read_to_string(&port_file).unwrap().trim().parse().unwrap();
+        let status = as_postgres(&format!("{PG_BIN}/pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("status")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        if !status.success() {
+            run_ok(
+                as_postgres(&format!("{PG_BIN}/pg_ctl"))
+                    .arg("-D")
+                    .arg(&data)
+                    .arg("-o")
+                    .arg(format!(
+                        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off",
+                        dir.display()
+                    ))
+                    .arg("-l")
+                    .arg(dir.join("log"))
+                    .args(["-w", "start"])
+                    .stdout(Stdio::null()),
+            );
+        }
+        let pg = Pg { port, dir };
+        pg.psql("postgres", &format!(
+            "do $$ begin if not exists (select from pg_roles where rolname = '{PW_USER}') then \
+             create role {PW_USER} login superuser password '{PW_SECRET}'; end if; end $$;"
+        ));
+        Some(pg)
+    })
+    .as_ref()
+}
+
+/// Returns the cluster or skips the test.
+#[macro_export]
+macro_rules! require_pg {
+    () => {
+        match $crate::support::pg() {
+            Some(pg) => pg,
+            None => return,
+        }
+    };
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique across test processes.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+impl Pg {
+    pub fn url(&self, db: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Runs SQL as the superuser; panics on failure.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        run_ok(
+            Command::new(format!("{PG_BIN}/psql"))
+                .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+                .arg(format!("--dbname={}", self.url(db)))
+                .args(["-c", sql]),
+        )
+        .trim()
+        .to_string()
+    }
+
+    /// A new, empty database.
+    pub fn create_db(&self, prefix: &str) -> String {
+        let name = unique(prefix);
+        self.psql("postgres", &format!("create database {name}"));
+        name
+    }
+
+    /// A database with some tables and rows (a few hundred KB).
+    pub fn sample_db(&self) -> String {
+        let db = self.create_db("sample");
+        self.psql(
+            &db,
+            "create table users (id serial primary key, email text not null unique, created_at timestamptz default now());
+             insert into users (email) select 'user' || g || '@example.test' from generate_series(1, 5000) g;
+             create table notes (id bigserial primary key, user_id int references users(id), body text);
+             insert into notes (user_id, body) select 1 + g % 5000, repeat('note ' || g, 8) from generate_series(1, 20000) g;",
+        );
+        db
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An app directory with a `stablehand.toml`.
+pub struct App {
+    pub dir: tempfile::TempDir,
+    pub env: Vec<(String, String)>,
+}
+
+impl App {
+    pub fn new(config: &str) -> App {
+        let dir = tempfile::Builder::new()
+            .prefix("stablehand-app")
+            .tempdir()
+            .unwrap();
+        fs::write(dir.path().join("stablehand.toml"), config).unwrap();
+        App {
+            dir,
+            env: Vec::new(),
+        }
+    }
+
+    /// A direct-mode app pointed at `url` (through DATABASE_URL) with extra config.
+    pub fn direct(url: &str, extra: &str) -> App {
+        let mut app = App::new(&format!("[database]\nmode = \"direct\"\n{extra}"));
+        app.env.push(("DATABASE_URL".into(), url.into()));
+        app
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn backup_dir(&self) -> PathBuf {
+        self.path().join("backups/database")
+    }
+
+    /// The real binary, run in the app dir with a clean environment.
+    pub fn cmd(&self) -> assert_cmd::Command {
+        let mut c = assert_cmd::Command::cargo_bin("stablehand").unwrap();
+        c.current_dir(self.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.path())
+            .env("LANG", "C.UTF-8")
+            .timeout(Duration::from_secs(120));
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Same as `cmd` but as a std Command (for tests that watch the running process).
+    pub fn std_cmd(&self) -> Command {
+        let mut c = Command::new(assert_cmd::cargo::cargo_bin("stablehand"));
+        c.current_dir(self.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.path());
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Runs `stablehand --json ARGS...`, expects success and returns the JSON.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.cmd().arg("--json").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "stablehand {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Files in the backup dir, sorted (the lock file excluded).
+    pub fn backup_files(&self) -> Vec<String> {
+        let mut v: Vec<String> = match fs::read_dir(self.backup_dir()) {
+            Ok(rd) => rd
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n != ".stablehand-backup.lock")
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        v.sort();
+        v
+    }
+
+    /// Asserts no file that looks like a backup (data, manifest or partial) remains.
+    pub fn assert_no_backup_left(&self) {
+        let files = self.backup_files();
+        assert!(
+            files.is_empty(),
+            "expected no backup files, found {files:?}"
+        );
+    }
+}
+
+/// Writes an executable script (for failure injection only).
+pub fn write_script(path: &Path, body: &str) {
+    fs::write(path, body).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A git repository with one commit in `dir`; returns the commit sha.
+pub fn git_init_with_commit(dir: &Path) -> String {
+    let git = |args: &[&str]| {
+        run_ok(
+            Command::new("git")
+                .args(["-c", "user.name=Test", "-c", "user.email=test@example.test"])
+                .args(args)
+                .current_dir(dir),
+        )
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "stablehand.toml"]);
+    git(&["commit", "-q", "-m", "initial"]);
+    git(&["rev-parse", "HEAD"]).trim().to_string()
+}
+
+/// Child processes of `parent` whose command name is `comm`.
+pub fn children_named(parent: u32, comm: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = &stat[open + 1..close];
+        let ppid: u32 = stat[close + 2..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        if ppid == parent && name == comm {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Bytes a process has written so far (from /proc/PID/io).
+pub fn bytes_written(pid: u32) -> Option<u64> {
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar: "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Polls `f` until it returns Some or the deadline passes.
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
+}
+
+/// True when a Docker engine answers (installing nothing; `make test` starts it).
+pub fn docker_available() -> bool {
+    let ok = Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    let compose = Command::new("docker-compose")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+        || Command::new("docker")
+            .args(["compose", "version"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+    if ok && compose {
+        return true;
+    }
+    !missing(
+        "Docker engine with Compose",
+        "`docker info` or compose failed",
+    )
+}
+
+/// The tag of a tiny local image: busybox in a scratch image (nothing is pulled).
+pub const BUSYBOX_IMAGE: &str = "stablehand-test-busybox:1";
+
+/// Builds the busybox image once (under a file lock shared by test processes).
+pub fn busybox_image() -> &'static str {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("busybox-image");
+    fs::create_dir_all(&dir).unwrap();
+    let lock = fs::File::create(dir.join("build.lock")).unwrap();
+    let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let present = Command::new("docker")
+        .args(["image", "inspect", BUSYBOX_IMAGE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    if !present {
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("busybox-static is installed (make test installs it)");
+        fs::copy(busybox, dir.join("busybox")).unwrap();
+        fs::write(
+            dir.join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+        )
+        .unwrap();
+        run_ok(
+            Command::new("docker")
+                .args(["build", "-q", "-t", BUSYBOX_IMAGE])
+                .arg(&dir),
+        );
+    }
+    BUSYBOX_IMAGE
+}
+
+/// uid:gid of the host's postgres user.
+pub fn postgres_ids() -> (u32, u32) {
+    let user = nix::unistd::User::from_name("postgres")
+        .unwrap()
+        .expect("postgres user");
+    (user.uid.as_raw(), user.gid.as_raw())
+}
