@@ -51,12 +51,14 @@ impl Catalog {
 
     /// Takes the directory's exclusive lock; released when the guard drops.
     pub fn lock(&self) -> anyhow::Result<DirLock> {
+        use std::os::unix::fs::OpenOptionsExt;
         self.ensure_dir()?;
         let path = self.dir.join(LOCK_FILE);
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
         let flock = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {

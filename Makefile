@@ -1,0 +1,18 @@
+.PHONY: demo test bench build
+
+## Runs the main job end to end: a throwaway PostgreSQL with sample data, backed up,
+## listed, verified and pruned. Installs what it needs.
+demo:
+	bash scripts/demo.sh
+
+## Everything CI runs: installs dependencies, starts a Docker engine if none answers,
+## then fmt --check, clippy -D warnings and all tests (nextest, per-test timeout).
+test:
+	bash scripts/test.sh
+
+## Side-by-side backup benchmark against pg_dump and the proposal's pg_dump | gzip -9.
+bench:
+	bash bench/backup.sh
+
+build:
+	cargo build --release
