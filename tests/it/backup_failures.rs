@@ -288,3 +288,90 @@ fn leftovers_of_a_killed_stablehand_are_ignored_then_cleaned() {
         "the next backup removes leftovers under the lock"
     );
 }
+
+/// Starts `stablehand backup` on a big database and returns it once pg_dump streams.
+fn backup_in_flight(app: &App) -> (std::process::Child, u32) {
+    let child = app
+        .std_cmd()
+        .arg("backup")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let parent = child.id();
+    let dump = wait_for(Duration::from_secs(60), || {
+        children_named(parent, "pg_dump")
+            .into_iter()
+            .find(|pid| bytes_written(*pid).unwrap_or(0) > 4 << 20)
+    })
+    .expect("pg_dump started streaming");
+    (child, dump)
+}
+
+fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // A zombie waiting to be reaped by its (dead) parent's reaper is gone too.
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn interrupt_kills_pg_dump_and_removes_the_partial_file() {
+    let pg = require_pg!();
+    let db = big_db(pg);
+    let app = App::direct(
+        &pg.url(&db),
+        "[backup]\nthreads = 1\ncompression_level = 12\n",
+    );
+    for signal in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+    ] {
+        let (child, dump) = backup_in_flight(&app);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{signal}: {stderr}");
+        assert!(
+            stderr.contains("stopped because stablehand was interrupted"),
+            "{stderr}"
+        );
+        assert!(
+            wait_for(Duration::from_secs(10), || process_gone(dump).then_some(())).is_some(),
+            "pg_dump {dump} must not outlive stablehand"
+        );
+        app.assert_no_backup_left();
+    }
+}
+
+#[test]
+fn a_killed_stablehand_leaves_only_an_unfinished_file_that_never_counts() {
+    let pg = require_pg!();
+    let db = big_db(pg);
+    let app = App::direct(
+        &pg.url(&db),
+        "[backup]\nthreads = 1\ncompression_level = 12\n",
+    );
+    let (mut child, dump) = backup_in_flight(&app);
+    child.kill().unwrap(); // SIGKILL: no cleanup can run
+    child.wait().unwrap();
+    // pg_dump loses its reader and dies of SIGPIPE.
+    assert!(wait_for(Duration::from_secs(20), || process_gone(dump).then_some(())).is_some());
+    let files = app.backup_files();
+    assert!(
+        files
+            .iter()
+            .all(|f| f.starts_with('.') && f.ends_with(".partial")),
+        "{files:?}"
+    );
+    app.cmd()
+        .args(["--json", "backup", "list"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\"backups\": []"))
+        .stdout(predicate::str::contains("unfinished write"));
+}
