@@ -47,7 +47,7 @@ pub struct BackupArgs {
 #[derive(Debug, Clone, Args)]
 pub struct CreateArgs {
     /// Label that starts the backup's id and file name
-    #[arg(long, default_value = "manual")]
+    #[arg(long, default_value = "manual", value_parser = parse_label)]
     pub label: String,
 }
 
@@ -80,4 +80,10 @@ pub enum BackupCommand {
     Pin { id: String },
     /// Remove a backup's protection from retention
     Unpin { id: String },
+}
+
+fn parse_label(s: &str) -> Result<String, String> {
+    crate::backup::create::validate_label(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
 }

@@ -23,9 +23,11 @@ pub enum ConfigError {
         message: String,
         snippet: String,
     },
-    #[error("{path}: {key}: {message}")]
+    #[error("{path}{location}: {key}: {message}")]
     Invalid {
         path: PathBuf,
+        /// ":line:column" when the key is in the file, empty otherwise.
+        location: String,
         key: String,
         message: String,
     },
@@ -245,7 +247,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 /// Parses config text; `path` is only used in messages.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let config: Config = toml::from_str(text).map_err(|e| parse_error(text, path, &e))?;
-    validate(&config, path)?;
+    validate(&config, text, path)?;
     Ok(config)
 }
 
@@ -253,7 +255,8 @@ fn parse_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
     let (line, column, snippet) = match e.span() {
         Some(span) => {
             let (line, column) = line_col(text, span.start);
-            let src = text.lines().nth(line - 1).unwrap_or("");
+            let src = mask_secret_value(text.lines().nth(line - 1).unwrap_or(""));
+            let src = src.as_str();
             let width = (span.end.saturating_sub(span.start)).clamp(1, src.len().max(1));
             let snippet = format!(
                 "  {line:>4} | {src}\n       | {}{}",
@@ -264,13 +267,95 @@ fn parse_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
         }
         None => (1, 1, String::new()),
     };
+    let mut message = e.message().trim().to_string();
+    if let Some(hint) = future_key_hint(&message) {
+        message.push_str(&hint);
+    }
     ConfigError::Parse {
         path: path.to_owned(),
         line,
         column,
-        message: e.message().trim().to_string(),
+        message,
         snippet,
     }
+}
+
+/// Keys of PRODUCT.md's contract whose features this version does not have yet.
+const FUTURE_KEYS: &[(&str, &str)] = &[
+    ("git", "stable releases"),
+    ("health", "the health gate"),
+    ("notify", "notifications"),
+    ("alerts", "alerts"),
+    ("schedule", "scheduled backups"),
+    ("kind", "the runtime"),
+    ("services", "the runtime"),
+    ("keep_images", "per-commit image retention"),
+    ("migrations", "the guarded deploy"),
+    ("migrate_command", "the guarded deploy"),
+    ("on_rollback", "the guarded deploy"),
+    ("snapshot", "database snapshots"),
+    ("remote", "offsite backups"),
+    ("encryption", "encrypted backups"),
+];
+
+fn future_key_hint(message: &str) -> Option<String> {
+    let key = message.strip_prefix("unknown field `")?.split('`').next()?;
+    FUTURE_KEYS.iter().find(|(k, _)| *k == key).map(|(k, feature)| {
+        format!(
+            "\n  `{k}` belongs to {feature}, which this version of stablehand does not have yet; remove it for now"
+        )
+    })
+}
+
+/// A config line as shown in errors: values of secret-looking keys and URL passwords masked.
+fn mask_secret_value(line: &str) -> String {
+    let lower = line.to_ascii_lowercase();
+    let key = lower.split('=').next().unwrap_or("");
+    if ["pas", "pwd", "secret", "token", "key"]
+        .iter()
+        .any(|w| key.contains(w))
+    {
+        if let Some(eq) = line.find('=') {
+            return format!("{}= \"****\"", &line[..eq]);
+        }
+    }
+    crate::redact::redact_text(line)
+}
+
+/// Where `section.key` is written in `text` (1-based line and column), falling back to
+/// the section's header; None when neither appears.
+fn locate(text: &str, section: &str, key: &str) -> Option<(usize, usize)> {
+    let mut current = String::new();
+    let mut header = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim_start();
+        let indent = raw.len() - line.len();
+        if let Some(name) = line.strip_prefix('[') {
+            current = name
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            if current == section {
+                header = Some((i + 1, indent + 1));
+            }
+            continue;
+        }
+        if current == section {
+            let name = line
+                .split('=')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"');
+            if name == key && line.contains('=') {
+                return Some((i + 1, indent + 1));
+            }
+        }
+    }
+    header
 }
 
 /// 1-based line and column of a byte offset.
@@ -286,11 +371,17 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-fn validate(c: &Config, path: &Path) -> Result<(), ConfigError> {
-    let invalid = |key: &str, message: String| ConfigError::Invalid {
-        path: path.to_owned(),
-        key: key.to_string(),
-        message,
+fn validate(c: &Config, text: &str, path: &Path) -> Result<(), ConfigError> {
+    let invalid = |key: &str, message: String| {
+        let (section, name) = key.split_once('.').unwrap_or(("", key));
+        ConfigError::Invalid {
+            path: path.to_owned(),
+            location: locate(text, section, name)
+                .map(|(l, c)| format!(":{l}:{c}"))
+                .unwrap_or_default(),
+            key: key.to_string(),
+            message,
+        }
     };
     if c.database.mode == DbMode::Compose && c.database.name.as_deref().unwrap_or("").is_empty() {
         return Err(invalid(
@@ -301,7 +392,7 @@ fn validate(c: &Config, path: &Path) -> Result<(), ConfigError> {
     if let Some(url) = &c.database.url {
         let parsed = crate::redact::SafeUrl::parse(url)
             .map_err(|e| invalid("database.url", format!("not a valid URL: {e}")))?;
-        if parsed.password().is_some() {
+        if parsed.password().is_some() || url.to_ascii_lowercase().contains("password=") {
             return Err(invalid(
                 "database.url",
                 "the URL carries a password; secrets never go in the config file: put the URL in the environment variable named by database.url_env (default DATABASE_URL) instead".into(),
@@ -379,14 +470,44 @@ mod tests {
     #[test]
     fn password_in_config_url_is_refused() {
         let msg = err("[database]\nmode = \"direct\"\nurl = \"postgres://u:pw@h/db\"\n");
-        assert!(msg.contains("database.url"), "{msg}");
+        assert!(
+            msg.starts_with("stablehand.toml:3:1: database.url:"),
+            "{msg}"
+        );
         assert!(!msg.contains("pw@"), "{msg}");
     }
 
     #[test]
-    fn empty_policy_is_refused() {
-        let msg = err("[database]\nname = \"a\"\n[backup]\nkeep_last = 0\nkeep_within = \"0s\"\n");
+    fn empty_policy_is_refused_at_its_line() {
+        let msg = err("[database]\nname = \"a\"\n[backup]\nkeep_within = \"0s\"\nkeep_last = 0\n");
+        assert!(
+            msg.starts_with("stablehand.toml:5:1: backup.keep_last:"),
+            "{msg}"
+        );
         assert!(msg.contains("keeps nothing"), "{msg}");
+    }
+
+    #[test]
+    fn out_of_range_level_names_its_line() {
+        let msg = err("[database]\nname = \"a\"\n\n[backup]\n  compression_level = 40\n");
+        assert!(
+            msg.starts_with("stablehand.toml:5:3: backup.compression_level: 40 is out of range"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn contract_keys_of_later_features_say_so() {
+        let msg = err("[database]\nname = \"a\"\n[health]\nconsecutive = 3\n");
+        assert!(msg.contains("unknown field `health`"), "{msg}");
+        assert!(msg.contains("belongs to the health gate"), "{msg}");
+    }
+
+    #[test]
+    fn secrets_are_masked_in_error_snippets() {
+        let msg = err("[database]\nname = \"a\"\npasword = \"hunter2\"\n");
+        assert!(msg.contains("unknown field `pasword`"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
     }
 
     #[test]

@@ -19,20 +19,15 @@ use clap::Parser;
 
 use cli::{BackupCommand, Cli, Command};
 
-/// Exit codes shared by every command (deploy adds 10, 11, 12).
+/// Exit codes shared by every command (deploy adds 10, 11, 12). Usage errors exit 2
+/// from clap itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Ok = 0,
     Failure = 1,
-    Usage = 2,
     Config = 78,
     Interrupted = 130,
 }
-
-/// An error in how the command was called (exit 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
 
 /// Runs stablehand with these arguments and returns the process exit code.
 pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
@@ -81,9 +76,6 @@ fn classify(err: &anyhow::Error) -> Exit {
         if cause.downcast_ref::<config::ConfigError>().is_some() {
             return Exit::Config;
         }
-        if cause.downcast_ref::<UsageError>().is_some() {
-            return Exit::Usage;
-        }
     }
     Exit::Failure
 }
@@ -128,7 +120,11 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
                 Some(BackupCommand::Prune { dry_run }) => {
                     let outcome = backup::prune(&loaded, *dry_run)?;
                     report::prune(&outcome, cli.json);
-                    Ok(Exit::Ok)
+                    Ok(if outcome.error.is_some() {
+                        Exit::Failure
+                    } else {
+                        Exit::Ok
+                    })
                 }
                 Some(BackupCommand::Pin { id }) => {
                     let m = backup::set_pinned(&loaded, id, true)?;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::redact::redact_text;
 
@@ -78,9 +78,11 @@ pub struct Cmd {
     cwd: Option<PathBuf>,
     timeout: Option<Duration>,
     not_found_hint: String,
+    cleanup: bool,
 }
 
 impl Cmd {
+    /// A command for `program` (a name looked up in PATH, or a path).
     pub fn new(program: impl AsRef<OsStr>) -> Self {
         Cmd {
             program: program.as_ref().to_owned(),
@@ -89,14 +91,17 @@ impl Cmd {
             cwd: None,
             timeout: None,
             not_found_hint: String::new(),
+            cleanup: false,
         }
     }
 
+    /// Adds one argument (never a secret: arguments are visible to every local user).
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
         self.args.push(arg.as_ref().to_owned());
         self
     }
 
+    /// Adds arguments (never secrets).
     pub fn args<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -114,6 +119,7 @@ impl Cmd {
         self
     }
 
+    /// Runs the program in `dir`.
     pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cwd = Some(dir.into());
         self
@@ -125,12 +131,20 @@ impl Cmd {
         self
     }
 
+    /// Marks a cleanup step, which still runs after stablehand was interrupted (other
+    /// commands refuse to start then). Give it a short timeout.
+    pub fn cleanup(mut self) -> Self {
+        self.cleanup = true;
+        self
+    }
+
     /// Adds advice to the "not found" error (for example, which package to install).
     pub fn not_found_hint(mut self, hint: impl Into<String>) -> Self {
         self.not_found_hint = hint.into();
         self
     }
 
+    /// The arguments, as the child will see them.
     pub fn get_args(&self) -> &[OsString] {
         &self.args
     }
@@ -205,7 +219,7 @@ impl Cmd {
 
     fn spawn_inner(&self, stdin: Stdio) -> Result<Running, ProcessError> {
         install_interrupt_handler();
-        if interrupted() {
+        if interrupted() && !self.cleanup {
             return Err(ProcessError::Interrupted {
                 program: self.label(),
             });
@@ -260,7 +274,6 @@ impl Cmd {
             stdin: child.stdin.take(),
             child,
             pid,
-            started: Instant::now(),
             timeout: self.timeout,
             timed_out,
             cancel_watchdog: cancel_tx,
@@ -294,7 +307,6 @@ pub struct Running {
     pub stdin: Option<ChildStdin>,
     child: Child,
     pid: i32,
-    started: Instant,
     timeout: Option<Duration>,
     timed_out: Arc<AtomicBool>,
     cancel_watchdog: Option<mpsc::Sender<()>>,
@@ -305,14 +317,6 @@ pub struct Running {
 }
 
 impl Running {
-    pub fn pid(&self) -> u32 {
-        self.pid as u32
-    }
-
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
-
     /// Kills the whole process group now (used when the consumer of stdout fails).
     pub fn kill(&mut self) {
         if !self.finished {
@@ -323,17 +327,21 @@ impl Running {
     /// Waits for the program and reports how it ended.
     pub fn wait(&mut self) -> Result<ExitStatus, ProcessError> {
         self.stdin.take();
-        let waited = self.child.wait();
-        self.finished = true;
-        live_groups().lock().unwrap().remove(&self.pid);
-        // Anything still in the group (grandchildren) must not outlive us.
-        kill_group(self.pid);
+        // Wait for the exit without reaping: while the leader is a zombie its process
+        // group id cannot be reused, so killing leftovers of the group stays safe.
+        let exited = wait_without_reaping(self.pid);
         if let Some(tx) = self.cancel_watchdog.take() {
             let _ = tx.send(());
         }
         if let Some(h) = self.watchdog.take() {
             let _ = h.join();
         }
+        if exited {
+            kill_group(self.pid);
+        }
+        live_groups().lock().unwrap().remove(&self.pid);
+        let waited = self.child.wait();
+        self.finished = true;
         self.stdout.take();
         if let Some(h) = self.stderr_thread.take() {
             let _ = h.join();
@@ -381,8 +389,8 @@ impl Drop for Running {
     fn drop(&mut self) {
         if !self.finished {
             kill_group(self.pid);
-            let _ = self.child.wait();
             live_groups().lock().unwrap().remove(&self.pid);
+            let _ = self.child.wait();
             if let Some(tx) = self.cancel_watchdog.take() {
                 let _ = tx.send(());
             }
@@ -401,6 +409,21 @@ pub fn describe_status(status: ExitStatus) -> String {
         format!("was killed by signal {sig} ({name})")
     } else {
         format!("ended with {status}")
+    }
+}
+
+/// Blocks until `pid` has exited, leaving it unreaped (a zombie). False if that failed.
+fn wait_without_reaping(pid: i32) -> bool {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    loop {
+        match waitid(
+            Id::Pid(nix::unistd::Pid::from_raw(pid)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        ) {
+            Ok(_) => return true,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
     }
 }
 
@@ -442,6 +465,7 @@ pub fn install_interrupt_handler() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn failing_program_reports_status_and_stderr_tail() {

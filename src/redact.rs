@@ -55,8 +55,31 @@ impl fmt::Debug for SafeUrl {
     }
 }
 
-/// Replaces the password of every `scheme://user:password@` in free text with `****`.
+/// Replaces the password of every `scheme://user:password@`, and the value of every
+/// `password=` parameter, in free text with `****`.
 pub fn redact_text(text: &str) -> String {
+    redact_password_params(&redact_userinfo(text))
+}
+
+fn redact_password_params(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.to_ascii_lowercase().find("password=") {
+        let (head, tail) = rest.split_at(pos + "password=".len());
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c == '&' || c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(tail.len());
+        if end > 0 {
+            out.push_str("****");
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn redact_userinfo(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(pos) = rest.find("://") {
@@ -107,5 +130,9 @@ mod tests {
         );
         assert_eq!(redact_text("no urls here"), "no urls here");
         assert_eq!(redact_text("s3://bucket/p"), "s3://bucket/p");
+        assert_eq!(
+            redact_text("postgresql://h/db?sslmode=require&password=hunter2 next"),
+            "postgresql://h/db?sslmode=require&password=**** next"
+        );
     }
 }

@@ -205,7 +205,7 @@ pub fn backup_show(m: &Manifest, catalog: &Catalog, json: bool) {
     }
     let now = Timestamp::now();
     println!("backup    {}", m.id);
-    println!("file      {}", m.data_path(catalog.dir()).display());
+    println!("file      {}", m.data_path(&catalog.dir).display());
     println!(
         "created   {} UTC ({})",
         short_time(m.created_at),
@@ -284,6 +284,9 @@ pub fn prune(p: &PruneOutcome, json: bool) {
         .iter()
         .map(|r| {
             let action = match (r.delete, p.dry_run) {
+                _ if r.failed.is_some() => {
+                    format!("DELETE FAILED: {}", r.failed.as_deref().unwrap_or(""))
+                }
                 (true, true) => "delete".to_string(),
                 (true, false) => "deleted".to_string(),
                 (false, _) => format!(
@@ -310,6 +313,9 @@ pub fn prune(p: &PruneOutcome, json: bool) {
     let n = p.deleted().count();
     let verb = if p.dry_run { "would delete" } else { "deleted" };
     println!("{verb} {n} of {} backup(s)", p.rows.len());
+    if let Some(e) = &p.error {
+        eprintln!("error: some backups could not be deleted: {e}");
+    }
 }
 
 pub fn pinned(m: &Manifest, json: bool) {

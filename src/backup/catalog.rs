@@ -2,7 +2,7 @@
 //! time (never by file names or mtimes), plus the directory lock that serialises
 //! writers (create, prune, pin, verify).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
@@ -10,6 +10,8 @@ use super::manifest::{Manifest, DATA_SUFFIX, MANIFEST_SUFFIX};
 
 /// Name of the lock file inside the backup directory.
 const LOCK_FILE: &str = ".stablehand-backup.lock";
+/// How long a command waits for another one working in the same backup directory.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The backup directory.
 #[derive(Debug, Clone)]
@@ -32,6 +34,7 @@ pub struct Listing {
 }
 
 impl Catalog {
+    /// The catalog of backups in `dir` (which need not exist yet).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Catalog { dir: dir.into() }
     }
@@ -49,27 +52,63 @@ impl Catalog {
         Ok(())
     }
 
-    /// Takes the directory's exclusive lock; released when the guard drops.
+    /// Takes the directory's exclusive lock, waiting up to `LOCK_WAIT` for another
+    /// stablehand process to finish; released when the guard drops (or the holder dies).
     pub fn lock(&self) -> anyhow::Result<DirLock> {
+        use std::io::{Read, Seek, Write};
         use std::os::unix::fs::OpenOptionsExt;
         self.ensure_dir()?;
         let path = self.dir.join(LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        let flock = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(l) => l,
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => bail!(
-                "another stablehand process is working in {} (backup, prune or verify); wait for it to finish",
-                self.dir.display()
-            ),
-            Err((_, e)) => bail!("locking {}: {e}", path.display()),
-        };
-        Ok(DirLock { _lock: flock })
+        let started = std::time::Instant::now();
+        let mut announced = false;
+        loop {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(mut lock) => {
+                    let holder = format!(
+                        "pid {} ({}), since {}",
+                        std::process::id(),
+                        std::env::args().skip(1).collect::<Vec<_>>().join(" "),
+                        jiff::Timestamp::now()
+                    );
+                    lock.set_len(0)?;
+                    lock.rewind()?;
+                    lock.write_all(holder.as_bytes())?;
+                    return Ok(DirLock { _lock: lock });
+                }
+                Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                    let mut holder = String::new();
+                    let _ = file.read_to_string(&mut holder);
+                    let holder = crate::redact::redact_text(holder.trim());
+                    if started.elapsed() >= LOCK_WAIT {
+                        bail!(
+                            "another stablehand process is working in {} (backup, prune or verify) and has not finished within {}: {holder}",
+                            self.dir.display(),
+                            humantime::format_duration(LOCK_WAIT)
+                        );
+                    }
+                    if !announced {
+                        tracing::warn!(
+                            "waiting for another stablehand process in {}: {holder}",
+                            self.dir.display()
+                        );
+                        announced = true;
+                    }
+                    if crate::process::interrupted() {
+                        bail!("interrupted while waiting for the backup directory lock");
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                }
+                Err((_, e)) => bail!("locking {}: {e}", path.display()),
+            }
+        }
     }
 
     /// All complete backups, newest first, and anything that looks like an incomplete one.
@@ -112,7 +151,9 @@ impl Catalog {
             if !listing.backups.iter().any(|m| m.file == name) {
                 listing.strays.push(Stray {
                     file: name,
-                    problem: "no manifest: not a complete backup, ignored".into(),
+                    problem:
+                        "no manifest: not a complete backup (ignored; the next backup removes it)"
+                            .into(),
                 });
             }
         }
@@ -164,13 +205,19 @@ impl Catalog {
         super::manifest::sync_dir(&self.dir)
     }
 
-    /// Removes leftovers of writes that never finished. Only safe under the lock.
+    /// Removes leftovers of writes that never finished: temp files, and data files
+    /// without a manifest (a crash between the two renames). Only safe under the lock,
+    /// which every writer holds.
     pub fn remove_unfinished(&self, _lock: &DirLock) -> anyhow::Result<Vec<String>> {
         let mut removed = Vec::new();
         for entry in fs_err::read_dir(&self.dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') && name.ends_with(".partial") {
+            let orphan = name.ends_with(DATA_SUFFIX) && {
+                let id = name.trim_end_matches(DATA_SUFFIX);
+                !Manifest::manifest_path(&self.dir, id).exists()
+            };
+            if (name.starts_with('.') && name.ends_with(".partial")) || orphan {
                 fs_err::remove_file(entry.path())?;
                 removed.push(name);
             }
@@ -181,10 +228,6 @@ impl Catalog {
     /// The path of a data file inside the directory.
     pub fn path_of(&self, file: &str) -> PathBuf {
         self.dir.join(file)
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 

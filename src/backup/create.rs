@@ -21,6 +21,8 @@ use crate::db::Database;
 /// The first bytes of every pg_dump custom-format archive.
 const CUSTOM_FORMAT_MAGIC: &[u8] = b"PGDMP";
 const CHUNK: usize = 1 << 20;
+/// The default cap on zstd workers.
+const MAX_DEFAULT_THREADS: usize = 4;
 
 /// The step of the pipeline that failed, named in the error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,13 +96,31 @@ pub fn create(
     let temp = TempFile(catalog.path_of(&format!(".{file_name}.partial")));
 
     let threads = match req.settings.threads {
+        // One worker per CPU, at most 4: memory grows with workers, speed stops growing.
         0 => std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
+            .map(|n| n.get().min(MAX_DEFAULT_THREADS) as u32)
             .unwrap_or(1),
         n => n,
     };
     let started = Instant::now();
-    let written = dump_to_file(db, &temp.0, req, threads)?;
+    // Our sessions carry a name of their own, so a killed dump's server session (which
+    // may hold locks, or in compose mode keep running in the container) can be ended.
+    let db = &db
+        .clone()
+        .with_application_name(&format!("stablehand-backup-{}", std::process::id()));
+    let written = dump_to_file(db, &temp.0, req, threads).inspect_err(|e| {
+        if e.stage == Stage::Dump {
+            match db.end_sessions() {
+                Ok(n) if n > 0 => {
+                    tracing::warn!("ended {n} database session(s) left by the failed pg_dump")
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!("could not end the failed pg_dump's database session: {err:#}")
+                }
+            }
+        }
+    })?;
 
     if written.size_bytes < req.settings.min_size {
         return Err(BackupFailed {
@@ -113,9 +133,18 @@ pub fn create(
             ),
         });
     }
-    let toc = super::verify::check_file(db, &temp.0, false)
-        .context("the new dump failed its structural check")
+    let toc = super::verify::check_file(db, &temp.0, false, req.settings.timeout)
+        .map_err(|e| anyhow!(e).context("the new dump failed its structural check"))
         .map_err(at(Stage::Check))?;
+    let prisma_after = db
+        .prisma_migrations()
+        .context("reading _prisma_migrations after the dump")
+        .map_err(at(Stage::Check))?;
+    if prisma_after != prisma {
+        return Err(at(Stage::Check)(anyhow!(
+            "_prisma_migrations changed while the backup ran (a migration ran at the same time), so the dump's schema is uncertain; run the backup again when no migration is running"
+        )));
+    }
     let duration = started.elapsed();
 
     let manifest = Manifest {
@@ -160,9 +189,12 @@ pub fn create(
         .map_err(at(Stage::Manifest))?;
     temp.disarm();
     let placed = TempFile(final_path);
-    manifest
-        .write_atomic(&catalog.dir)
-        .map_err(at(Stage::Manifest))?;
+    if let Err(e) = manifest.write_atomic(&catalog.dir) {
+        // The manifest may have landed before the failure (its directory fsync failed):
+        // remove it too, so no manifest ever points at a missing file.
+        let _ = std::fs::remove_file(Manifest::manifest_path(&catalog.dir, &manifest.id));
+        return Err(at(Stage::Manifest)(e));
+    }
     placed.disarm();
     Ok(manifest)
 }
@@ -366,16 +398,31 @@ fn unique_id(catalog: &Catalog, label: &str, at: Timestamp, commit: Option<&str>
         .expect("some suffix is free")
 }
 
-/// The app's current commit, or None outside a git repository.
+/// The app's current commit, or None outside a git repository (or before its first
+/// commit). Any other git failure is warned about, since the id then says "manual".
 fn git_commit(app_dir: &Path) -> Option<String> {
-    crate::process::Cmd::new("git")
-        .args(["rev-parse", "--verify", "-q", "HEAD"])
+    let result = crate::process::Cmd::new("git")
+        .args(["rev-parse", "--verify", "HEAD"])
         .current_dir(app_dir)
         .timeout(Duration::from_secs(30))
-        .output()
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| s.len() >= 7 && s.chars().all(|c| c.is_ascii_hexdigit()))
+        .output();
+    match result {
+        Ok(s) => Some(s.trim().to_string())
+            .filter(|s| s.len() >= 7 && s.chars().all(|c| c.is_ascii_hexdigit())),
+        Err(crate::process::ProcessError::Failed { stderr_tail, .. })
+            if stderr_tail.contains("not a git repository")
+                || stderr_tail.contains("Needed a single revision") =>
+        {
+            None
+        }
+        Err(crate::process::ProcessError::NotFound { .. }) => None,
+        Err(e) => {
+            tracing::warn!(
+                "could not read the app's git commit, recording the backup as \"manual\": {e}"
+            );
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ pub mod manifest;
 pub mod retention;
 pub mod verify;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -16,6 +16,7 @@ use crate::db::Database;
 use catalog::{Catalog, DirLock};
 use manifest::{Manifest, Verification};
 use retention::{Candidate, Policy, Reason};
+use verify::CheckError;
 
 /// The outcome of `backup create`.
 #[derive(Debug, Serialize)]
@@ -40,7 +41,10 @@ pub struct PruneRow {
     pub created_at: Timestamp,
     pub size_bytes: u64,
     pub keep: Vec<Reason>,
+    /// Deleted (or, in a dry run, would be).
     pub delete: bool,
+    /// Set when the deletion was attempted and failed; the backup is still there.
+    pub failed: Option<String>,
 }
 
 impl PruneOutcome {
@@ -96,22 +100,30 @@ fn prune_locked(
             id: m.id.clone(),
             created_at: m.created_at,
             pinned: m.pinned,
-            verified: m.is_verified(),
+            // A manifest whose data file is gone or resized protects nothing.
+            verified: m.is_verified()
+                && fs_err::metadata(m.data_path(&catalog.dir))
+                    .is_ok_and(|md| md.len() == m.size_bytes),
         })
         .collect();
     let policy = Policy::from_config(&loaded.config.backup);
     let verdicts = retention::plan(&candidates, &policy, Timestamp::now())?;
     let mut rows = Vec::with_capacity(verdicts.len());
+    let mut errors = Vec::new();
     for v in verdicts {
         let m = backups
             .iter()
             .find(|m| m.id == v.id)
             .expect("verdict for a listed backup");
-        let delete = v.deleted();
+        let mut delete = v.deleted();
+        let mut failed = None;
         if delete && !dry_run {
-            catalog
-                .delete(m, lock)
-                .with_context(|| format!("deleting backup {}", m.id))?;
+            // One failed deletion must not hide the ones already done: record and go on.
+            if let Err(e) = catalog.delete(m, lock) {
+                failed = Some(format!("{e:#}"));
+                errors.push(format!("deleting {}: {e:#}", m.id));
+                delete = false;
+            }
         }
         rows.push(PruneRow {
             id: v.id,
@@ -119,12 +131,13 @@ fn prune_locked(
             size_bytes: m.size_bytes,
             keep: v.keep,
             delete,
+            failed,
         });
     }
     Ok(PruneOutcome {
         dry_run,
         rows,
-        error: None,
+        error: (!errors.is_empty()).then(|| errors.join("; ")),
     })
 }
 
@@ -150,21 +163,27 @@ pub struct Verified {
 }
 
 /// Verifies one backup (or all): size and SHA-256 against the manifest, complete
-/// decompression and a readable table of contents. Records the result in the manifest.
+/// decompression and a readable table of contents. A damaged backup loses its verified
+/// mark; one that could not be checked (tool missing, container down) keeps it.
 pub fn verify(loaded: &Loaded, id: Option<&str>, all: bool) -> anyhow::Result<Vec<Verified>> {
     let catalog = Catalog::new(loaded.backup_dir());
     let _lock = catalog.lock()?;
     let targets = match (id, all) {
-        (Some(id), false) => vec![catalog.find(id)?],
+        (Some(id), _) => vec![catalog.find(id)?],
         (None, true) => catalog.list()?.backups,
         (None, false) => vec![catalog.find("latest")?],
-        (Some(_), true) => bail!("give a backup id or --all, not both"),
     };
-    let db = Database::from_config(loaded)?;
+    let db = Database::for_offline_tools(loaded)?;
+    // Prove the checking tool runs before judging any backup by it.
+    db.tool(crate::db::Tool::PgRestore, false)
+        .arg("--version")
+        .timeout(std::time::Duration::from_secs(120))
+        .output()
+        .context("pg_restore is needed to verify backups")?;
+    let limit = loaded.config.backup.timeout;
     let mut results = Vec::new();
     for mut m in targets {
-        let outcome = verify_one(&db, &catalog, &m);
-        let result = match outcome {
+        let (ok, problem, toc_entries, verified_at) = match verify_one(&db, &catalog, &m, limit) {
             Ok(toc_entries) => {
                 let at = Timestamp::now();
                 m.verification = Some(Verification {
@@ -173,50 +192,61 @@ pub fn verify(loaded: &Loaded, id: Option<&str>, all: bool) -> anyhow::Result<Ve
                     toc_entries,
                 });
                 m.write_atomic(&catalog.dir)?;
-                Verified {
-                    id: m.id.clone(),
-                    ok: true,
-                    problem: None,
-                    size_bytes: m.size_bytes,
-                    toc_entries: Some(toc_entries),
-                    verified_at: Some(at),
-                }
+                (true, None, Some(toc_entries), Some(at))
             }
-            Err(e) => {
-                // A backup that fails verification no longer counts as verified.
+            Err(CheckError::Damaged(e)) => {
+                // A damaged backup no longer counts as verified.
                 m.verification = None;
                 m.write_atomic(&catalog.dir)?;
-                Verified {
-                    id: m.id.clone(),
-                    ok: false,
-                    problem: Some(format!("{e:#}")),
-                    size_bytes: m.size_bytes,
-                    toc_entries: None,
-                    verified_at: None,
+                (false, Some(format!("{e:#}")), None, None)
+            }
+            Err(e @ CheckError::Unchecked(_)) => {
+                if crate::process::interrupted() {
+                    return Err(anyhow::Error::from(e).context(format!("verifying {}", m.id)));
                 }
+                (
+                    false,
+                    Some(e.to_string()),
+                    None,
+                    m.verification.as_ref().map(|v| v.at),
+                )
             }
         };
-        results.push(result);
+        results.push(Verified {
+            id: m.id.clone(),
+            ok,
+            problem,
+            size_bytes: m.size_bytes,
+            toc_entries,
+            verified_at,
+        });
     }
     Ok(results)
 }
 
-fn verify_one(db: &Database, catalog: &Catalog, m: &Manifest) -> anyhow::Result<u64> {
+fn verify_one(
+    db: &Database,
+    catalog: &Catalog,
+    m: &Manifest,
+    limit: std::time::Duration,
+) -> Result<u64, CheckError> {
     let path = m.data_path(&catalog.dir);
-    let on_disk = fs_err::metadata(&path)?.len();
+    let on_disk = fs_err::metadata(&path)
+        .map_err(|e| CheckError::Damaged(e.into()))?
+        .len();
     if on_disk != m.size_bytes {
-        bail!(
+        return Err(CheckError::Damaged(anyhow::anyhow!(
             "size mismatch: the manifest says {} bytes, the file has {on_disk}",
             m.size_bytes
-        );
+        )));
     }
-    let check = verify::check_file(db, &path, true)?;
+    let check = verify::check_file(db, &path, true, limit)?;
     if check.sha256 != m.sha256 {
-        bail!(
+        return Err(CheckError::Damaged(anyhow::anyhow!(
             "SHA-256 mismatch: the manifest says {}, the file hashes to {}",
             m.sha256,
             check.sha256
-        );
+        )));
     }
     Ok(check.toc_entries)
 }

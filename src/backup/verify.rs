@@ -5,10 +5,12 @@
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-use anyhow::{bail, Context};
+use std::time::Duration;
+
 use sha2::{Digest, Sha256};
 
 use crate::db::Database;
+use crate::process::ProcessError;
 
 /// What reading a backup file found.
 #[derive(Debug, Clone)]
@@ -21,15 +23,44 @@ pub struct FileCheck {
     pub toc_entries: u64,
 }
 
-/// Reads a backup file through zstd into `pg_restore --list`.
+/// Why a check did not pass: the backup is bad, or it could not be checked at all.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The file is damaged, truncated or not a dump.
+    #[error("{0:#}")]
+    Damaged(anyhow::Error),
+    /// A tool, the container or the machine got in the way (or stablehand was
+    /// interrupted); nothing is known about the backup.
+    #[error("could not check: {0:#}")]
+    Unchecked(anyhow::Error),
+}
+
+fn damaged(e: impl Into<anyhow::Error>) -> CheckError {
+    CheckError::Damaged(e.into())
+}
+
+fn unchecked(e: impl Into<anyhow::Error>) -> CheckError {
+    CheckError::Unchecked(e.into())
+}
+
+/// Reads a backup file through zstd into `pg_restore --list`, killed after `limit`.
 /// With `read_all`, the whole file is hashed and decompressed to its end; without it,
 /// reading stops once pg_restore has what it needs (the table of contents at the front).
-pub fn check_file(db: &Database, path: &Path, read_all: bool) -> anyhow::Result<FileCheck> {
-    let file = fs_err::File::open(path)?;
+pub fn check_file(
+    db: &Database,
+    path: &Path,
+    read_all: bool,
+    limit: Duration,
+) -> Result<FileCheck, CheckError> {
+    let file = fs_err::File::open(path).map_err(damaged)?;
     let hashing = HashReader::new(file);
-    let mut decoder = zstd::stream::read::Decoder::new(hashing).context("starting zstd")?;
+    let mut decoder = zstd::stream::read::Decoder::new(hashing).map_err(damaged)?;
 
-    let mut running = db.list_toc_cmd().spawn_with_stdin()?;
+    let mut running = db
+        .list_toc_cmd()
+        .timeout(limit)
+        .spawn_with_stdin()
+        .map_err(unchecked)?;
     let mut stdin = running.stdin.take().expect("stdin is piped");
     let mut stdout = running.stdout.take().expect("stdout is piped");
     let reader = std::thread::spawn(move || {
@@ -53,7 +84,9 @@ pub fn check_file(db: &Database, path: &Path, read_all: bool) -> anyhow::Result<
         if feeding {
             if let Err(e) = stdin.write_all(&buf[..n]) {
                 if e.kind() != io::ErrorKind::BrokenPipe {
-                    return Err(e).context("feeding pg_restore");
+                    return Err(unchecked(
+                        anyhow::Error::from(e).context("feeding pg_restore"),
+                    ));
                 }
                 // pg_restore has read the table of contents and exited.
                 feeding = false;
@@ -64,29 +97,39 @@ pub fn check_file(db: &Database, path: &Path, read_all: bool) -> anyhow::Result<
         }
     }
     drop(stdin);
-    let listing = reader
-        .join()
-        .expect("reader thread")
-        .context("reading pg_restore's output");
+    let listing = reader.join().expect("reader thread");
     let status = running.wait();
 
     let mut inner = decoder.finish();
     if read_all {
         // Hash whatever the decoder did not need (trailing bytes count as corruption too).
-        io::copy(inner.get_mut(), &mut io::sink())?;
+        io::copy(inner.get_mut(), &mut io::sink()).map_err(damaged)?;
     }
     let hashing = inner.into_inner();
     if let Some(e) = decode_error {
-        bail!("the compressed stream is damaged: {e}");
+        return Err(damaged(anyhow::anyhow!(
+            "the compressed stream is damaged: {e}"
+        )));
     }
-    status.context("pg_restore could not read the dump's table of contents")?;
-    let listing = listing?;
+    match status {
+        Ok(_) => {}
+        Err(e @ ProcessError::Failed { .. }) => {
+            return Err(damaged(
+                anyhow::Error::from(e)
+                    .context("pg_restore could not read the dump's table of contents"),
+            ))
+        }
+        Err(e) => return Err(unchecked(e)),
+    }
+    let listing = listing.map_err(unchecked)?;
     let toc_entries = listing
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
         .count() as u64;
     if toc_entries == 0 {
-        bail!("pg_restore listed no entries: the dump is empty");
+        return Err(damaged(anyhow::anyhow!(
+            "pg_restore listed no entries: the dump is empty"
+        )));
     }
     Ok(FileCheck {
         size_bytes: hashing.bytes,

@@ -49,8 +49,8 @@ impl Tool {
 #[derive(Debug, Clone)]
 enum Access {
     Direct {
-        /// The URL without its password.
-        url: SafeUrl,
+        /// The URL without its password; None for tools that need no connection.
+        url: Option<SafeUrl>,
         password: Option<String>,
         bin_dir: Option<PathBuf>,
     },
@@ -67,6 +67,10 @@ pub struct Database {
     access: Access,
     pub name: String,
     pub mode: DbMode,
+    /// The schema named by the URL's `schema` parameter (Prisma), if any.
+    pub schema: Option<String>,
+    /// `application_name` of our sessions, so they can be found and ended.
+    application_name: String,
 }
 
 /// A PostgreSQL version as `major.minor` text plus the major number.
@@ -104,6 +108,7 @@ impl Database {
                         None => {
                             return Err(ConfigError::Invalid {
                                 path: loaded.path.clone(),
+                                location: String::new(),
                                 key: "database.url_env".into(),
                                 message: format!(
                                     "direct mode needs a connection URL, but the environment variable {} is not set (and database.url is not given); export it, e.g. {}=postgresql://user@host:5432/db",
@@ -116,16 +121,35 @@ impl Database {
                 };
                 let url = SafeUrl::parse(raw.trim()).map_err(|e| ConfigError::Invalid {
                     path: loaded.path.clone(),
+                    location: String::new(),
                     key: "database.url_env".into(),
                     message: format!("the value of {} is not a valid URL: {e}", db.url_env),
                 })?;
-                let password = url.password();
+                let invalid = |message: String| ConfigError::Invalid {
+                    path: loaded.path.clone(),
+                    location: String::new(),
+                    key: "database.url_env".into(),
+                    message,
+                };
+                let mut password = url.password();
+                let mut schema = None;
                 let mut clean = url.without_password().inner().clone();
-                let kept: Vec<(String, String)> = clean
-                    .query_pairs()
-                    .filter(|(k, _)| !NON_LIBPQ_PARAMS.contains(&k.as_ref()))
-                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                    .collect();
+                let mut kept: Vec<(String, String)> = Vec::new();
+                for (k, v) in clean.query_pairs() {
+                    match k.as_ref() {
+                        "password" => password = Some(v.into_owned()),
+                        "sslpassword" => {
+                            return Err(invalid(format!(
+                                "the URL in {} carries sslpassword, which would be visible in the process list; use a key file without a passphrase readable only by this user",
+                                db.url_env
+                            ))
+                            .into())
+                        }
+                        "schema" => schema = Some(v.into_owned()),
+                        k if NON_LIBPQ_PARAMS.contains(&k) => {}
+                        _ => kept.push((k.into_owned(), v.into_owned())),
+                    }
+                }
                 clean.set_query(None);
                 if !kept.is_empty() {
                     clean.query_pairs_mut().extend_pairs(kept);
@@ -137,6 +161,7 @@ impl Database {
                 if name.is_empty() {
                     bail!(ConfigError::Invalid {
                         path: loaded.path.clone(),
+                        location: String::new(),
                         key: "database.name".into(),
                         message: "the connection URL names no database; add it to the URL or set database.name".into(),
                     });
@@ -144,12 +169,14 @@ impl Database {
                 let url = SafeUrl::parse(clean.as_str()).expect("a URL we built parses");
                 Ok(Database {
                     access: Access::Direct {
-                        url,
+                        url: Some(url),
                         password,
                         bin_dir: db.client_bin_dir.clone(),
                     },
                     name,
                     mode: DbMode::Direct,
+                    schema,
+                    application_name: "stablehand".into(),
                 })
             }
             DbMode::Compose => {
@@ -162,15 +189,67 @@ impl Database {
                     },
                     name: db.name.clone().unwrap_or_default(),
                     mode: DbMode::Compose,
+                    schema: None,
+                    application_name: "stablehand".into(),
                 })
             }
         }
     }
 
+    /// Access for tools that need no connection (`pg_restore --list`): in direct mode
+    /// no URL is needed; compose mode still runs them inside the service.
+    pub fn for_offline_tools(loaded: &Loaded) -> anyhow::Result<Database> {
+        let db = &loaded.config.database;
+        match db.mode {
+            DbMode::Direct => Ok(Database {
+                access: Access::Direct {
+                    url: None,
+                    password: None,
+                    bin_dir: db.client_bin_dir.clone(),
+                },
+                name: db.name.clone().unwrap_or_default(),
+                mode: DbMode::Direct,
+                schema: None,
+                application_name: "stablehand".into(),
+            }),
+            DbMode::Compose => Database::from_config(loaded),
+        }
+    }
+
+    /// Tags our sessions with `name` (letters, digits, `_`, `-` only), so that
+    /// `end_sessions` can find them.
+    pub fn with_application_name(mut self, name: &str) -> Database {
+        debug_assert!(name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+        self.application_name = name.to_string();
+        self
+    }
+
+    /// Ends server sessions left by one of our programs that was killed (a killed
+    /// client leaves its backend waiting, holding locks, until it next writes; and in
+    /// compose mode a killed `exec` client does not kill pg_dump in the container).
+    pub fn end_sessions(&self) -> anyhow::Result<u64> {
+        let cleaner = self.clone().with_application_name("stablehand-cleanup");
+        let sql = format!(
+            "select count(pg_terminate_backend(pid)) from pg_stat_activity \
+             where application_name = '{}' and pid <> pg_backend_pid()",
+            self.application_name
+        );
+        let out = cleaner
+            .tool(Tool::Psql, true)
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", &sql])
+            .timeout(Duration::from_secs(20))
+            .cleanup()
+            .output()?;
+        Ok(out.trim().parse().unwrap_or(0))
+    }
+
     /// Where the database is, for messages (never with a password).
     pub fn describe(&self) -> String {
         match &self.access {
-            Access::Direct { url, .. } => format!("{} (direct)", url),
+            Access::Direct { url: Some(url), .. } => format!("{url} (direct)"),
+            Access::Direct { url: None, .. } => "local client tools (direct)".into(),
             Access::Compose { service, user, .. } => format!(
                 "database {} as {} in compose service {:?}",
                 self.name, user, service
@@ -192,7 +271,7 @@ impl Database {
                 };
                 let mut cmd = Cmd::new(program)
                     .env("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT_SECS)
-                    .env("PGAPPNAME", "stablehand")
+                    .env("PGAPPNAME", &self.application_name)
                     .not_found_hint(format!(
                         "install the PostgreSQL client tools (apt-get install postgresql-client-15 or newer), set database.client_bin_dir, or use database.mode = \"compose\" to run {} inside the database container",
                         tool.program()
@@ -200,7 +279,7 @@ impl Database {
                 if let Some(pw) = password {
                     cmd = cmd.env("PGPASSWORD", pw);
                 }
-                if connect {
+                if let (true, Some(url)) = (connect, url) {
                     cmd = cmd.arg(format!("--dbname={}", url.as_argument()));
                 }
                 cmd
@@ -210,8 +289,16 @@ impl Database {
                 service,
                 user,
             } => {
+                let app_name = format!("PGAPPNAME={}", self.application_name);
                 let mut cmd = compose
-                    .cmd(["exec", "-T", service.as_str(), tool.program()])
+                    .cmd([
+                        "exec",
+                        "-T",
+                        "-e",
+                        app_name.as_str(),
+                        service.as_str(),
+                        tool.program(),
+                    ])
                     .not_found_hint("install Docker Compose, or use database.mode = \"direct\"");
                 if connect {
                     cmd = cmd.args(["-U", user.as_str(), "-d", self.name.as_str()]);
@@ -282,19 +369,31 @@ impl Database {
 
     /// The rows of `_prisma_migrations`, when that table exists.
     pub fn prisma_migrations(&self) -> anyhow::Result<Option<serde_json::Value>> {
-        let exists = self.query("select to_regclass('_prisma_migrations') is not null")?;
+        let table = match &self.schema {
+            Some(schema) => format!("{}._prisma_migrations", quote_ident(schema)),
+            None => "_prisma_migrations".to_string(),
+        };
+        let exists = self.query(&format!(
+            "select to_regclass('{}') is not null",
+            table.replace('\'', "''")
+        ))?;
         if exists != "t" {
             return Ok(None);
         }
-        let json = self.query(
+        let json = self.query(&format!(
             "select coalesce(json_agg(m order by m.started_at, m.migration_name), '[]'::json) from \
              (select id, migration_name, checksum, started_at, finished_at, rolled_back_at, applied_steps_count \
-              from _prisma_migrations) m",
-        )?;
+              from {table}) m"
+        ))?;
         Ok(Some(
             serde_json::from_str(&json).context("reading _prisma_migrations")?,
         ))
     }
+}
+
+/// Quotes an SQL identifier.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 #[cfg(test)]
@@ -338,6 +437,29 @@ mod tests {
             vec!["--dbname=postgresql://app@127.0.0.1:5432/app?sslmode=disable"]
         );
         assert_eq!(db.name, "app");
+    }
+
+    #[test]
+    fn password_in_query_goes_to_the_environment_not_argv() {
+        std::env::set_var(
+            "STABLEHAND_TEST_URL_Q",
+            "postgresql://app@127.0.0.1/app?password=hunter2&schema=tenant",
+        );
+        let config = config::parse(
+            "[database]\nmode = \"direct\"\nurl_env = \"STABLEHAND_TEST_URL_Q\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let db = Database::from_config(&Loaded {
+            config,
+            path: "t.toml".into(),
+            app_dir: ".".into(),
+        })
+        .unwrap();
+        let cmd = db.dump_cmd();
+        assert!(!format!("{:?}", cmd.get_args()).contains("hunter2"));
+        assert!(!cmd.display().contains("hunter2"));
+        assert_eq!(db.schema.as_deref(), Some("tenant"));
     }
 
     #[test]

@@ -30,15 +30,17 @@ impl Compose {
     /// Detects `docker compose` then `docker-compose`; a clear error when neither works.
     pub fn detect(app_dir: &Path, runtime: &RuntimeConfig) -> anyhow::Result<Compose> {
         let probe = |cmd: Cmd| cmd.timeout(Duration::from_secs(20)).output();
-        let flavor = if probe(Cmd::new("docker").args(["compose", "version"])).is_ok() {
-            Flavor::V2
-        } else if probe(Cmd::new("docker-compose").arg("version")).is_ok() {
-            Flavor::V1
-        } else {
-            bail!(
-                "neither `docker compose` (v2) nor `docker-compose` (v1) works on this machine; \
-                 install the Docker Compose plugin (or docker-compose), or use database.mode = \"direct\""
-            );
+        let v2 = probe(Cmd::new("docker").args(["compose", "version"]));
+        let flavor = match v2 {
+            Ok(_) => Flavor::V2,
+            Err(v2_error) => match probe(Cmd::new("docker-compose").arg("version")) {
+                Ok(_) => Flavor::V1,
+                Err(v1_error) => bail!(
+                    "neither `docker compose` (v2) nor `docker-compose` (v1) works on this machine \
+                     (docker compose: {v2_error}; docker-compose: {v1_error}); install the Docker Compose \
+                     plugin (or docker-compose), or use database.mode = \"direct\""
+                ),
+            },
         };
         Ok(Compose {
             flavor,

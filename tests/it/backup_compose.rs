@@ -9,7 +9,8 @@ use std::time::Duration;
 use predicates::prelude::*;
 
 use crate::support::{
-    busybox_image, docker_available, free_port, postgres_ids, unique, wait_for, App, PG_BIN,
+    busybox_image, docker_available, free_port, postgres_ids, unique, wait_for, App, TableLock,
+    PG_BIN,
 };
 
 /// A compose project running PostgreSQL; brought down on drop.
@@ -140,8 +141,46 @@ fn compose_mode_backs_up_and_verifies_inside_the_service() {
     let verified = app.json(&["backup", "verify", "--all"]);
     assert_eq!(verified[0]["ok"], true, "{verified}");
 
-    // With the service stopped, the backup fails clearly and leaves nothing new.
+    // A stall inside the container: pg_dump waits for a lock. At the timeout, the
+    // killed `compose exec` client must not leave pg_dump running in the container.
     let before = app.backup_files();
+    let mut config = fs::read_to_string(app.path().join("stablehand.toml")).unwrap();
+    config.push_str("\n[backup]\ntimeout = \"3s\"\n");
+    fs::write(app.path().join("stablehand.toml"), config).unwrap();
+    let locker = TableLock::hold(
+        &format!("postgresql://app@127.0.0.1:{}/appdb", stack.port),
+        "items",
+    );
+    app.cmd()
+        .arg("backup")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "did not finish within 3s and was killed",
+        ));
+    let dump_in_container = || {
+        fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            cmd.contains("pg_dump") && cmd.contains("appdb") && cmd.contains("--format=custom")
+        })
+    };
+    let gone = wait_for(Duration::from_secs(15), || {
+        (!dump_in_container()).then_some(())
+    });
+    let sessions = stack.psql(
+        "postgres",
+        "select count(*) from pg_stat_activity where application_name like 'stablehand%'",
+    );
+    drop(locker);
+    assert!(
+        gone.is_some(),
+        "pg_dump kept running inside the container after the timeout"
+    );
+    assert_eq!(sessions, "0");
+    assert_eq!(app.backup_files(), before);
+
+    // With the service stopped, the backup fails clearly and leaves nothing new.
     assert!(stack
         .compose(&["stop", "-t", "2"])
         .status()

@@ -11,6 +11,7 @@ use crate::require_pg;
 use crate::support::{
     bytes_written, children_named, missing, wait_for, write_script, App, Pg, PG_BIN,
 };
+use crate::support::{PW_SECRET, PW_USER};
 
 /// A database big enough that pg_dump streams for a while (about 90 MB of text).
 fn big_db(pg: &Pg) -> String {
@@ -32,21 +33,8 @@ fn pg_dump_killed_mid_stream_leaves_nothing() {
         &pg.url(&db),
         "[backup]\nthreads = 1\ncompression_level = 12\n",
     );
-    let child = app
-        .std_cmd()
-        .arg("backup")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let parent = child.id();
     // The real pg_dump, once it has streamed more than 4 MB.
-    let pid = wait_for(Duration::from_secs(60), || {
-        children_named(parent, "pg_dump")
-            .into_iter()
-            .find(|pid| bytes_written(*pid).unwrap_or(0) > 4 << 20)
-    })
-    .expect("pg_dump started streaming");
+    let (child, pid) = backup_in_flight(&app);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -100,41 +88,64 @@ fn stalled_dump_is_killed_at_the_timeout() {
     let pg = require_pg!();
     let db = pg.sample_db();
     // A real stall: another session holds an exclusive lock, so pg_dump waits forever.
-    let app_name = crate::support::unique("locker");
-    let mut locker = Command::new(format!("{PG_BIN}/psql"))
-        .arg(format!(
-            "--dbname={}?application_name={app_name}",
-            pg.url(&db)
-        ))
-        .args([
-            "-X",
-            "-q",
-            "-c",
-            "begin; lock table notes in access exclusive mode; select pg_sleep(60);",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let locker = crate::support::TableLock::hold(&pg.url(&db), "notes");
+
+    // Connect as a password user: while pg_dump waits, its argv and environment are checked.
+    let url = format!(
+        "postgresql://{PW_USER}:{PW_SECRET}@127.0.0.1:{}/{db}",
+        pg.port
+    );
+    let app = App::direct(&url, "[backup]\ntimeout = \"3s\"\n");
+    let started = Instant::now();
+    let child = app
+        .std_cmd()
+        .arg("backup")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for(Duration::from_secs(20), || {
-        (pg.psql(&db, &format!("select count(*) from pg_locks l join pg_stat_activity a using (pid) where a.application_name = '{app_name}' and l.mode = 'AccessExclusiveLock' and l.granted")) != "0").then_some(())
+    // The dumping pg_dump (not `pg_dump --version`, and past Debian's perl wrapper).
+    let dump = wait_for(Duration::from_secs(20), || {
+        children_named(child.id(), "pg_dump")
+            .into_iter()
+            .find(|pid| {
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+                let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                !exe.to_string_lossy().contains("perl")
+                    && String::from_utf8_lossy(&argv).contains("--format=custom")
+            })
     })
-    .expect("lock taken");
+    .expect("pg_dump started");
+    let argv = std::fs::read(format!("/proc/{dump}/cmdline")).unwrap();
+    let environ = std::fs::read(format!("/proc/{dump}/environ")).unwrap();
+    let out = child.wait_with_output().unwrap();
 
-    let app = App::direct(&pg.url(&db), "[backup]\ntimeout = \"2s\"\n");
-    let started = Instant::now();
-    let out = app.cmd().arg("backup").output().unwrap();
-    let _ = locker.kill();
-    let _ = locker.wait();
-    pg.psql("postgres", &format!("select pg_terminate_backend(pid) from pg_stat_activity where application_name = '{app_name}'"));
+    let argv = String::from_utf8_lossy(&argv).replace('\0', " ");
+    assert!(argv.contains("--format=custom"), "{argv}");
+    assert!(
+        !argv.contains(PW_SECRET),
+        "the password must not be in argv: {argv}"
+    );
+    assert!(String::from_utf8_lossy(&environ).contains(&format!("PGPASSWORD={PW_SECRET}")));
 
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("`pg_dump` did not finish within 2s and was killed"),
+        stderr.contains("`pg_dump` did not finish within 3s and was killed"),
         "{stderr}"
     );
+    assert!(!stderr.contains(PW_SECRET));
     assert!(started.elapsed() < Duration::from_secs(30));
+    // The killed dump's server session (still waiting for the lock) was ended.
+    let left = pg.psql(
+        "postgres",
+        &format!("select count(*) from pg_stat_activity where datname = '{db}' and application_name like 'stablehand%'"),
+    );
+    drop(locker);
+    assert_eq!(
+        left, "0",
+        "no stablehand session may outlive a failed backup"
+    );
     app.assert_no_backup_left();
 }
 

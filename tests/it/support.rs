@@ -441,3 +441,77 @@ pub fn postgres_ids() -> (u32, u32) {
         .expect("postgres user");
     (user.uid.as_raw(), user.gid.as_raw())
 }
+
+/// Another session holding ACCESS EXCLUSIVE on a table, so that pg_dump waits: a real
+/// stall. Released (client killed, server session ended) on drop.
+pub struct TableLock {
+    child: std::process::Child,
+    /// Connection URL (no password) of the database, for the release.
+    url: String,
+    app_name: String,
+}
+
+impl TableLock {
+    /// Takes the lock on `table` in the database at `url` and waits until it is granted.
+    pub fn hold(url: &str, table: &str) -> TableLock {
+        let app_name = unique("locker");
+        let child = Command::new(format!("{PG_BIN}/psql"))
+            .arg(format!("--dbname={url}?application_name={app_name}"))
+            .args([
+                "-X",
+                "-q",
+                "-c",
+                &format!(
+                    "begin; lock table {table} in access exclusive mode; select pg_sleep(120);"
+                ),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lock = TableLock {
+            child,
+            url: url.to_string(),
+            app_name,
+        };
+        let query = format!(
+            "select count(*) from pg_locks l join pg_stat_activity a using (pid) \
+             where a.application_name = '{}' and l.granted and l.mode = 'AccessExclusiveLock'",
+            lock.app_name
+        );
+        wait_for(Duration::from_secs(20), || {
+            (lock.sql(&query) != "0").then_some(())
+        })
+        .expect("the table lock was granted");
+        lock
+    }
+
+    /// Runs SQL in a session of its own on the same database.
+    pub fn sql(&self, sql: &str) -> String {
+        run_ok(
+            Command::new(format!("{PG_BIN}/psql"))
+                .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+                .arg(format!("--dbname={}", self.url))
+                .args(["-c", sql]),
+        )
+        .trim()
+        .to_string()
+    }
+}
+
+impl Drop for TableLock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new(format!("{PG_BIN}/psql"))
+            .args(["-X", "-q", "-c"])
+            .arg(format!(
+                "select pg_terminate_backend(pid) from pg_stat_activity where application_name = '{}'",
+                self.app_name
+            ))
+            .arg(format!("--dbname={}", self.url))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
