@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 bash scripts/ensure-deps.sh
 
 stop_test_cluster() {
-  local data=target/tmp/pg/data
+  local data
+  data=$(cat target/tmp/pg-datadir 2>/dev/null) || return 0
   if [ -f "$data/postmaster.pid" ]; then
     if [ "$(id -u)" = 0 ]; then
       runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$data" -m fast stop >/dev/null 2>&1 || true

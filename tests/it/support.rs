@@ -71,8 +71,20 @@ pub fn pg() -> Option<&'static Pg> {
             missing("PostgreSQL 15", "no /usr/lib/postgresql/15/bin/initdb");
             return None;
         }
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pg");
+        // The cluster lives under /tmp (reachable by the postgres user whatever the
+        // permissions of the checkout), one per target directory; scripts/test.sh finds
+        // it through target/tmp/pg-datadir to stop it.
+        let target_tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let tag = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            target_tmp.hash(&mut h);
+            h.finish() & 0xffff_ffff
+        };
+        let dir = std::env::temp_dir().join(format!("stablehand-test-pg-{tag:08x}"));
         fs::create_dir_all(&dir).unwrap();
+        fs::create_dir_all(&target_tmp).unwrap();
+        fs::write(target_tmp.join("pg-datadir"), dir.join("data").to_string_lossy().as_bytes()).unwrap();
         let lock = fs::File::create(dir.join("setup.lock")).unwrap();
         let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
         let data = dir.join("data");
