@@ -3,8 +3,8 @@
 # `pg_dump | gzip -9` (the proposal's backup), side by side in one run, on a throwaway
 # PostgreSQL 15 cluster. Prints a table, the ratios and PASS/FAIL per target.
 #
-#   bash bench/backup.sh                  # full run: small and large dataset (~5 min)
-#   BENCH_QUICK=1 bash bench/backup.sh    # smoke run: small dataset only (~1 min)
+#   bash bench/backup.sh                  # full run: small and large dataset (~2 min + build)
+#   BENCH_QUICK=1 bash bench/backup.sh    # smoke run: small dataset only (~20 s + build)
 #
 # Must run as root (initdb and pg_ctl run as the `postgres` user through runuser).
 # All traffic goes to 127.0.0.1. The cluster and every file it makes live in one temp
@@ -15,7 +15,7 @@
 #   BENCH_QUICK=1            skip the large dataset
 #   BENCH_RUNS=N             timed runs per measurement (default 3; the median is reported)
 #   BENCH_LARGE_GZIP_RUNS=N  runs of `pg_dump | gzip -9` on the large dataset (default 1:
-#                            it takes ~22 s per run)
+#                            it takes ~17-22 s per run)
 #   BENCH_FIXTURE=PATH       the messages fixture (default /work/shared/fixtures/bench-messages.sql)
 #   PGBIN=DIR                PostgreSQL 15 binaries (default /usr/lib/postgresql/15/bin)
 set -euo pipefail
@@ -70,10 +70,12 @@ PGDIR="$WORK/pg"
 mkdir "$PGDIR"
 chown postgres:postgres "$PGDIR"
 CLUSTER_UP=0
+SAMPLER_PID=
 
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  if [[ -n $SAMPLER_PID ]]; then kill "$SAMPLER_PID" 2>/dev/null || true; fi
   if [[ $CLUSTER_UP == 1 ]]; then
     # Only the cluster this script started: addressed by its own data directory.
     runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast -w -t 30 stop >/dev/null 2>&1 ||
@@ -98,6 +100,7 @@ free_port() {
   die "found no free port"
 }
 PORT=$(free_port)
+[[ -n $PORT ]] || die "found no free port"
 
 log "initdb + start PostgreSQL 15 on 127.0.0.1:$PORT (socket dir in the temp dir)"
 runuser -u postgres -- "$PGBIN/initdb" -D "$PGDIR/data" -U postgres --auth=trust >"$WORK/initdb.log" 2>&1 ||
@@ -106,6 +109,18 @@ CLUSTER_UP=1
 runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/server.log" -w -t 60 \
   -o "-p $PORT -k $PGDIR -c listen_addresses=127.0.0.1" start >/dev/null ||
   { cat "$PGDIR/server.log" >&2; die "pg_ctl start failed"; }
+
+PM_PID=$(head -1 "$PGDIR/data/postmaster.pid")
+[[ -r /proc/$PM_PID/stat ]] || die "cannot read the postmaster's /proc entry (pid $PM_PID)"
+# Its long-lived auxiliary processes (checkpointer, walwriter, ...): the fewest children
+# seen over a second of idling.
+sleep 1
+AUX_KIDS=99
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+  n=$(wc -w <"/proc/$PM_PID/task/$PM_PID/children")
+  ((n < AUX_KIDS)) && AUX_KIDS=$n
+  sleep 0.1
+done
 
 CONN=(-h 127.0.0.1 -p "$PORT" -U postgres)
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 "${CONN[@]}")
@@ -141,25 +156,100 @@ ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
 lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
 verdict() { if "$@"; then echo PASS; else echo FAIL; fi; }
 
-declare -A DB_BYTES DB_ROWS WALL RSS OWN CPU SIZE DUMPBYTES
-# record KEY WALL_S TIMEFILE [SIZE_BYTES] [OWN_RSS_KB]: append one run's figures.
-# TIMEFILE holds GNU time's "%M %U %S": peak RSS (KB, process tree: see below) and CPU.
-record() {
-  local key=$1 wall=$2 tf=$3 size=${4:-} own=${5:-} rss user sys
-  read -r rss user sys <"$tf"
-  WALL[$key]+="$wall "
-  RSS[$key]+="$rss "
-  CPU[$key]+="$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }') "
-  [[ -n $size ]] && SIZE[$key]+="$size "
-  [[ -n $own ]] && OWN[$key]+="$own "
+declare -A DB_BYTES DB_ROWS WALL RSS OWN CPU SRV OTHER SIZE DUMPBYTES
+
+# CPU accounting around each timed run, read with shell builtins only (no forks inside
+# the window): machine-wide busy ticks from /proc/stat, and the CPU of our PostgreSQL
+# server (postmaster + its live children + the children it has reaped, e.g. the backend
+# that served the dump). "Other" CPU = machine busy - client tree - server - sampler:
+# work by something else on the machine during the run, which skews the figures.
+CLK_TCK=$(getconf CLK_TCK)
+exec {SLEEP_FD}<> <(:) # `read -t` on this never gets data: a sleep without a fork
+pm_children() { # sets PM_KIDS (the postmaster's child pids, as one string) and PM_NKIDS
+  local -a kids=()
+  read -r -a kids <"/proc/$PM_PID/task/$PM_PID/children" || true
+  PM_KIDS="${kids[*]}"
+  PM_NKIDS=${#kids[@]}
+}
+# Wait (up to 2 s) until the postmaster is down to its long-lived auxiliary processes:
+# every backend of an earlier command has exited and been reaped, so its CPU sits in
+# the postmaster's cutime and is neither missed nor counted twice by a snapshot.
+settle_server() {
+  local i
+  for ((i = 0; i < 200; i++)); do
+    pm_children
+    ((PM_NKIDS > AUX_KIDS)) || return 0
+    read -r -t 0.01 -u "$SLEEP_FD" _ || true
+  done
+}
+cpu_snapshot() { # sets SNAP_BUSY SNAP_PG (ticks)
+  local -a f s
+  local c before try
+  for ((try = 0; try < 5; try++)); do
+    pm_children
+    before=$PM_KIDS
+    read -r -a f </proc/stat
+    SNAP_BUSY=$((f[1] + f[2] + f[3] + f[6] + f[7]))
+    read -r -a s <"/proc/$PM_PID/stat"
+    SNAP_PG=$((s[13] + s[14] + s[15] + s[16]))
+    for c in $before; do
+      s=()
+      read -r -a s 2>/dev/null <"/proc/$c/stat" || true
+      ((${#s[@]} > 14)) && SNAP_PG=$((SNAP_PG + s[13] + s[14]))
+    done
+    pm_children
+    [[ $PM_KIDS == "$before" ]] && return 0 # no child came or went while reading
+  done
   return 0
 }
+begin_run() {
+  settle_server
+  cpu_snapshot
+  B0=$SNAP_BUSY P0=$SNAP_PG T0=$EPOCHREALTIME
+}
+end_run() {
+  T1=$EPOCHREALTIME
+  settle_server
+  cpu_snapshot
+  B1=$SNAP_BUSY P1=$SNAP_PG
+}
+proc_ticks() { # PID: utime + stime of a live process, 0 if gone
+  local -a s
+  read -r -a s 2>/dev/null <"/proc/$1/stat" || { echo 0; return 0; }
+  echo $((s[13] + s[14]))
+}
+
+# record KEY TIMEFILE [SIZE_BYTES] [OWN_RSS_KB] [EXTRA_TICKS]: one run's figures, from
+# T0/T1/B0/B1/P0/P1 and TIMEFILE, GNU time's "%M %U %S": peak RSS (KB, process tree:
+# see below) and user/sys CPU of the timed process and the children it waited for.
+record() {
+  local key=$1 tf=$2 size=${3:-} own=${4:-} extra=${5:-0} rss user sys wall client srv other
+  read -r rss user sys <"$tf"
+  read -r wall client srv other < <(awk -v t0="$T0" -v t1="$T1" -v u="$user" -v s="$sys" \
+    -v b="$((B1 - B0))" -v p="$((P1 - P0))" -v x="$extra" -v hz="$CLK_TCK" 'BEGIN {
+      c = u + s; o = (b - p - x) / hz - c; if (o < 0) o = 0
+      printf "%.3f %.2f %.2f %.2f\n", t1 - t0, c, p / hz, o }')
+  WALL[$key]+="$wall "
+  RSS[$key]+="$rss "
+  CPU[$key]+="$client "
+  SRV[$key]+="$srv "
+  OTHER[$key]+="$other "
+  [[ -n $size ]] && SIZE[$key]+="$size "
+  [[ -n $own ]] && OWN[$key]+="$own "
+  log "  $key: ${wall} s, peak RSS ${rss} KB${own:+ (own $own KB)}, CPU client ${client} s, server ${srv} s, other ${other} s${size:+, $size bytes}"
+  if awk -v o="$other" -v w="$wall" 'BEGIN { exit !(o > 0.25 && o > 0.05 * w) }'; then
+    DISTURBED+=("$key: ${other} s of other CPU work during a ${wall} s run")
+    log "  warning: other work on the machine used ${other} s of CPU during this run"
+  fi
+  return 0
+}
+DISTURBED=()
 
 # GNU time's %M is the peak RSS of the process *or any child it waited for* (Linux
 # folds reaped children's maxrss into the rusage wait4 reports), so for stablehand it is
 # max(stablehand, pg_dump, pg_restore). To get stablehand's own peak, a sampler reads
 # VmHWM (the kernel's per-process high-water mark) of the `stablehand` process every
-# 50 ms, with shell builtins only (no forks while sampling).
+# 100 ms, with shell builtins only (no forks while sampling).
 rss_sampler() {
   set +e
   local shell=$1 out=$2 max=0 fd c g k v _ comm
@@ -167,6 +257,7 @@ rss_sampler() {
   exec {fd}<> <(:)
   while :; do
     kids=()
+    [[ -e /proc/$shell ]] || exit 0 # the benchmark is gone
     read -r -a kids <"/proc/$shell/task/$shell/children" 2>/dev/null
     for c in "${kids[@]}"; do
       gkids=()
@@ -183,7 +274,7 @@ rss_sampler() {
         done 2>/dev/null <"/proc/$g/status"
       done
     done
-    read -r -t 0.05 -u "$fd" _
+    read -r -t 0.1 -u "$fd" _
   done
 }
 
@@ -191,26 +282,27 @@ TF="$WORK/time.out"
 TIMEFMT='%M %U %S'
 
 run_floor() { # DB KEY: pg_dump plain to /dev/null
-  local t0
-  t0=$EPOCHREALTIME
+  begin_run
   /usr/bin/time -f "$TIMEFMT" -o "$TF" "${PGDUMP[@]}" "$1" >/dev/null
-  record "$2" "$(secs_since "$t0")" "$TF"
+  end_run
+  record "$2" "$TF"
 }
 
 run_custom() { # DB KEY: pg_dump -Fc -Z0 to /dev/null (what stablehand runs)
-  local t0
-  t0=$EPOCHREALTIME
+  begin_run
   /usr/bin/time -f "$TIMEFMT" -o "$TF" "${PGDUMP[@]}" --format=custom --compress=0 "$1" >/dev/null
-  record "$2" "$(secs_since "$t0")" "$TF"
+  end_run
+  record "$2" "$TF"
 }
 
 run_gzip() { # DB KEY: pg_dump | gzip -9 > out.sql.gz
-  local out="$WORK/out.sql.gz" t0
+  local out="$WORK/out.sql.gz"
   rm -f "$out"
-  t0=$EPOCHREALTIME
+  begin_run
   /usr/bin/time -f "$TIMEFMT" -o "$TF" bash -c 'set -o pipefail; out=$1; shift; "$@" | gzip -9 >"$out"' \
     _ "$out" "${PGDUMP[@]}" "$1"
-  record "$2" "$(secs_since "$t0")" "$TF" "$(stat -c %s "$out")"
+  end_run
+  record "$2" "$TF" "$(stat -c %s "$out")"
   rm -f "$out"
 }
 
@@ -226,19 +318,21 @@ EOF
 
 LAST_APP=
 run_stablehand() { # DB KEY RUN: stablehand -q backup --label bench in a fresh app dir
-  local db=$1 key=$2 app="$WORK/app-$1-$3" t0 rc=0 sampler own file
+  local db=$1 key=$2 app="$WORK/app-$1-$3" rc=0 sampler own file sampler_ticks
   rm -rf "$app"
   write_app "$app"
   rm -f "$WORK/own.rss"
   rss_sampler "$$" "$WORK/own.rss" &
   sampler=$!
-  t0=$EPOCHREALTIME
+  SAMPLER_PID=$sampler
+  begin_run
   (cd "$app" && DATABASE_URL="postgresql://postgres@127.0.0.1:$PORT/$db" \
-    exec /usr/bin/time -f "$TIMEFMT" -o "$TF" "$SH" -q backup --label bench) || rc=$?
-  local wall
-  wall=$(secs_since "$t0")
+    exec /usr/bin/time -f "$TIMEFMT" -o "$TF" "$SH" -q backup --label bench >>"$WORK/stablehand.out") || rc=$?
+  end_run
+  sampler_ticks=$(proc_ticks "$sampler")
   kill "$sampler" 2>/dev/null || true
   wait "$sampler" 2>/dev/null || true
+  SAMPLER_PID=
   ((rc == 0)) || die "stablehand backup failed (exit $rc) on $db"
   own=$(cat "$WORK/own.rss" 2>/dev/null || echo "")
   shopt -s nullglob
@@ -246,7 +340,7 @@ run_stablehand() { # DB KEY RUN: stablehand -q backup --label bench in a fresh a
   shopt -u nullglob
   ((${#files[@]} == 1)) || die "expected one backups/*.dump.zst in the app dir, found ${#files[@]}"
   file=${files[0]}
-  record "$key" "$wall" "$TF" "$(stat -c %s "$file")" "$own"
+  record "$key" "$TF" "$(stat -c %s "$file")" "$own" "$sampler_ticks"
   local manifest="${file%.dump.zst}.manifest.json"
   DUMPBYTES[$key]=$(grep -o '"dump_bytes": *[0-9]*' "$manifest" | grep -o '[0-9]*$' || echo 0)
   # Keep only the newest app dir (for `backup verify`).
@@ -269,8 +363,30 @@ run_verify() { # DB: stablehand backup verify on the newest backup of that datas
   printf '%s\n' "$out" | sed 's/^/    verify: /' >&2
 }
 
+# Other work on the machine skews every figure. While this script is idle, measure how
+# busy the CPUs are anyway (2 s sample of /proc/stat) and report it with the results.
+LOADS=()
+cpu_busy_pct() {
+  local a b
+  a=$(head -1 /proc/stat)
+  sleep 2
+  b=$(head -1 /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN {
+    n = split(a, x, " "); split(b, y, " "); t = 0
+    for (i = 2; i <= n; i++) t += y[i] - x[i]
+    idle = (y[5] - x[5]) + (y[6] - x[6])
+    printf "%.0f", (t > 0 ? 100 * (t - idle) / t : 0) }'
+}
+note_load() {
+  local busy
+  busy=$(cpu_busy_pct)
+  LOADS+=("$1: CPUs ${busy}% busy with other work (load average $(cut -d' ' -f1-3 /proc/loadavg))")
+  ((busy < 10)) || log "warning: the CPUs are ${busy}% busy with other work; figures will be skewed"
+}
+
 bench_dataset() { # DB GZIP_RUNS
   local db=$1 gzip_runs=$2 i
+  note_load "before timing $db"
   log "$db: warm-up pg_dump (untimed)"
   "${PGDUMP[@]}" "$db" >/dev/null
   for ((i = 1; i <= RUNS; i++)); do
@@ -281,6 +397,7 @@ bench_dataset() { # DB GZIP_RUNS
     if ((i <= gzip_runs)); then run_gzip "$db" "$db:gzip"; fi
   done
   run_verify "$db"
+  note_load "after timing $db"
 }
 
 # ---------------------------------------------------------------- run
@@ -301,27 +418,34 @@ m() { # ARRAY KEY
   # shellcheck disable=SC2086
   median ${arr[$2]}
 }
+range() { # ARRAY KEY: "min-max" of the runs
+  local -n arr=$1
+  # shellcheck disable=SC2086
+  printf '%s\n' ${arr[$2]:-} | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) printf "%.2f-%.2f", lo, hi }'
+}
 nruns() { local -n arr=$1; set -- ${arr[$2]:-}; echo $#; }
 
 echo
 echo "## stablehand backup benchmark"
 echo
 echo "- machine: $(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr)"
-echo "- $(pg_dump --version), $(gzip --version | head -1), $("$SH" --version), stablehand settings: zstd level 3, threads = CPUs (defaults)"
+echo "- $(pg_dump --version), $(gzip --version | head -1), $("$SH" --version), stablehand settings (defaults): zstd level 3, one worker per CPU up to 4"
 echo "- runs per measurement: $RUNS (median reported); gzip -9 on the large dataset: $LARGE_GZIP_RUNS"
 for db in "${DATASETS[@]}"; do
   read -r acc msgs <<<"${DB_ROWS[$db]}"
   echo "- $db: $(mb "${DB_BYTES[$db]}") MB on disk (pg_database_size), $acc pgbench_accounts rows, $msgs messages rows; pg_dump -Fc -Z0 output $(mb "${DUMPBYTES[$db:stablehand]}") MB"
 done
 echo
-echo "| dataset | method | wall s (median) | runs | output MB | peak RSS MB (process tree) | stablehand own peak RSS MB | CPU s user+sys (client side) |"
-echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| dataset | method | wall s (median) | wall s (min-max) | runs | output MB | peak RSS MB (process tree) | stablehand own peak RSS MB | client CPU s | server CPU s | other CPU s (max) |"
+echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+maxof() { local -n arr=$1; printf '%s\n' ${arr[$2]:-0} | sort -g | tail -1; }
 row() { # DB KEY LABEL
   local key="$1:$2" size own
   size=$(m SIZE "$key")
   own=$(m OWN "$key")
-  printf '| %s | %s | %.2f | %s | %s | %s | %s | %.2f |\n' "$1" "$3" "$(m WALL "$key")" "$(nruns WALL "$key")" \
-    "${size:+$(mb "$size")}" "$(kb2mb "$(m RSS "$key")")" "${own:+$(kb2mb "$own")}" "$(m CPU "$key")"
+  printf '| %s | %s | %.2f | %s | %s | %s | %s | %s | %.2f | %.2f | %.2f |\n' "$1" "$3" "$(m WALL "$key")" \
+    "$(range WALL "$key")" "$(nruns WALL "$key")" "${size:+$(mb "$size")}" "$(kb2mb "$(m RSS "$key")")" \
+    "${own:+$(kb2mb "$own")}" "$(m CPU "$key")" "$(m SRV "$key")" "$(maxof OTHER "$key")"
 }
 for db in "${DATASETS[@]}"; do
   row "$db" floor "pg_dump plain > /dev/null (floor)"
@@ -330,9 +454,14 @@ for db in "${DATASETS[@]}"; do
   row "$db" stablehand "stablehand -q backup (.dump.zst)"
 done
 echo
-echo "Peak RSS (process tree) is GNU time's %M: the largest RSS of the timed process or any"
-echo "child it waited for (for stablehand: max of stablehand, pg_dump, pg_restore --list)."
-echo "\"Own\" is stablehand's VmHWM alone, sampled every 50 ms. CPU excludes the PostgreSQL server."
+echo "Wall time, RSS and CPU are medians over the runs. Peak RSS (process tree) is GNU time's %M:"
+echo "the largest RSS of the timed process or of any child it waited for (for stablehand: the max"
+echo "of stablehand, its pg_dump and its pg_restore --list). \"Own\" is the stablehand process"
+echo "alone (its VmHWM, sampled every 100 ms: a cross-check that can miss a late peak on"
+echo "sub-second runs). Client CPU = user+sys of the timed process tree"
+echo "(pg_dump, gzip, stablehand and its children); server CPU = the PostgreSQL backend serving"
+echo "the dump; other CPU = machine-wide busy time during the run not accounted for by either"
+echo "(other work on the machine: should be near 0)."
 echo
 echo "### Ratios and targets"
 echo
@@ -345,16 +474,20 @@ for db in "${DATASETS[@]}"; do
   tree=$(kb2mb "$(m RSS "$db:stablehand")")
   own=$(m OWN "$db:stablehand")
   own=${own:+$(kb2mb "$own")}
-  # Judge on stablehand's own peak; fall back to the tree's (an upper bound) if sampling missed.
-  rss=${own:-$tree}
+  # Judged on GNU time's figure: exact, and an upper bound of stablehand's own peak (the
+  # sampled VmHWM can miss a peak reached in the last 100 ms of a short run).
+  rss=$tree
   RSS_OF[$db]=$rss
+  # The speed targets are stated for the ~700 MB benchmark database; on the small one a
+  # sub-second dump is dominated by fixed start-up costs, so it is shown, not judged.
+  speed() { if [[ $db == bench_large ]]; then verdict "$@"; else echo "info (judged on bench_large)"; fi; }
   r=$(ratio "$sw" "$fw")
-  echo "| $db | stablehand / pg_dump wall time | $r | <= $MAX_WALL_VS_PGDUMP | $(verdict le "$r" "$MAX_WALL_VS_PGDUMP") |"
+  echo "| $db | stablehand / pg_dump wall time | $r | <= $MAX_WALL_VS_PGDUMP | $(speed le "$r" "$MAX_WALL_VS_PGDUMP") |"
   r=$(ratio "$gw" "$sw")
-  echo "| $db | gzip -9 / stablehand wall time | $r | >= $MIN_GZIP_VS_STABLEHAND | $(verdict ge "$r" "$MIN_GZIP_VS_STABLEHAND") |"
+  echo "| $db | gzip -9 / stablehand wall time | $r | >= $MIN_GZIP_VS_STABLEHAND | $(speed ge "$r" "$MIN_GZIP_VS_STABLEHAND") |"
   r=$(ratio "$ss_" "$gs")
   echo "| $db | stablehand size / gzip -9 size | $r | <= $MAX_SIZE_VS_GZIP | $(verdict le "$r" "$MAX_SIZE_VS_GZIP") |"
-  echo "| $db | stablehand peak RSS MB (own; tree $tree) | $rss | < $MAX_RSS_MB | $(verdict lt "$rss" "$MAX_RSS_MB") |"
+  echo "| $db | stablehand peak RSS MB (GNU time; own sampled: ${own:-n/a}) | $rss | < $MAX_RSS_MB | $(verdict lt "$rss" "$MAX_RSS_MB") |"
 done
 if [[ -n ${RSS_OF[bench_large]:-} ]]; then
   a=${RSS_OF[bench_small]} b=${RSS_OF[bench_large]}
@@ -363,5 +496,18 @@ if [[ -n ${RSS_OF[bench_large]:-} ]]; then
   echo "| both | peak RSS large - small, MB ($b vs $a) | $d | <= $lim (${RSS_SAME_PCT}% or ${RSS_SAME_MB} MB) | $(verdict le "$d" "$lim") |"
 fi
 echo
+echo "The targets are stated for the benchmark database (bench_large). bench_small is shown for"
+echo "scale: its dumps take well under a second, so fixed start-up costs weigh heavily there."
+echo
 for v in "${VERIFY[@]}"; do echo "- $v"; done
+echo
+if ((${#DISTURBED[@]})); then
+  echo "Runs disturbed by other work on the machine (re-run on a quiet machine for clean figures):"
+  echo
+  for v in "${DISTURBED[@]}"; do echo "- $v"; done
+  echo
+fi
+echo "Other work on the machine, sampled for 2 s while the benchmark was idle (should be ~0%):"
+echo
+for v in "${LOADS[@]}"; do echo "- $v"; done
 echo
