@@ -32,6 +32,37 @@ pub struct Cli {
 pub enum Command {
     /// Create, list, show, verify, prune and pin database backups
     Backup(BackupArgs),
+    /// Stable releases: mark one, list them, see where a rollback would go
+    #[command(subcommand)]
+    Stable(StableCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StableCommand {
+    /// Tag a commit as the last release proven healthy and push the tags
+    Mark {
+        /// The commit, tag or branch to mark [default: HEAD]
+        #[arg(value_name = "REF", default_value = "HEAD")]
+        rev: String,
+        /// The pre-deploy backup id to record in the tag message
+        #[arg(long, value_name = "ID")]
+        backup: Option<String>,
+    },
+    /// List the stable tags, newest first
+    List {
+        /// Fetch tags from the remote first
+        #[arg(long)]
+        fetch: bool,
+    },
+    /// Show where a rollback from the current commit would go, and why
+    Target {
+        /// A target to check instead of the automatic choice (e.g. HEAD~1)
+        #[arg(long, value_name = "REF")]
+        to: Option<String>,
+        /// Fetch tags from the remote first
+        #[arg(long)]
+        fetch: bool,
+    },
 }
 
 #[derive(Debug, Args)]

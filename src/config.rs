@@ -38,10 +38,63 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
+    pub git: GitConfig,
+    #[serde(default)]
     pub runtime: RuntimeConfig,
     pub database: DatabaseConfig,
     #[serde(default)]
     pub backup: BackupConfig,
+}
+
+/// `[git]`: the remote, and the names of the stable tags.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitConfig {
+    #[serde(default = "default_remote")]
+    pub remote: String,
+    /// The branch deploys follow; default: the remote's default branch.
+    pub branch: Option<String>,
+    /// The moving tag on the last release proven healthy.
+    #[serde(default = "default_stable_tag")]
+    pub stable_tag: String,
+    /// Prefix of the dated tags (`stable-YYYYMMDD-HHMMSS`).
+    #[serde(default = "default_stable_prefix")]
+    pub stable_prefix: String,
+    /// Namespaces both tags (`production/latest-stable`), for environments sharing a repo.
+    pub environment: Option<String>,
+    /// Push the tags to the remote when marking a release stable.
+    #[serde(default = "default_true")]
+    pub push: bool,
+    /// Let a rollback discard local changes to tracked files (default: refuse).
+    #[serde(default)]
+    pub discard_local_changes: bool,
+}
+
+impl Default for GitConfig {
+    fn default() -> Self {
+        GitConfig {
+            remote: default_remote(),
+            branch: None,
+            stable_tag: default_stable_tag(),
+            stable_prefix: default_stable_prefix(),
+            environment: None,
+            push: true,
+            discard_local_changes: false,
+        }
+    }
+}
+
+fn default_remote() -> String {
+    "origin".into()
+}
+fn default_stable_tag() -> String {
+    "latest-stable".into()
+}
+fn default_stable_prefix() -> String {
+    "stable-".into()
+}
+fn default_true() -> bool {
+    true
 }
 
 /// `[runtime]`: what compose mode needs to reach the database service.
@@ -282,7 +335,6 @@ fn parse_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
 
 /// Keys of PRODUCT.md's contract whose features this version does not have yet.
 const FUTURE_KEYS: &[(&str, &str)] = &[
-    ("git", "stable releases"),
     ("health", "the health gate"),
     ("notify", "notifications"),
     ("alerts", "alerts"),
@@ -320,6 +372,17 @@ fn mask_secret_value(line: &str) -> String {
         }
     }
     crate::redact::redact_text(line)
+}
+
+/// A conservative subset of git's ref-name rules.
+fn is_ref_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+        && !s.starts_with(['-', '/', '.'])
+        && !s.contains("..")
+        && !s.contains("//")
+        && !s.ends_with(".lock")
 }
 
 /// Where `section.key` is written in `text` (1-based line and column), falling back to
@@ -383,6 +446,21 @@ fn validate(c: &Config, text: &str, path: &Path) -> Result<(), ConfigError> {
             message,
         }
     };
+    for (key, value) in [
+        ("git.stable_tag", Some(c.git.stable_tag.as_str())),
+        ("git.stable_prefix", Some(c.git.stable_prefix.as_str())),
+        ("git.environment", c.git.environment.as_deref()),
+        ("git.branch", c.git.branch.as_deref()),
+    ] {
+        if let Some(v) = value {
+            if !is_ref_part(v) {
+                return Err(invalid(
+                    key,
+                    format!("{v:?} cannot be part of a git tag or branch name; use letters, digits, '.', '_', '-' and '/'"),
+                ));
+            }
+        }
+    }
     if c.database.mode == DbMode::Compose && c.database.name.as_deref().unwrap_or("").is_empty() {
         return Err(invalid(
             "database.name",
@@ -492,6 +570,20 @@ mod tests {
         let msg = err("[database]\nname = \"a\"\n\n[backup]\n  compression_level = 40\n");
         assert!(
             msg.starts_with("stablehand.toml:5:3: backup.compression_level: 40 is out of range"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn git_defaults_and_bad_tag_names() {
+        let c = parse("[database]\nname = \"a\"\n", Path::new("x")).unwrap();
+        assert_eq!(c.git.remote, "origin");
+        assert_eq!(c.git.stable_tag, "latest-stable");
+        assert_eq!(c.git.stable_prefix, "stable-");
+        assert!(c.git.push);
+        let msg = err("[database]\nname = \"a\"\n[git]\nenvironment = \"prod env\"\n");
+        assert!(
+            msg.starts_with("stablehand.toml:4:1: git.environment:"),
             "{msg}"
         );
     }

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod git;
 pub mod process;
 pub mod redact;
 pub mod report;
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{BackupCommand, Cli, Command};
+use cli::{BackupCommand, Cli, Command, StableCommand};
 
 /// Exit codes shared by every command (deploy adds 10, 11, 12). Usage errors exit 2
 /// from clap itself.
@@ -91,6 +92,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<config::Loaded> {
 fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
     let show_progress = !cli.quiet && !cli.json && std::io::stderr().is_terminal();
     match &cli.command {
+        Command::Stable(command) => stable(cli, command),
         Command::Backup(args) => {
             let loaded = load_config(cli)?;
             match &args.command {
@@ -150,4 +152,55 @@ fn create(
     let created = backup::create_backup(loaded, label, show_progress)?;
     report::created(&created, cli.json, cli.quiet);
     Ok(Exit::Ok)
+}
+
+fn stable(cli: &Cli, command: &StableCommand) -> anyhow::Result<Exit> {
+    let loaded = load_config(cli)?;
+    let repo = git::Repo::open(&loaded.app_dir, &loaded.config.git)?;
+    match command {
+        StableCommand::Mark { rev, backup } => {
+            let marked = repo.mark_stable(rev, backup.as_deref(), jiff::Timestamp::now())?;
+            report::marked(&marked, cli.json);
+            // A failed push is a failure unless pushing is off.
+            Ok(if marked.pushed || !loaded.config.git.push {
+                Exit::Ok
+            } else {
+                Exit::Failure
+            })
+        }
+        StableCommand::List { fetch } => {
+            if *fetch {
+                repo.fetch_tags()?;
+            }
+            let tags = repo.stable_tags()?;
+            report::stable_list(&tags, repo.names(), cli.json);
+            Ok(Exit::Ok)
+        }
+        StableCommand::Target { to, fetch } => {
+            if *fetch {
+                repo.fetch_tags()?;
+            }
+            let current = repo.head()?;
+            let inputs = git::TargetInputs {
+                latest_stable: repo.latest_stable()?,
+                requested: to.as_deref().map(|r| repo.resolve(r)).transpose()?,
+                current,
+                // The deploy journal and history (the guarded deploy) will supply these.
+                previous: None,
+                failed: Default::default(),
+            };
+            let target = git::rollback_target(&inputs);
+            let reverted = match &target {
+                git::Target::Commit { commit, .. } => {
+                    repo.commits_between(commit, &inputs.current)?
+                }
+                git::Target::None { .. } => Vec::new(),
+            };
+            report::target(&inputs.current, &target, &reverted, cli.json);
+            Ok(match target {
+                git::Target::Commit { .. } => Exit::Ok,
+                git::Target::None { .. } => Exit::Failure,
+            })
+        }
+    }
 }

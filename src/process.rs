@@ -75,6 +75,7 @@ pub struct Cmd {
     program: OsString,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    env_remove: Vec<OsString>,
     cwd: Option<PathBuf>,
     timeout: Option<Duration>,
     not_found_hint: String,
@@ -88,6 +89,7 @@ impl Cmd {
             program: program.as_ref().to_owned(),
             args: Vec::new(),
             env: Vec::new(),
+            env_remove: Vec::new(),
             cwd: None,
             timeout: None,
             not_found_hint: String::new(),
@@ -116,6 +118,12 @@ impl Cmd {
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
         self.env
             .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// Removes an inherited environment variable from the child's environment.
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Self {
+        self.env_remove.push(key.as_ref().to_owned());
         self
     }
 
@@ -177,6 +185,9 @@ impl Cmd {
 
     fn command(&self, stdin: Stdio) -> Command {
         let mut c = Command::new(&self.program);
+        for key in &self.env_remove {
+            c.env_remove(key);
+        }
         c.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(stdin)

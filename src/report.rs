@@ -327,3 +327,93 @@ pub fn pinned(m: &Manifest, json: bool) {
         println!("unpinned {}: retention rules apply to it again", m.id);
     }
 }
+
+pub fn marked(m: &crate::git::Marked, json: bool) {
+    if json {
+        print_json(m);
+        return;
+    }
+    println!(
+        "marked {} stable: tag {}, {} moved to it",
+        &m.commit[..12.min(m.commit.len())],
+        m.tag,
+        m.stable_tag
+    );
+    if m.pushed {
+        println!("pushed both tags to the remote");
+    }
+    if let Some(e) = &m.push_error {
+        eprintln!("{}: {e}", if m.pushed { "note" } else { "error" });
+    }
+}
+
+pub fn stable_list(tags: &[crate::git::StableTag], names: &crate::git::TagNames, json: bool) {
+    if json {
+        print_json(tags);
+        return;
+    }
+    if tags.is_empty() {
+        println!(
+            "no stable releases yet (no tags {}*); mark one with `stablehand stable mark`",
+            names.prefix
+        );
+        return;
+    }
+    let rows: Vec<Vec<String>> = tags
+        .iter()
+        .map(|t| {
+            vec![
+                t.tag.clone(),
+                t.commit[..12.min(t.commit.len())].to_string(),
+                t.tagged_at.clone(),
+                t.subject.clone(),
+                if t.latest {
+                    format!("<- {}", names.stable_tag)
+                } else {
+                    String::new()
+                },
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(&["TAG", "COMMIT", "TAGGED", "SUBJECT", ""], &rows)
+    );
+}
+
+pub fn target(
+    current: &str,
+    target: &crate::git::Target,
+    reverted: &[crate::git::CommitLine],
+    json: bool,
+) {
+    if json {
+        print_json(&serde_json::json!({
+            "current": current,
+            "target": target,
+            "reverted": reverted,
+        }));
+        return;
+    }
+    match target {
+        crate::git::Target::Commit { commit, reason } => {
+            println!(
+                "a rollback from {} would go to {} ({reason})",
+                &current[..12.min(current.len())],
+                &commit[..12.min(commit.len())]
+            );
+            if !reverted.is_empty() {
+                println!("commits it would revert ({}):", reverted.len());
+                for c in reverted {
+                    println!("  {} {}", &c.sha[..12.min(c.sha.len())], c.subject);
+                }
+            }
+        }
+        crate::git::Target::None { reason } => {
+            eprintln!(
+                "no rollback target from {} (if it failed now): {reason}",
+                &current[..12.min(current.len())]
+            );
+        }
+    }
+}

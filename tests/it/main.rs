@@ -7,3 +7,4 @@ mod backup_compose;
 mod backup_direct;
 mod backup_failures;
 mod cli;
+mod stable;

@@ -1,0 +1,710 @@
+//! Stable releases in git: annotated `stable-<UTC time>` tags, the moving `latest-stable`
+//! tag, the rollback target (a pure function: a failed commit is never a target), and
+//! reverting the work tree. Shells out to the user's `git` with their credentials.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::config::GitConfig;
+use crate::process::{Cmd, ProcessError};
+
+/// Variables that would point git at another repository than the app's.
+const FOREIGN_GIT_ENV: &[&str] = &[
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+];
+/// Local git commands are quick; network ones get longer.
+const LOCAL_TIMEOUT: Duration = Duration::from_secs(60);
+const NETWORK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The tag names of one environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TagNames {
+    /// The moving tag, e.g. `latest-stable` or `production/latest-stable`.
+    pub stable_tag: String,
+    /// The prefix of the dated tags, e.g. `stable-` or `production/stable-`.
+    pub prefix: String,
+}
+
+impl TagNames {
+    pub fn from_config(git: &GitConfig) -> TagNames {
+        let ns = git
+            .environment
+            .as_deref()
+            .filter(|e| !e.is_empty())
+            .map(|e| format!("{e}/"))
+            .unwrap_or_default();
+        TagNames {
+            stable_tag: format!("{ns}{}", git.stable_tag),
+            prefix: format!("{ns}{}", git.stable_prefix),
+        }
+    }
+
+    /// The dated tag for `at`: `<prefix>YYYYMMDD-HHMMSS` (UTC).
+    pub fn dated(&self, at: Timestamp) -> String {
+        let stamp = at
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .strftime("%Y%m%d-%H%M%S");
+        format!("{}{stamp}", self.prefix)
+    }
+}
+
+/// The app's git work tree.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    dir: PathBuf,
+    remote: String,
+    names: TagNames,
+    push: bool,
+}
+
+/// One commit, as shown in reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommitLine {
+    pub sha: String,
+    pub subject: String,
+}
+
+/// A stable tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StableTag {
+    pub tag: String,
+    pub commit: String,
+    /// When the tag was made (the tagger date).
+    pub tagged_at: String,
+    pub subject: String,
+    /// True for the newest dated tag on the commit `latest-stable` points at.
+    pub latest: bool,
+}
+
+/// What `mark_stable` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Marked {
+    pub tag: String,
+    pub stable_tag: String,
+    pub commit: String,
+    pub pushed: bool,
+    /// Why the push did not happen or failed; the local tags stay either way.
+    pub push_error: Option<String>,
+}
+
+impl Repo {
+    /// The repository whose work tree contains `dir`.
+    pub fn open(dir: &Path, git: &GitConfig) -> anyhow::Result<Repo> {
+        let repo = Repo {
+            dir: dir.to_owned(),
+            remote: git.remote.clone(),
+            names: TagNames::from_config(git),
+            push: git.push,
+        };
+        let inside = repo.run(["rev-parse", "--is-inside-work-tree"]);
+        match inside {
+            Ok(out) if out.trim() == "true" => Ok(repo),
+            Ok(_) | Err(ProcessError::Failed { .. }) => bail!(
+                "{} is not inside a git work tree; stable releases need the app's git repository (the directory of stablehand.toml)",
+                dir.display()
+            ),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn names(&self) -> &TagNames {
+        &self.names
+    }
+
+    /// `git` in the work tree, with the environment cleaned of variables that would
+    /// redirect it, and no interactive prompts (a deploy must not hang on one).
+    fn git(&self) -> Cmd {
+        let mut cmd = Cmd::new("git")
+            .current_dir(&self.dir)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("LC_ALL", "C")
+            .timeout(LOCAL_TIMEOUT)
+            .not_found_hint("install git (apt-get install git)");
+        for key in FOREIGN_GIT_ENV {
+            cmd = cmd.env_remove(key);
+        }
+        cmd
+    }
+
+    fn run<I, S>(&self, args: I) -> Result<String, ProcessError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.git().args(args).output()
+    }
+
+    /// The full sha of `rev` (a commit, tag or branch).
+    pub fn resolve(&self, rev: &str) -> anyhow::Result<String> {
+        let out = self
+            .run([
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{rev}^{{commit}}"),
+            ])
+            .map_err(|_| anyhow::anyhow!("{rev:?} is not a commit in {}", self.dir.display()))?;
+        Ok(out.trim().to_string())
+    }
+
+    /// The commit checked out now (works on a detached HEAD too).
+    pub fn head(&self) -> anyhow::Result<String> {
+        self.resolve("HEAD")
+    }
+
+    /// The commit `latest-stable` points at, if the tag exists locally.
+    pub fn latest_stable(&self) -> anyhow::Result<Option<String>> {
+        let tag = format!("refs/tags/{}", self.names.stable_tag);
+        match self.run([
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{tag}^{{commit}}"),
+        ]) {
+            Ok(out) => Ok(Some(out.trim().to_string())),
+            Err(ProcessError::Failed { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn tag_exists(&self, name: &str) -> anyhow::Result<bool> {
+        match self.run([
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("refs/tags/{name}"),
+        ]) {
+            Ok(_) => Ok(true),
+            Err(ProcessError::Failed { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Arguments that give git an identity when the user has none configured
+    /// (annotated tags need a tagger).
+    fn identity(&self) -> Vec<String> {
+        let has = |key: &str| {
+            self.run(["config", "--get", key])
+                .map(|v| !v.trim().is_empty())
+                .unwrap_or(false)
+        };
+        let mut args = Vec::new();
+        if !has("user.name") {
+            args.extend(["-c".to_string(), "user.name=stablehand".to_string()]);
+        }
+        if !has("user.email") {
+            args.extend([
+                "-c".to_string(),
+                "user.email=stablehand@localhost".to_string(),
+            ]);
+        }
+        args
+    }
+
+    /// Tags `rev` as stable: a new dated annotated tag and the moving `latest-stable`,
+    /// both recording the commit, the time and the pre-deploy backup; then pushes both
+    /// in one atomic push (forcing only the moving tag). A failed push leaves the local
+    /// tags and is reported in `push_error`.
+    pub fn mark_stable(
+        &self,
+        rev: &str,
+        backup_id: Option<&str>,
+        now: Timestamp,
+    ) -> anyhow::Result<Marked> {
+        let commit = self.resolve(rev)?;
+        let base = self.names.dated(now);
+        let mut tag = base.clone();
+        let mut n = 2;
+        while self.tag_exists(&tag)? {
+            tag = format!("{base}-{n}");
+            n += 1;
+        }
+        let message = format!(
+            "stable release {tag}\n\ncommit: {commit}\nmarked-at: {}\nbackup: {}\nmarked-by: stablehand {}\n",
+            now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            backup_id.unwrap_or("none"),
+            env!("CARGO_PKG_VERSION"),
+        );
+        let identity = self.identity();
+        self.git()
+            .args(&identity)
+            .args(["tag", "--annotate", "--message", &message, &tag, &commit])
+            .output()
+            .with_context(|| format!("creating tag {tag}"))?;
+        self.git()
+            .args(&identity)
+            .args([
+                "tag",
+                "--annotate",
+                "--force",
+                "--message",
+                &message,
+                &self.names.stable_tag,
+                &commit,
+            ])
+            .output()
+            .with_context(|| format!("moving tag {}", self.names.stable_tag))?;
+
+        let mut marked = Marked {
+            tag: tag.clone(),
+            stable_tag: self.names.stable_tag.clone(),
+            commit,
+            pushed: false,
+            push_error: None,
+        };
+        if !self.push {
+            marked.push_error = Some("not pushed: git.push = false".into());
+            return Ok(marked);
+        }
+        let pushed = self
+            .git()
+            .timeout(NETWORK_TIMEOUT)
+            .args([
+                "push",
+                "--atomic",
+                "--porcelain",
+                &self.remote,
+                &format!("refs/tags/{tag}:refs/tags/{tag}"),
+                &format!("+refs/tags/{0}:refs/tags/{0}", self.names.stable_tag),
+            ])
+            .output();
+        match pushed {
+            Ok(_) => marked.pushed = true,
+            Err(e) => {
+                marked.push_error = Some(format!(
+                    "pushing the tags to remote {:?} failed: {e}\n  the tags exist locally; push them with: git push {} {tag} && git push --force {} {}",
+                    self.remote, self.remote, self.remote, self.names.stable_tag
+                ))
+            }
+        }
+        Ok(marked)
+    }
+
+    /// The dated stable tags, newest first.
+    pub fn stable_tags(&self) -> anyhow::Result<Vec<StableTag>> {
+        let latest = self.latest_stable()?;
+        let out = self.run([
+            "for-each-ref",
+            "--format=%(refname:strip=2)%00%(*objectname)%00%(objectname)%00%(creatordate:iso-strict)%00%(*subject)%00%(subject)",
+            &format!("refs/tags/{}*", self.names.prefix),
+        ])?;
+        let mut tags: Vec<StableTag> = out
+            .lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split('\0').collect();
+                if f.len() < 6 {
+                    return None;
+                }
+                // Annotated tags peel to their commit (%(*...)); lightweight ones are the commit.
+                let (commit, subject) = if f[1].is_empty() {
+                    (f[2], f[5])
+                } else {
+                    (f[1], f[4])
+                };
+                Some(StableTag {
+                    tag: f[0].to_string(),
+                    commit: commit.to_string(),
+                    tagged_at: f[3].to_string(),
+                    subject: subject.to_string(),
+                    latest: false,
+                })
+            })
+            .collect();
+        // Names carry the UTC time (and a suffix for same-second marks): newest first.
+        tags.sort_by(|a, b| {
+            b.tagged_at
+                .cmp(&a.tagged_at)
+                .then_with(|| natural_desc(&a.tag, &b.tag))
+        });
+        if let Some(latest) = latest {
+            if let Some(t) = tags.iter_mut().find(|t| t.commit == latest) {
+                t.latest = true;
+            }
+        }
+        Ok(tags)
+    }
+
+    /// Fetches tags from the remote, moving local tags that the remote moved.
+    pub fn fetch_tags(&self) -> anyhow::Result<()> {
+        self.git()
+            .timeout(NETWORK_TIMEOUT)
+            .args(["fetch", "--tags", "--force", "--quiet", &self.remote])
+            .output()
+            .with_context(|| format!("fetching tags from remote {:?}", self.remote))?;
+        Ok(())
+    }
+
+    /// The remote's default branch (`origin/HEAD`), asked of the remote when unknown.
+    pub fn default_branch(&self) -> anyhow::Result<String> {
+        let local = self.run([
+            "symbolic-ref",
+            "--quiet",
+            "--short",
+            &format!("refs/remotes/{}/HEAD", self.remote),
+        ]);
+        if let Ok(name) = local {
+            if let Some(branch) = name.trim().strip_prefix(&format!("{}/", self.remote)) {
+                return Ok(branch.to_string());
+            }
+        }
+        let out = self
+            .git()
+            .timeout(NETWORK_TIMEOUT)
+            .args(["ls-remote", "--symref", &self.remote, "HEAD"])
+            .output()
+            .with_context(|| format!("asking remote {:?} for its default branch", self.remote))?;
+        out.lines()
+            .find_map(|l| l.strip_prefix("ref: refs/heads/"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_string)
+            .with_context(|| {
+                format!(
+                    "remote {:?} did not name a default branch; set git.branch",
+                    self.remote
+                )
+            })
+    }
+
+    /// The commits in `current` that are not in `target`, newest first: what a rollback
+    /// to `target` reverts.
+    pub fn commits_between(&self, target: &str, current: &str) -> anyhow::Result<Vec<CommitLine>> {
+        let out = self.run(["log", "--format=%H%x00%s", &format!("{target}..{current}")])?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once('\0'))
+            .map(|(sha, subject)| CommitLine {
+                sha: sha.to_string(),
+                subject: subject.to_string(),
+            })
+            .collect())
+    }
+
+    /// Tracked files with local changes (untracked files are left alone by a reset).
+    pub fn local_changes(&self) -> anyhow::Result<Vec<String>> {
+        let out = self.run(["status", "--porcelain=v1", "--untracked-files=no"])?;
+        Ok(out
+            .lines()
+            .filter(|l| l.len() > 3)
+            .map(|l| l[3..].to_string())
+            .collect())
+    }
+
+    /// Moves the work tree to `target` (`git reset --hard`). Refuses on local changes to
+    /// tracked files, naming them, unless `discard` is set.
+    pub fn reset_hard(&self, target: &str, discard: bool) -> anyhow::Result<()> {
+        let commit = self.resolve(target)?;
+        let changes = self.local_changes()?;
+        if !changes.is_empty() && !discard {
+            bail!(
+                "the work tree in {} has local changes to {} tracked file(s): {}; commit or stash them, or set git.discard_local_changes = true to let stablehand discard them",
+                self.dir.display(),
+                changes.len(),
+                changes.join(", ")
+            );
+        }
+        self.run(["reset", "--hard", "--quiet", &commit])
+            .with_context(|| format!("resetting the work tree to {commit}"))?;
+        Ok(())
+    }
+
+    /// True in a shallow clone (history before the boundary is missing).
+    pub fn is_shallow(&self) -> anyhow::Result<bool> {
+        Ok(self.run(["rev-parse", "--is-shallow-repository"])?.trim() == "true")
+    }
+}
+
+/// Orders "stable-X-10" after "stable-X-9" (newest first).
+fn natural_desc(a: &str, b: &str) -> std::cmp::Ordering {
+    let key = |s: &str| {
+        let (base, n) = match s.rsplit_once('-') {
+            Some((base, n)) if n.len() < 4 && n.chars().all(|c| c.is_ascii_digit()) => {
+                (base.to_string(), n.parse::<u32>().unwrap_or(0))
+            }
+            _ => (s.to_string(), 1),
+        };
+        (base, n)
+    };
+    key(b).cmp(&key(a))
+}
+
+/// What the rollback target is decided from. Commits are full shas.
+#[derive(Debug, Clone, Default)]
+pub struct TargetInputs {
+    /// The commit running now (the one that failed its gate).
+    pub current: String,
+    /// Where `latest-stable` points, if it exists.
+    pub latest_stable: Option<String>,
+    /// The commit that was running before this deploy, as the deploy recorded it.
+    pub previous: Option<String>,
+    /// Commits known to have failed a health gate.
+    pub failed: HashSet<String>,
+    /// A target the user asked for (`rollback --to REF`), resolved to a commit.
+    pub requested: Option<String>,
+}
+
+/// Where a rollback goes, and why; or why it cannot go anywhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Target {
+    Commit { commit: String, reason: String },
+    None { reason: String },
+}
+
+/// Decides the rollback target. Never a commit known to have failed; `latest-stable`
+/// first; the commit running before the deploy when no stable release exists yet; an
+/// explicit request only when it has not failed. When the current commit is the stable
+/// one, there is nowhere to go: manual intervention.
+pub fn rollback_target(i: &TargetInputs) -> Target {
+    if let Some(req) = &i.requested {
+        if i.failed.contains(req) {
+            return Target::None {
+                reason: format!(
+                    "the requested target {} failed a health gate before; pick another commit",
+                    short(req)
+                ),
+            };
+        }
+        if *req == i.current {
+            return Target::None {
+                reason: format!(
+                    "the requested target {} is the commit running now",
+                    short(req)
+                ),
+            };
+        }
+        return Target::Commit {
+            commit: req.clone(),
+            reason: "requested".into(),
+        };
+    }
+    if let Some(stable) = &i.latest_stable {
+        if *stable == i.current {
+            return Target::None {
+                reason: format!(
+                    "the stable release {} itself is unhealthy; there is no earlier proven release to return to: manual intervention",
+                    short(stable)
+                ),
+            };
+        }
+        if i.failed.contains(stable) {
+            return Target::None {
+                reason: format!(
+                    "the stable release {} has failed a health gate since it was marked; manual intervention",
+                    short(stable)
+                ),
+            };
+        }
+        return Target::Commit {
+            commit: stable.clone(),
+            reason: "latest-stable".into(),
+        };
+    }
+    match &i.previous {
+        Some(prev) if *prev != i.current && !i.failed.contains(prev) => Target::Commit {
+            commit: prev.clone(),
+            reason: "no stable release yet: the commit that was running before this deploy".into(),
+        },
+        _ => Target::None {
+            reason: "there is no stable release yet and no earlier running commit that has not failed: manual intervention (mark a release stable with `stablehand stable mark REF`, or roll back with --to)".into(),
+        },
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(name: &str) -> String {
+        format!("{name:0<40}")
+    }
+
+    #[test]
+    fn tag_names_are_namespaced_by_environment() {
+        let mut git = GitConfig::default();
+        let at: Timestamp = "2026-11-29T10:20:30Z".parse().unwrap();
+        assert_eq!(
+            TagNames::from_config(&git).dated(at),
+            "stable-20261129-102030"
+        );
+        git.environment = Some("production".into());
+        let names = TagNames::from_config(&git);
+        assert_eq!(names.stable_tag, "production/latest-stable");
+        assert_eq!(names.dated(at), "production/stable-20261129-102030");
+    }
+
+    /// The proposal's table: v1.0 ok; v1.1..v1.4 fail -> always v1.0; v1.5 ok -> moves.
+    #[test]
+    fn the_proposals_failure_table() {
+        let mut failed = HashSet::new();
+        let mut stable = None;
+        let mut previous = None;
+        for (version, healthy) in [
+            ("a10", true),
+            ("a11", false),
+            ("a12", false),
+            ("a13", false),
+            ("a14", false),
+            ("a15", true),
+            ("a16", false),
+        ] {
+            let current = c(version);
+            if healthy {
+                stable = Some(current.clone());
+            } else {
+                let target = rollback_target(&TargetInputs {
+                    current: current.clone(),
+                    latest_stable: stable.clone(),
+                    previous: previous.clone(),
+                    failed: failed.clone(),
+                    requested: None,
+                });
+                let expect = if version == "a16" { c("a15") } else { c("a10") };
+                assert_eq!(
+                    target,
+                    Target::Commit {
+                        commit: expect,
+                        reason: "latest-stable".into()
+                    },
+                    "{version}"
+                );
+                failed.insert(current.clone());
+            }
+            // After a rollback the stable release runs again.
+            previous = stable.clone().or(Some(current));
+        }
+    }
+
+    #[test]
+    fn stable_release_failing_itself_means_manual_intervention() {
+        let t = rollback_target(&TargetInputs {
+            current: c("a10"),
+            latest_stable: Some(c("a10")),
+            previous: Some(c("a09")),
+            ..Default::default()
+        });
+        assert!(
+            matches!(&t, Target::None { reason } if reason.contains("manual intervention")),
+            "{t:?}"
+        );
+    }
+
+    #[test]
+    fn without_stable_the_previous_running_commit_not_head_minus_one() {
+        let t = rollback_target(&TargetInputs {
+            current: c("b3"),
+            previous: Some(c("b1")),
+            ..Default::default()
+        });
+        assert_eq!(
+            t,
+            Target::Commit {
+                commit: c("b1"),
+                reason: "no stable release yet: the commit that was running before this deploy"
+                    .into()
+            }
+        );
+        // ... unless that one failed too, or is the current one.
+        let mut failed = HashSet::new();
+        failed.insert(c("b1"));
+        assert!(matches!(
+            rollback_target(&TargetInputs {
+                current: c("b3"),
+                previous: Some(c("b1")),
+                failed,
+                ..Default::default()
+            }),
+            Target::None { .. }
+        ));
+        assert!(matches!(
+            rollback_target(&TargetInputs {
+                current: c("b3"),
+                previous: Some(c("b3")),
+                ..Default::default()
+            }),
+            Target::None { .. }
+        ));
+        assert!(matches!(
+            rollback_target(&TargetInputs {
+                current: c("b3"),
+                ..Default::default()
+            }),
+            Target::None { .. }
+        ));
+    }
+
+    #[test]
+    fn explicit_request_wins_unless_it_failed() {
+        let mut failed = HashSet::new();
+        failed.insert(c("x2"));
+        let base = TargetInputs {
+            current: c("x3"),
+            latest_stable: Some(c("x1")),
+            failed,
+            ..Default::default()
+        };
+        let ok = rollback_target(&TargetInputs {
+            requested: Some(c("x0")),
+            ..base.clone()
+        });
+        assert_eq!(
+            ok,
+            Target::Commit {
+                commit: c("x0"),
+                reason: "requested".into()
+            }
+        );
+        assert!(matches!(
+            rollback_target(&TargetInputs {
+                requested: Some(c("x2")),
+                ..base.clone()
+            }),
+            Target::None { .. }
+        ));
+        assert!(matches!(
+            rollback_target(&TargetInputs {
+                requested: Some(c("x3")),
+                ..base
+            }),
+            Target::None { .. }
+        ));
+    }
+
+    #[test]
+    fn a_stable_release_that_failed_later_is_not_a_target() {
+        let mut failed = HashSet::new();
+        failed.insert(c("s1"));
+        let t = rollback_target(&TargetInputs {
+            current: c("s2"),
+            latest_stable: Some(c("s1")),
+            failed,
+            ..Default::default()
+        });
+        assert!(matches!(t, Target::None { .. }));
+    }
+
+    #[test]
+    fn same_second_suffixes_sort_newest_first() {
+        let mut v = vec!["stable-1-2", "stable-1", "stable-1-10", "stable-1-3"];
+        v.sort_by(|a, b| natural_desc(a, b));
+        assert_eq!(
+            v,
+            vec!["stable-1-10", "stable-1-3", "stable-1-2", "stable-1"]
+        );
+    }
+}
