@@ -71,16 +71,11 @@ fn pg_dump_exiting_non_zero_leaves_nothing() {
         &format!("postgresql://{role}@127.0.0.1:{}/{db}", pg.port),
         "",
     );
-    app.cmd()
-        .arg("backup")
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains(
-            "backup failed at stage dump (pg_dump)",
-        ))
-        .stderr(predicate::str::contains("`pg_dump` exited with status 1"))
-        .stderr(predicate::str::contains("permission denied"));
-    app.assert_no_backup_left();
+    app.backup_fails_with(&[
+        "backup failed at stage dump (pg_dump)",
+        "`pg_dump` exited with status 1",
+        "permission denied",
+    ]);
 }
 
 #[test]
@@ -184,13 +179,7 @@ fn full_disk_fails_the_write_and_leaves_nothing() {
     assert!(ok, "mounting a tmpfs");
     let _mount = Tmpfs(dir.clone());
 
-    app.cmd()
-        .arg("backup")
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("backup failed at stage write"))
-        .stderr(predicate::str::contains("No space left on device"));
-    app.assert_no_backup_left();
+    app.backup_fails_with(&["backup failed at stage write", "No space left on device"]);
 }
 
 #[test]
@@ -202,14 +191,11 @@ fn unreachable_database_fails_at_preflight() {
         &format!("postgresql://postgres@127.0.0.1:{port}/nothing"),
         "",
     );
-    app.cmd()
-        .arg("backup")
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("backup failed at stage preflight"))
-        .stderr(predicate::str::contains("cannot reach the database"))
-        .stderr(predicate::str::contains("Connection refused"));
-    app.assert_no_backup_left();
+    app.backup_fails_with(&[
+        "backup failed at stage preflight",
+        "cannot reach the database",
+        "Connection refused",
+    ]);
 }
 
 #[test]
@@ -223,16 +209,11 @@ fn missing_pg_dump_is_named_with_advice() {
         &pg.url(&db),
         &format!("client_bin_dir = {:?}\n", bin.path()),
     );
-    app.cmd()
-        .arg("backup")
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("backup failed at stage preflight"))
-        .stderr(predicate::str::contains("pg_dump` was not found"))
-        .stderr(predicate::str::contains(
-            "install the PostgreSQL client tools",
-        ));
-    app.assert_no_backup_left();
+    app.backup_fails_with(&[
+        "backup failed at stage preflight",
+        "pg_dump` was not found",
+        "install the PostgreSQL client tools",
+    ]);
 }
 
 #[test]
@@ -250,15 +231,10 @@ fn pg_dump_older_than_the_server_is_refused() {
         &pg.url(&db),
         &format!("client_bin_dir = {:?}\n", bin.path()),
     );
-    app.cmd()
-        .arg("backup")
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains(
-            "pg_dump 14.11 is older than the PostgreSQL 15",
-        ))
-        .stderr(predicate::str::contains("database.client_bin_dir"));
-    app.assert_no_backup_left();
+    app.backup_fails_with(&[
+        "pg_dump 14.11 is older than the PostgreSQL 15",
+        "database.client_bin_dir",
+    ]);
 }
 
 #[test]
@@ -266,15 +242,10 @@ fn backup_below_min_size_does_not_count() {
     let pg = require_pg!();
     let db = pg.create_db("empty");
     let app = App::direct(&pg.url(&db), "[backup]\nmin_size = \"1MiB\"\n");
-    app.cmd()
-        .arg("backup")
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("backup failed at stage check"))
-        .stderr(predicate::str::contains(
-            "below backup.min_size (1048576 bytes)",
-        ));
-    app.assert_no_backup_left();
+    app.backup_fails_with(&[
+        "backup failed at stage check",
+        "below backup.min_size (1048576 bytes)",
+    ]);
 }
 
 #[test]

@@ -299,6 +299,18 @@ impl App {
         v
     }
 
+    /// Runs `stablehand backup`, expects exit 1 with each of `needles` on stderr, and
+    /// that no file that looks like a backup remains.
+    pub fn backup_fails_with(&self, needles: &[&str]) {
+        let out = self.cmd().arg("backup").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        for needle in needles {
+            assert!(stderr.contains(needle), "expected {needle:?} in:\n{stderr}");
+        }
+        self.assert_no_backup_left();
+    }
+
     /// Asserts no file that looks like a backup (data, manifest or partial) remains.
     pub fn assert_no_backup_left(&self) {
         let files = self.backup_files();
