@@ -32,9 +32,38 @@ pub struct Cli {
 pub enum Command {
     /// Create, list, show, verify, prune and pin database backups
     Backup(BackupArgs),
+    /// Restore a backup into a new database and swap it in (the old one is kept)
+    Restore {
+        /// Backup id, a unique prefix of one, or "latest"; without it, list the backups
+        id: Option<String>,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+        /// Restore into this new database and stop there (the live one is untouched)
+        #[arg(long, value_name = "NAME", conflicts_with = "in_place")]
+        target_db: Option<String>,
+        /// Restore over the live database in one transaction (for a user without
+        /// CREATEDB); objects created after the backup remain
+        #[arg(long)]
+        in_place: bool,
+    },
+    /// Databases stablehand keeps beside the live one
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Stable releases: mark one, list them, see where a rollback would go
     #[command(subcommand)]
     Stable(StableCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Drop a database kept by a restore or snapshot swap (never the live one)
+    DropKept {
+        name: String,
+        /// Confirm the drop
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,7 +116,12 @@ pub enum BackupCommand {
     /// Back up the database now (the default of `stablehand backup`)
     Create(CreateArgs),
     /// List backups, newest first (by the manifests' time)
-    List,
+    List {
+        /// Also list the databases stablehand keeps beside the live one (replaced by a
+        /// restore, snapshots, leftovers of interrupted restores)
+        #[arg(long)]
+        databases: bool,
+    },
     /// Show one backup's manifest
     Show {
         /// Backup id, a unique prefix of one, or "latest"
@@ -98,8 +132,14 @@ pub enum BackupCommand {
         /// Backup id, a unique prefix of one, or "latest" [default: latest]
         id: Option<String>,
         /// Verify every backup
-        #[arg(long, conflicts_with = "id")]
+        #[arg(long, conflicts_with_all = ["id", "latest"])]
         all: bool,
+        /// Verify the newest backup (the default without an id)
+        #[arg(long, conflicts_with = "id")]
+        latest: bool,
+        /// Also restore into a scratch database, check every table, and drop it
+        #[arg(long)]
+        restore_test: bool,
     },
     /// Delete backups the retention policy does not keep
     Prune {

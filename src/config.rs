@@ -106,6 +106,11 @@ pub struct RuntimeConfig {
     /// Compose files, relative to the app directory; default: compose's standard names.
     #[serde(default)]
     pub files: Vec<PathBuf>,
+    /// Shell command that stops the app (run in the app directory) before a restore swaps
+    /// the database; unset: the app is not stopped (its connections are ended).
+    pub stop: Option<String>,
+    /// Shell command that starts the app again.
+    pub start: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -138,6 +143,19 @@ pub struct DatabaseConfig {
     pub url: Option<String>,
     /// Directory of pg_dump/pg_restore/psql for direct mode; default: PATH.
     pub client_bin_dir: Option<PathBuf>,
+    /// The database stablehand connects to for CREATE, DROP and RENAME DATABASE.
+    #[serde(default = "default_maintenance_db")]
+    pub maintenance_db: String,
+    /// Databases replaced by a restore or snapshot swap that are kept (newest first).
+    #[serde(default = "default_keep_replaced")]
+    pub keep_replaced_databases: u32,
+}
+
+fn default_maintenance_db() -> String {
+    "postgres".into()
+}
+fn default_keep_replaced() -> u32 {
+    2
 }
 
 /// `[backup]`: where backups go, how they are made and how long they are kept.
@@ -164,6 +182,9 @@ pub struct BackupConfig {
     /// A backup still running after this is killed and counts as failed.
     #[serde(default = "default_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
+    /// Parallel pg_restore jobs when restoring from a file; 0 = one per CPU.
+    #[serde(default)]
+    pub restore_jobs: u32,
     /// The smallest compressed backup that counts, in bytes ("1KiB", "512" ...).
     #[serde(default = "default_min_size", deserialize_with = "de_size")]
     pub min_size: u64,
@@ -181,6 +202,7 @@ impl Default for BackupConfig {
             keep_weekly: 0,
             keep_monthly: 0,
             timeout: default_timeout(),
+            restore_jobs: 0,
             min_size: default_min_size(),
         }
     }
@@ -484,6 +506,12 @@ fn validate(c: &Config, text: &str, path: &Path) -> Result<(), ConfigError> {
                 "{} is out of range: use 1 (fastest) to 19 (smallest); 3 is the default",
                 c.backup.compression_level
             ),
+        ));
+    }
+    if c.database.keep_replaced_databases == 0 {
+        return Err(invalid(
+            "database.keep_replaced_databases",
+            "must be at least 1: the database a restore replaces is always kept".into(),
         ));
     }
     if c.backup.timeout.is_zero() {

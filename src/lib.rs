@@ -9,6 +9,7 @@ pub mod git;
 pub mod process;
 pub mod redact;
 pub mod report;
+pub mod restore;
 pub mod runtime;
 
 use std::ffi::OsString;
@@ -18,17 +19,22 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{BackupCommand, Cli, Command, StableCommand};
+use cli::{BackupCommand, Cli, Command, DbCommand, StableCommand};
 
-/// Exit codes shared by every command (deploy adds 10, 11, 12). Usage errors exit 2
-/// from clap itself.
+/// Exit codes shared by every command (deploy adds 10, 11, 12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Ok = 0,
     Failure = 1,
+    Usage = 2,
     Config = 78,
     Interrupted = 130,
 }
+
+/// An error in how a command was called (exit 2), found after parsing.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 /// Runs stablehand with these arguments and returns the process exit code.
 pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
@@ -64,6 +70,7 @@ fn init_logging(cli: &Cli) {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .without_time()
         .try_init();
@@ -76,6 +83,9 @@ fn classify(err: &anyhow::Error) -> Exit {
     for cause in err.chain() {
         if cause.downcast_ref::<config::ConfigError>().is_some() {
             return Exit::Config;
+        }
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return Exit::Usage;
         }
     }
     Exit::Failure
@@ -93,15 +103,67 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
     let show_progress = !cli.quiet && !cli.json && std::io::stderr().is_terminal();
     match &cli.command {
         Command::Stable(command) => stable(cli, command),
+        Command::Restore {
+            id,
+            yes,
+            target_db,
+            in_place,
+        } => {
+            let loaded = load_config(cli)?;
+            let Some(id) = id else {
+                let catalog = backup::catalog::Catalog::new(loaded.backup_dir());
+                report::backup_list(&catalog.list()?, None, cli.json);
+                eprintln!("restore needs a backup id: stablehand restore ID (or \"latest\")");
+                return Ok(Exit::Usage);
+            };
+            let restored = restore::restore(
+                &loaded,
+                &restore::Request {
+                    id,
+                    yes: *yes,
+                    target_db: target_db.as_deref(),
+                    in_place: *in_place,
+                },
+            )?;
+            report::restored(&restored, cli.json);
+            Ok(Exit::Ok)
+        }
+        Command::Db(DbCommand::DropKept { name, yes }) => {
+            let loaded = load_config(cli)?;
+            if !*yes {
+                return Err(UsageError(format!(
+                    "dropping {name} deletes that database for good; pass --yes to confirm"
+                ))
+                .into());
+            }
+            let database = db::Database::from_config(&loaded)?;
+            let side = database.side_databases()?;
+            match side.iter().find(|s| s.name == *name) {
+                Some(s) if s.kind == "replaced" || s.kind == "snapshot" || s.kind == "leftover" => {
+                    database.drop_side_database(name)?;
+                    report::dropped(name, cli.json);
+                    Ok(Exit::Ok)
+                }
+                _ => Err(anyhow::anyhow!(
+                    "{name} is not a database stablehand keeps beside {} (see `stablehand backup list --databases`); nothing was dropped",
+                    database.name
+                )),
+            }
+        }
         Command::Backup(args) => {
             let loaded = load_config(cli)?;
             match &args.command {
                 None => create(cli, &loaded, &args.create.label, show_progress),
                 Some(BackupCommand::Create(c)) => create(cli, &loaded, &c.label, show_progress),
-                Some(BackupCommand::List) => {
+                Some(BackupCommand::List { databases }) => {
                     let catalog = backup::catalog::Catalog::new(loaded.backup_dir());
                     let listing = catalog.list()?;
-                    report::backup_list(&listing, cli.json);
+                    let side = if *databases {
+                        Some(db::Database::from_config(&loaded)?.side_databases()?)
+                    } else {
+                        None
+                    };
+                    report::backup_list(&listing, side.as_deref(), cli.json);
                     Ok(Exit::Ok)
                 }
                 Some(BackupCommand::Show { id }) => {
@@ -110,7 +172,29 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
                     report::backup_show(&m, &catalog, cli.json);
                     Ok(Exit::Ok)
                 }
-                Some(BackupCommand::Verify { id, all }) => {
+                Some(BackupCommand::Verify {
+                    id,
+                    all,
+                    latest: _,
+                    restore_test,
+                }) => {
+                    if *restore_test {
+                        let catalog = backup::catalog::Catalog::new(loaded.backup_dir());
+                        let ids: Vec<String> = match (id, all) {
+                            (Some(id), _) => vec![catalog.find(id)?.id],
+                            (None, true) => {
+                                catalog.list()?.backups.into_iter().map(|m| m.id).collect()
+                            }
+                            (None, false) => vec![catalog.find("latest")?.id],
+                        };
+                        let results = restore::restore_test(&loaded, &ids)?;
+                        report::restore_tests(&results, cli.json);
+                        return Ok(if results.iter().all(|r| r.ok) {
+                            Exit::Ok
+                        } else {
+                            Exit::Failure
+                        });
+                    }
                     let results = backup::verify(&loaded, id.as_deref(), *all)?;
                     report::verify(&results, cli.json);
                     Ok(if results.iter().all(|r| r.ok) {

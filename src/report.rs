@@ -139,18 +139,44 @@ pub fn created(c: &Created, json: bool, quiet: bool) {
     }
 }
 
-pub fn backup_list(listing: &Listing, json: bool) {
+pub fn backup_list(
+    listing: &Listing,
+    databases: Option<&[crate::db::ops::SideDatabase]>,
+    json: bool,
+) {
     if json {
         #[derive(Serialize)]
         struct Out<'a> {
             backups: &'a [Manifest],
             strays: &'a [crate::backup::catalog::Stray],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            databases: Option<&'a [crate::db::ops::SideDatabase]>,
         }
         print_json(&Out {
             backups: &listing.backups,
             strays: &listing.strays,
+            databases,
         });
         return;
+    }
+    if let Some(side) = databases {
+        if side.is_empty() {
+            println!("no databases kept beside the live one");
+        } else {
+            let rows: Vec<Vec<String>> = side
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.name.clone(),
+                        d.kind.clone(),
+                        HumanBytes(d.size_bytes).to_string(),
+                    ]
+                })
+                .collect();
+            println!("{}", table(&["DATABASE", "KIND", "SIZE"], &rows));
+            println!("(drop one with `stablehand db drop-kept NAME --yes`)");
+        }
+        println!();
     }
     let now = Timestamp::now();
     if listing.backups.is_empty() {
@@ -415,5 +441,78 @@ pub fn target(
                 &current[..12.min(current.len())]
             );
         }
+    }
+}
+
+pub fn restored(r: &crate::restore::Restored, json: bool) {
+    if json {
+        print_json(r);
+        return;
+    }
+    let rows: u64 = r.tables.values().sum();
+    match r.method.as_str() {
+        "target" => println!("restored backup {} into the new database {}", r.backup, r.restored_into),
+        "in_place" => println!("restored backup {} in place into {}", r.backup, r.database),
+        _ => println!(
+            "restored backup {} into {}: swapped in within {} ms; the previous database is kept as {}",
+            r.backup,
+            r.database,
+            r.swap_ms.unwrap_or(0),
+            r.kept_as.as_deref().unwrap_or("-")
+        ),
+    }
+    println!(
+        "  {} table(s), {rows} row(s) in all; restore took {:.1}s, {:.1}s in all",
+        r.tables.len(),
+        r.restore_ms as f64 / 1000.0,
+        r.total_ms as f64 / 1000.0
+    );
+    for (t, n) in &r.tables {
+        println!("    {t}: {n}");
+    }
+    if r.app_stopped {
+        println!("  the app was stopped for the swap and started again");
+    }
+    if !r.leftovers_dropped.is_empty() {
+        println!(
+            "  dropped leftovers of interrupted restores: {}",
+            r.leftovers_dropped.join(", ")
+        );
+    }
+    if !r.replaced_dropped.is_empty() {
+        println!(
+            "  dropped older replaced databases (database.keep_replaced_databases): {}",
+            r.replaced_dropped.join(", ")
+        );
+    }
+    if let Some(w) = &r.warning {
+        eprintln!("warning: {w}");
+    }
+}
+
+pub fn restore_tests(results: &[crate::restore::RestoreTest], json: bool) {
+    if json {
+        print_json(results);
+        return;
+    }
+    for r in results {
+        match &r.problem {
+            None => println!(
+                "ok      {}  restored into a scratch database: {} tables, {} rows ({:.1}s)",
+                r.id,
+                r.tables,
+                r.rows,
+                r.took_ms as f64 / 1000.0
+            ),
+            Some(p) => println!("FAILED  {}  {p}", r.id),
+        }
+    }
+}
+
+pub fn dropped(name: &str, json: bool) {
+    if json {
+        print_json(&serde_json::json!({ "dropped": name }));
+    } else {
+        println!("dropped database {name}");
     }
 }

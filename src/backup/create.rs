@@ -88,6 +88,9 @@ pub fn create(
         .context("reading _prisma_migrations")
         .map_err(at(Stage::Preflight))?;
 
+    let fingerprint = db.schema_fingerprint().map_err(at(Stage::Preflight))?;
+    let counters = db.write_counters().map_err(at(Stage::Preflight))?;
+
     let commit = git_commit(req.app_dir);
     let created_at = Timestamp::now();
     let id = unique_id(catalog, req.label, created_at, commit.as_deref());
@@ -175,11 +178,15 @@ pub fn create(
         },
         format: "pg_dump-custom".into(),
         prisma_migrations: prisma,
+        schema_fingerprint: Some(fingerprint),
+        write_counters: Some(counters),
         pinned: false,
         verification: Some(Verification {
             at: Timestamp::now(),
             method: "structural".into(),
             toc_entries: toc.toc_entries,
+            tables: None,
+            rows: None,
         }),
     };
     // Data file under its final name, then the manifest: the backup exists from the

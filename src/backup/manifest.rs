@@ -41,6 +41,12 @@ pub struct Manifest {
     pub format: String,
     /// Rows of `_prisma_migrations` at backup time, when the table exists.
     pub prisma_migrations: Option<serde_json::Value>,
+    /// The schema fingerprint at backup time (see `db::inspect`).
+    #[serde(default)]
+    pub schema_fingerprint: Option<String>,
+    /// Write counters at backup time, to count writes made since.
+    #[serde(default)]
+    pub write_counters: Option<crate::db::inspect::WriteCounters>,
     #[serde(default)]
     pub pinned: bool,
     #[serde(default)]
@@ -72,11 +78,17 @@ pub struct Compression {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Verification {
     pub at: Timestamp,
-    /// "structural" (checksum at write + TOC readable) or "full" (size, SHA-256 of the
-    /// stored file, complete decompression, TOC readable).
+    /// "structural" (checksum at write + TOC readable), "full" (size, SHA-256 of the
+    /// stored file, complete decompression, TOC readable) or "restore-test" (full, then
+    /// restored into a scratch database and every table checked).
     pub method: String,
     /// Entries in the dump's table of contents.
     pub toc_entries: u64,
+    /// With "restore-test": tables restored and their rows in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
 }
 
 impl Manifest {

@@ -184,12 +184,15 @@ pub fn verify(loaded: &Loaded, id: Option<&str>, all: bool) -> anyhow::Result<Ve
     let mut results = Vec::new();
     for mut m in targets {
         let (ok, problem, toc_entries, verified_at) = match verify_one(&db, &catalog, &m, limit) {
-            Ok(toc_entries) => {
+            Ok(check) => {
+                let toc_entries = check.toc_entries;
                 let at = Timestamp::now();
                 m.verification = Some(Verification {
                     at,
                     method: "full".into(),
                     toc_entries,
+                    tables: None,
+                    rows: None,
                 });
                 m.write_atomic(&catalog.dir)?;
                 (true, None, Some(toc_entries), Some(at))
@@ -224,12 +227,12 @@ pub fn verify(loaded: &Loaded, id: Option<&str>, all: bool) -> anyhow::Result<Ve
     Ok(results)
 }
 
-fn verify_one(
+pub(crate) fn verify_one(
     db: &Database,
     catalog: &Catalog,
     m: &Manifest,
     limit: std::time::Duration,
-) -> Result<u64, CheckError> {
+) -> Result<verify::FileCheck, CheckError> {
     let path = m.data_path(&catalog.dir);
     let on_disk = fs_err::metadata(&path)
         .map_err(|e| CheckError::Damaged(e.into()))?
@@ -248,5 +251,5 @@ fn verify_one(
             check.sha256
         )));
     }
-    Ok(check.toc_entries)
+    Ok(check)
 }

@@ -21,6 +21,8 @@ pub struct FileCheck {
     pub sha256: String,
     /// Entries listed by `pg_restore --list`.
     pub toc_entries: u64,
+    /// The tables in the table of contents, as `schema.name`.
+    pub tables: Vec<String>,
 }
 
 /// Why a check did not pass: the backup is bad, or it could not be checked at all.
@@ -126,6 +128,7 @@ pub fn check_file(
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
         .count() as u64;
+    let tables = toc_tables(&listing);
     if toc_entries == 0 {
         return Err(damaged(anyhow::anyhow!(
             "pg_restore listed no entries: the dump is empty"
@@ -135,7 +138,21 @@ pub fn check_file(
         size_bytes: hashing.bytes,
         sha256: hex::encode(hashing.hasher.finalize()),
         toc_entries,
+        tables,
     })
+}
+
+/// Tables named by a `pg_restore --list` listing ("216; 1259 16386 TABLE public users app").
+pub fn toc_tables(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter(|l| !l.starts_with(';'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 6 && f[3] == "TABLE" && f[4] != "DATA")
+                .then(|| format!("{}.{}", f[4], f[5]))
+        })
+        .collect()
 }
 
 /// A reader that hashes and counts what passes through it.

@@ -12,6 +12,9 @@ use crate::process::Cmd;
 use crate::redact::SafeUrl;
 use crate::runtime::compose::Compose;
 
+pub mod inspect;
+pub mod ops;
+
 /// Query parameters that Prisma (and other ORMs) put in DATABASE_URL but libpq rejects.
 const NON_LIBPQ_PARAMS: &[&str] = &[
     "schema",
@@ -71,6 +74,10 @@ pub struct Database {
     pub schema: Option<String>,
     /// `application_name` of our sessions, so they can be found and ended.
     application_name: String,
+    /// Extra libpq environment for our sessions (PGOPTIONS), never secrets.
+    session_env: Vec<(String, String)>,
+    /// The database to connect to for CREATE/DROP/RENAME DATABASE.
+    pub maintenance_db: String,
 }
 
 /// A PostgreSQL version as `major.minor` text plus the major number.
@@ -177,6 +184,8 @@ impl Database {
                     mode: DbMode::Direct,
                     schema,
                     application_name: "stablehand".into(),
+                    session_env: Vec::new(),
+                    maintenance_db: db.maintenance_db.clone(),
                 })
             }
             DbMode::Compose => {
@@ -191,6 +200,8 @@ impl Database {
                     mode: DbMode::Compose,
                     schema: None,
                     application_name: "stablehand".into(),
+                    session_env: Vec::new(),
+                    maintenance_db: db.maintenance_db.clone(),
                 })
             }
         }
@@ -211,9 +222,34 @@ impl Database {
                 mode: DbMode::Direct,
                 schema: None,
                 application_name: "stablehand".into(),
+                session_env: Vec::new(),
+                maintenance_db: db.maintenance_db.clone(),
             }),
             DbMode::Compose => Database::from_config(loaded),
         }
+    }
+
+    /// The same server and credentials, connected to database `name` instead.
+    pub fn on(&self, name: &str) -> Database {
+        let mut other = self.clone();
+        if let Access::Direct { url: Some(url), .. } = &mut other.access {
+            let mut u = url.inner().clone();
+            u.set_path(&format!("/{name}"));
+            *url = SafeUrl::parse(u.as_str()).expect("a URL we built parses");
+        }
+        other.name = name.to_string();
+        other
+    }
+
+    /// The maintenance database (for CREATE, DROP and RENAME DATABASE).
+    pub fn maintenance(&self) -> Database {
+        self.on(&self.maintenance_db.clone())
+    }
+
+    /// Adds a libpq environment variable (e.g. PGOPTIONS) to our sessions.
+    pub fn with_session_env(mut self, key: &str, value: &str) -> Database {
+        self.session_env.push((key.to_string(), value.to_string()));
+        self
     }
 
     /// Tags our sessions with `name` (letters, digits, `_`, `-` only), so that
@@ -279,6 +315,9 @@ impl Database {
                 if let Some(pw) = password {
                     cmd = cmd.env("PGPASSWORD", pw);
                 }
+                for (k, v) in &self.session_env {
+                    cmd = cmd.env(k, v);
+                }
                 if let (true, Some(url)) = (connect, url) {
                     cmd = cmd.arg(format!("--dbname={}", url.as_argument()));
                 }
@@ -289,16 +328,18 @@ impl Database {
                 service,
                 user,
             } => {
-                let app_name = format!("PGAPPNAME={}", self.application_name);
+                let mut args = vec![
+                    "exec".to_string(),
+                    "-T".to_string(),
+                    "-e".to_string(),
+                    format!("PGAPPNAME={}", self.application_name),
+                ];
+                for (k, v) in &self.session_env {
+                    args.extend(["-e".to_string(), format!("{k}={v}")]);
+                }
+                args.extend([service.clone(), tool.program().to_string()]);
                 let mut cmd = compose
-                    .cmd([
-                        "exec",
-                        "-T",
-                        "-e",
-                        app_name.as_str(),
-                        service.as_str(),
-                        tool.program(),
-                    ])
+                    .cmd(args)
                     .not_found_hint("install Docker Compose, or use database.mode = \"direct\"");
                 if connect {
                     cmd = cmd.args(["-U", user.as_str(), "-d", self.name.as_str()]);

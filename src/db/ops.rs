@@ -1,0 +1,359 @@
+//! Whole-database operations, run from the maintenance database: create, drop, swap by
+//! rename (one transaction: both renames or neither), snapshots by template copy, and
+//! the databases stablehand keeps or leaves behind.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use super::Database;
+
+/// PostgreSQL truncates identifiers longer than this (bytes).
+const MAX_IDENT: usize = 63;
+/// How long a swap may keep retrying to end other sessions.
+const SWAP_RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// Suffixes of the databases stablehand creates beside the live one.
+pub const RESTORE_SUFFIX: &str = "__restore_";
+pub const VERIFY_SUFFIX: &str = "__verify_";
+pub const SNAPSHOT_SUFFIX: &str = "__snap_";
+pub const PRE_RESTORE_SUFFIX: &str = "__pre_restore_";
+pub const PRE_SNAPSHOT_SUFFIX: &str = "__pre_snapshot_";
+
+/// Quotes an identifier for SQL.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a string literal for SQL.
+pub fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// `<db><suffix><stamp>`, refused when PostgreSQL would truncate it.
+pub fn derived_name(db: &str, suffix: &str, stamp: &str) -> anyhow::Result<String> {
+    let name = format!("{db}{suffix}{stamp}");
+    if name.len() > MAX_IDENT {
+        bail!(
+            "the database name {name:?} would be longer than PostgreSQL's {MAX_IDENT}-byte limit; the live database name is too long for stablehand's side databases"
+        );
+    }
+    Ok(name)
+}
+
+/// The UTC stamp used in side database names.
+pub fn stamp() -> String {
+    jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .strftime("%Y%m%d%H%M%S")
+        .to_string()
+}
+
+/// A session connected to a database.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Session {
+    pub pid: i64,
+    pub user: String,
+    pub application: String,
+    pub client: String,
+}
+
+/// A database stablehand made beside the live one.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SideDatabase {
+    pub name: String,
+    /// "replaced" (kept after a swap), "snapshot", or "leftover" (an unfinished restore
+    /// or restore test, safe to drop).
+    pub kind: String,
+    pub size_bytes: u64,
+}
+
+impl Database {
+    fn maintenance_query(&self, sql: &str) -> anyhow::Result<String> {
+        self.maintenance().query(sql)
+    }
+
+    /// True when a database with this name exists.
+    pub fn database_exists(&self, name: &str) -> anyhow::Result<bool> {
+        Ok(self.maintenance_query(&format!(
+            "select count(*) from pg_database where datname = {}",
+            literal(name)
+        ))? == "1")
+    }
+
+    /// Other sessions connected to database `name`.
+    pub fn sessions_on(&self, name: &str) -> anyhow::Result<Vec<Session>> {
+        let out = self.maintenance_query(&format!(
+            "select coalesce(json_agg(json_build_object('pid', pid, 'user', coalesce(usename, ''), \
+             'application', application_name, 'client', coalesce(client_addr::text, 'local'))), '[]') \
+             from pg_stat_activity where datname = {} and pid <> pg_backend_pid()",
+            literal(name)
+        ))?;
+        serde_json::from_str(&out).context("reading pg_stat_activity")
+    }
+
+    /// Creates an empty database with the live database's encoding and locale.
+    pub fn create_database_like_live(&self, name: &str) -> anyhow::Result<()> {
+        let settings = self.maintenance_query(&format!(
+            "select pg_encoding_to_char(encoding) || E'\\t' || datcollate || E'\\t' || datctype \
+             from pg_database where datname = {}",
+            literal(&self.name)
+        ))?;
+        let mut sql = format!("create database {} template template0", ident(name));
+        if let [encoding, collate, ctype] = settings.split('\t').collect::<Vec<_>>()[..] {
+            sql.push_str(&format!(
+                " encoding {} lc_collate {} lc_ctype {}",
+                literal(encoding),
+                literal(collate),
+                literal(ctype)
+            ));
+        }
+        self.maintenance_query(&sql)
+            .with_context(|| format!("creating database {name} (the database user needs CREATEDB; or restore with --in-place)"))?;
+        Ok(())
+    }
+
+    /// Drops a side database (never the live one), ending its sessions first.
+    pub fn drop_side_database(&self, name: &str) -> anyhow::Result<()> {
+        if name == self.name {
+            bail!("refusing to drop the live database {name}");
+        }
+        self.maintenance()
+            .tool(super::Tool::Psql, true)
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
+            .arg(format!(
+                "drop database if exists {} with (force)",
+                ident(name)
+            ))
+            .timeout(Duration::from_secs(120))
+            .cleanup()
+            .output()
+            .with_context(|| format!("dropping database {name}"))?;
+        Ok(())
+    }
+
+    /// Ends every other session on the given databases that this user may end (a
+    /// superuser's session, for instance, may be beyond it: a later rename then fails
+    /// and names it).
+    pub fn end_sessions_on(&self, names: &[&str]) -> anyhow::Result<()> {
+        let list = names
+            .iter()
+            .map(|n| literal(n))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.maintenance_query(&format!(
+            "do $$ declare r record; begin \
+               for r in select pid from pg_stat_activity where datname in ({list}) and pid <> pg_backend_pid() loop \
+                 begin perform pg_terminate_backend(r.pid); exception when others then null; end; \
+               end loop; end $$"
+        ))?;
+        Ok(())
+    }
+
+    /// Puts `replacement` in the live database's place: ends the sessions on both, then
+    /// in one transaction renames live to `keep_as` and `replacement` to live. Retries
+    /// while sessions linger; if it cannot, nothing was renamed. Returns how long the
+    /// live database was unavailable.
+    pub fn swap_in(&self, replacement: &str, keep_as: &str) -> anyhow::Result<Duration> {
+        let live = self.name.clone();
+        let sql = format!(
+            "begin; alter database {} rename to {}; alter database {} rename to {}; commit;",
+            ident(&live),
+            ident(keep_as),
+            ident(replacement),
+            ident(&live)
+        );
+        let started = Instant::now();
+        let mut last_error = None;
+        while started.elapsed() < SWAP_RETRY_FOR {
+            self.end_sessions_on(&[&live, replacement])?;
+            let result = self
+                .maintenance()
+                .tool(super::Tool::Psql, true)
+                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", &sql])
+                .timeout(Duration::from_secs(30))
+                .output();
+            match result {
+                Ok(_) => return Ok(started.elapsed()),
+                Err(e) => {
+                    let text = e.to_string();
+                    last_error = Some(e);
+                    if !text.contains("is being accessed by other users") {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        let sessions = self.sessions_on(&live).unwrap_or_default();
+        let who = sessions
+            .iter()
+            .map(|s| {
+                format!(
+                    "pid {} {} ({})",
+                    s.pid,
+                    s.user,
+                    if s.application.is_empty() {
+                        "no application name"
+                    } else {
+                        &s.application
+                    }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        Err(anyhow::anyhow!(
+            "could not swap {replacement} in for {live}: {}{}",
+            last_error.map(|e| e.to_string()).unwrap_or_default(),
+            if who.is_empty() {
+                String::new()
+            } else {
+                format!("; still connected to {live}: {who}")
+            }
+        ))
+    }
+
+    /// A snapshot of the live database: `CREATE DATABASE <db>__snap_<id> TEMPLATE <db>`,
+    /// a file-level copy. Needs no one connected to the live database (stop the app
+    /// first); fails naming who is.
+    pub fn snapshot(&self, id: &str) -> anyhow::Result<String> {
+        let name = derived_name(&self.name, SNAPSHOT_SUFFIX, id)?;
+        let sessions = self.sessions_on(&self.name)?;
+        if !sessions.is_empty() {
+            bail!(
+                "cannot snapshot {}: {} session(s) are connected ({}); stop the app first",
+                self.name,
+                sessions.len(),
+                sessions
+                    .iter()
+                    .map(|s| format!(
+                        "{} as {} from {}",
+                        if s.application.is_empty() {
+                            "unnamed client"
+                        } else {
+                            &s.application
+                        },
+                        s.user,
+                        s.client
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        self.maintenance_query(&format!(
+            "create database {} template {}",
+            ident(&name),
+            ident(&self.name)
+        ))
+        .with_context(|| format!("creating snapshot {name}"))?;
+        Ok(name)
+    }
+
+    /// Makes the snapshot live again; the replaced database is kept under
+    /// `<db>__pre_snapshot_<stamp>`, whose name is returned.
+    pub fn swap_to_snapshot(&self, snapshot: &str) -> anyhow::Result<(String, Duration)> {
+        let keep_as = derived_name(&self.name, PRE_SNAPSHOT_SUFFIX, &stamp())?;
+        let took = self.swap_in(snapshot, &keep_as)?;
+        Ok((keep_as, took))
+    }
+
+    /// Drops a snapshot.
+    pub fn drop_snapshot(&self, snapshot: &str) -> anyhow::Result<()> {
+        if !snapshot.starts_with(&format!("{}{SNAPSHOT_SUFFIX}", self.name)) {
+            bail!("{snapshot} is not a snapshot of {}", self.name);
+        }
+        self.drop_side_database(snapshot)
+    }
+
+    /// The databases stablehand made beside the live one, newest first.
+    pub fn side_databases(&self) -> anyhow::Result<Vec<SideDatabase>> {
+        let prefix = format!("{}__", self.name)
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        let out = self.maintenance_query(&format!(
+            "select coalesce(string_agg(datname || E'\\t' || pg_database_size(oid), E'\\n' order by datname desc), '') \
+             from pg_database where datname like {}",
+            literal(&format!("{prefix}%"))
+        ))?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .filter_map(|(name, size)| {
+                let rest = name.strip_prefix(&self.name)?;
+                let kind = if rest.starts_with(PRE_RESTORE_SUFFIX)
+                    || rest.starts_with(PRE_SNAPSHOT_SUFFIX)
+                {
+                    "replaced"
+                } else if rest.starts_with(SNAPSHOT_SUFFIX) {
+                    "snapshot"
+                } else if rest.starts_with(RESTORE_SUFFIX) || rest.starts_with(VERIFY_SUFFIX) {
+                    "leftover"
+                } else {
+                    return None;
+                };
+                Some(SideDatabase {
+                    name: name.to_string(),
+                    kind: kind.into(),
+                    size_bytes: size.parse().unwrap_or(0),
+                })
+            })
+            .collect())
+    }
+
+    /// Drops leftovers of restores and restore tests that never finished (a killed
+    /// stablehand), when nobody is connected to them. Returns their names.
+    pub fn drop_leftovers(&self) -> anyhow::Result<Vec<String>> {
+        let mut dropped = Vec::new();
+        for side in self.side_databases()? {
+            if side.kind == "leftover" && self.sessions_on(&side.name)?.is_empty() {
+                self.drop_side_database(&side.name)?;
+                dropped.push(side.name);
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Drops kept (replaced) databases beyond the newest `keep`; returns their names.
+    pub fn prune_replaced(&self, keep: u32) -> anyhow::Result<Vec<String>> {
+        let mut replaced: Vec<SideDatabase> = self
+            .side_databases()?
+            .into_iter()
+            .filter(|s| s.kind == "replaced")
+            .collect();
+        // Names end in the UTC stamp: newest first by stamp.
+        replaced.sort_by(|a, b| stamp_of(&b.name).cmp(stamp_of(&a.name)));
+        let mut dropped = Vec::new();
+        for side in replaced.into_iter().skip(keep as usize) {
+            self.drop_side_database(&side.name)?;
+            dropped.push(side.name);
+        }
+        Ok(dropped)
+    }
+}
+
+fn stamp_of(name: &str) -> &str {
+    name.rsplit('_').next().unwrap_or(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_names_respect_the_identifier_limit() {
+        assert_eq!(
+            derived_name("app", RESTORE_SUFFIX, "20261129101010").unwrap(),
+            "app__restore_20261129101010"
+        );
+        let long = "a".repeat(40);
+        assert!(derived_name(&long, PRE_RESTORE_SUFFIX, "20261129101010").is_err());
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(ident("we\"ird"), "\"we\"\"ird\"");
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+}

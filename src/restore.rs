@@ -1,0 +1,503 @@
+//! Restore that cannot lose data: the backup is checked before anything is touched,
+//! restored into a new database, checked again, and only then swapped in by renaming
+//! (one transaction); the replaced database is kept. Any failure leaves the live
+//! database as it was and drops the half-restored one. Also restore tests.
+
+use std::collections::BTreeMap;
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::backup::catalog::Catalog;
+use crate::backup::manifest::{Manifest, Verification};
+use crate::backup::verify::{CheckError, FileCheck};
+use crate::config::{DbMode, Loaded};
+use crate::db::ops::{self, derived_name};
+use crate::db::{Database, Tool};
+use crate::process::Cmd;
+
+/// Session settings that make a restore faster and are safe for a database that is not
+/// live yet (a crash mid-restore discards it anyway).
+const RESTORE_PGOPTIONS: &str = "-c maintenance_work_mem=256MB -c synchronous_commit=off";
+/// Limit for the app's stop and start commands.
+const APP_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// An error in how restore was called (exit 2).
+pub use crate::UsageError;
+
+/// How a restore was asked for.
+pub struct Request<'a> {
+    pub id: &'a str,
+    pub yes: bool,
+    pub target_db: Option<&'a str>,
+    pub in_place: bool,
+}
+
+/// What a restore did.
+#[derive(Debug, Serialize)]
+pub struct Restored {
+    pub backup: String,
+    /// "swap", "target" (into a new database, live untouched) or "in_place".
+    pub method: String,
+    pub database: String,
+    /// The database the backup was restored into (before the swap).
+    pub restored_into: String,
+    /// The replaced live database, kept (swap only).
+    pub kept_as: Option<String>,
+    /// Rows per restored table.
+    pub tables: BTreeMap<String, u64>,
+    /// How long the live database was unavailable (swap only).
+    pub swap_ms: Option<u64>,
+    pub restore_ms: u64,
+    pub total_ms: u64,
+    pub app_stopped: bool,
+    pub leftovers_dropped: Vec<String>,
+    pub replaced_dropped: Vec<String>,
+    /// Set for in-place restores: objects created after the backup remain.
+    pub warning: Option<String>,
+}
+
+/// Restores backup `req.id` (see the module docs).
+pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
+    let started = Instant::now();
+    let catalog = Catalog::new(loaded.backup_dir());
+    let manifest = catalog.find(req.id)?;
+    let live = Database::from_config(loaded)?
+        .with_application_name(&format!("stablehand-restore-{}", std::process::id()));
+
+    if manifest.database.name != live.name && req.target_db.is_none() {
+        bail!(
+            "backup {} is of database {:?}, not {:?}; nothing was changed. To restore it anyway, restore into a new database with --target-db NAME",
+            manifest.id,
+            manifest.database.name,
+            live.name
+        );
+    }
+    // Refused before anything is touched: size, SHA-256, decompression, contents.
+    let check = check_backup(loaded, &catalog, &manifest)?;
+
+    let method = match (req.target_db, req.in_place) {
+        (Some(_), true) => {
+            return Err(UsageError("--target-db and --in-place exclude each other".into()).into())
+        }
+        (Some(_), false) => "target",
+        (None, true) => "in_place",
+        (None, false) => "swap",
+    };
+    if method != "target" {
+        confirm(&live.name, &manifest, method, req.yes)?;
+    }
+
+    let path = manifest.data_path(&catalog.dir);
+    let leftovers_dropped = live.drop_leftovers().unwrap_or_default();
+    let mut report = Restored {
+        backup: manifest.id.clone(),
+        method: method.into(),
+        database: live.name.clone(),
+        restored_into: String::new(),
+        kept_as: None,
+        tables: BTreeMap::new(),
+        swap_ms: None,
+        restore_ms: 0,
+        total_ms: 0,
+        app_stopped: false,
+        leftovers_dropped,
+        replaced_dropped: Vec::new(),
+        warning: None,
+    };
+
+    match method {
+        "target" => {
+            let name = req.target_db.expect("target method has a name");
+            if live.database_exists(name)? {
+                bail!("database {name:?} already exists; --target-db needs a new name");
+            }
+            let t = Instant::now();
+            report.tables = restore_into_new(loaded, &live, name, &path, &manifest, &check)?;
+            report.restore_ms = t.elapsed().as_millis() as u64;
+            report.restored_into = name.to_string();
+        }
+        "in_place" => {
+            let app = App::new(loaded);
+            report.app_stopped = app.stop()?;
+            let t = Instant::now();
+            let result = pg_restore(loaded, &live, &path, &manifest, true);
+            let started_again = app.start_if(report.app_stopped);
+            result?;
+            started_again?;
+            report.restore_ms = t.elapsed().as_millis() as u64;
+            report.tables = check_tables(&live, &check)?;
+            report.restored_into = live.name.clone();
+            report.warning = Some(
+                "restored in place: objects created after the backup (new tables, columns, indexes) remain".into(),
+            );
+        }
+        _ => {
+            let stamp = ops::stamp();
+            let restore_name = derived_name(&live.name, ops::RESTORE_SUFFIX, &stamp)?;
+            let keep_as = derived_name(&live.name, ops::PRE_RESTORE_SUFFIX, &stamp)?;
+            let t = Instant::now();
+            report.tables =
+                restore_into_new(loaded, &live, &restore_name, &path, &manifest, &check)?;
+            report.restore_ms = t.elapsed().as_millis() as u64;
+            report.restored_into = restore_name.clone();
+
+            let app = App::new(loaded);
+            let swapped = app.stop().and_then(|stopped| {
+                report.app_stopped = stopped;
+                live.swap_in(&restore_name, &keep_as)
+            });
+            match swapped {
+                Ok(took) => {
+                    report.swap_ms = Some(took.as_millis() as u64);
+                    report.kept_as = Some(keep_as);
+                    app.start_if(report.app_stopped).context(
+                        "the database was restored and swapped in, but the app did not start again",
+                    )?;
+                    report.replaced_dropped = live
+                        .prune_replaced(loaded.config.database.keep_replaced_databases)
+                        .unwrap_or_default();
+                }
+                Err(e) => {
+                    let _ = live.drop_side_database(&restore_name);
+                    let restarted = app.start_if(report.app_stopped);
+                    let mut err = e.context(format!(
+                        "the live database {} was not changed; the restored copy was dropped",
+                        live.name
+                    ));
+                    if let Err(start) = restarted {
+                        err = err.context(format!("and the app did not start again: {start:#}"));
+                    }
+                    return Err(err);
+                }
+            }
+        }
+    }
+    report.total_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// Size, SHA-256, complete decompression and table of contents, before anything else.
+fn check_backup(loaded: &Loaded, catalog: &Catalog, m: &Manifest) -> anyhow::Result<FileCheck> {
+    let offline = Database::for_offline_tools(loaded)?;
+    match crate::backup::verify_one(&offline, catalog, m, loaded.config.backup.timeout) {
+        Ok(check) => Ok(check),
+        Err(CheckError::Damaged(e)) => Err(e.context(format!(
+            "backup {} is damaged and was refused; nothing was changed",
+            m.id
+        ))),
+        Err(e @ CheckError::Unchecked(_)) => Err(anyhow!(e).context(format!(
+            "backup {} could not be checked, so it was not restored; nothing was changed",
+            m.id
+        ))),
+    }
+}
+
+/// Asks the operator to type the database name. No terminal and no --yes: refuse.
+fn confirm(db: &str, m: &Manifest, method: &str, yes: bool) -> anyhow::Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !io::stdin().is_terminal() {
+        return Err(UsageError(
+            "restore replaces the live database and needs confirmation, but there is no terminal to ask on; pass --yes to confirm".into(),
+        )
+        .into());
+    }
+    let what = if method == "in_place" {
+        "overwrites the live database in place"
+    } else {
+        "replaces the live database (the current one is kept, renamed)"
+    };
+    eprint!(
+        "Restoring backup {} (created {}, commit {}) {what}: {db}.\nType the database name to continue: ",
+        m.id,
+        m.created_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        m.git_commit.as_deref().map(|c| &c[..7.min(c.len())]).unwrap_or("-"),
+    );
+    io::stderr().flush().ok();
+    let mut answer = String::new();
+    io::stdin().read_line(&mut answer)?;
+    if answer.trim() != db {
+        bail!(
+            "the answer {:?} is not {db:?}; nothing was changed",
+            answer.trim()
+        );
+    }
+    Ok(())
+}
+
+/// Creates `name`, restores into it and checks it; on any failure drops it again.
+fn restore_into_new(
+    loaded: &Loaded,
+    live: &Database,
+    name: &str,
+    path: &Path,
+    m: &Manifest,
+    check: &FileCheck,
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    live.create_database_like_live(name)?;
+    let target = live.on(name);
+    let result =
+        pg_restore(loaded, &target, path, m, false).and_then(|()| check_tables(&target, check));
+    if let Err(e) = result {
+        let _ = live.end_sessions_on(&[name]);
+        let dropped = live.drop_side_database(name);
+        let note = match dropped {
+            Ok(()) => format!("the half-restored database {name} was dropped"),
+            Err(d) => format!(
+                "the half-restored database {name} could not be dropped ({d:#}); drop it by hand"
+            ),
+        };
+        return Err(e.context(note));
+    }
+    Ok(result.expect("checked above"))
+}
+
+/// Every table of the backup's table of contents exists; returns rows per table.
+fn check_tables(db: &Database, check: &FileCheck) -> anyhow::Result<BTreeMap<String, u64>> {
+    let counts = db
+        .table_row_counts()
+        .context("counting the restored rows")?;
+    let missing: Vec<&String> = check
+        .tables
+        .iter()
+        .filter(|t| !counts.contains_key(*t))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "the restored database lacks {} table(s) of the backup: {}",
+            missing.len(),
+            missing
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(counts)
+}
+
+/// Runs pg_restore into `target`: from a decompressed temp file with parallel jobs when
+/// the tools run locally and the disk has room, streamed through stdin otherwise.
+fn pg_restore(
+    loaded: &Loaded,
+    target: &Database,
+    path: &Path,
+    m: &Manifest,
+    in_place: bool,
+) -> anyhow::Result<()> {
+    let target = target
+        .clone()
+        .with_session_env("PGOPTIONS", RESTORE_PGOPTIONS);
+    let mut cmd = target
+        .tool(Tool::PgRestore, true)
+        .args(["--exit-on-error", "--no-owner", "--no-acl"])
+        .timeout(loaded.config.backup.timeout);
+    if in_place {
+        cmd = cmd.args(["--clean", "--if-exists", "--single-transaction"]);
+    }
+    let temp_dir = loaded.backup_dir();
+    let local_file =
+        target.mode == DbMode::Direct && !in_place && has_room(&temp_dir, m.dump_bytes);
+    if local_file {
+        let temp = TempDump::decompress(path, &temp_dir)?;
+        let jobs = match loaded.config.backup.restore_jobs {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n as usize,
+        };
+        cmd.arg(format!("--jobs={jobs}"))
+            .arg(&temp.0)
+            .output()
+            .context("pg_restore failed")?;
+        return Ok(());
+    }
+    stream_into(cmd, path)
+}
+
+/// Decompresses the backup into pg_restore's stdin.
+fn stream_into(cmd: Cmd, path: &Path) -> anyhow::Result<()> {
+    let mut running = cmd.spawn_with_stdin()?;
+    let mut stdin = running.stdin.take().expect("stdin is piped");
+    let mut stdout = running.stdout.take().expect("stdout is piped");
+    let drain = std::thread::spawn(move || io::copy(&mut stdout, &mut io::sink()));
+    let fed = (|| -> io::Result<()> {
+        let mut decoder = zstd::stream::read::Decoder::new(fs_err::File::open(path)?)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = decoder.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            stdin.write_all(&buf[..n])?;
+        }
+    })();
+    drop(stdin);
+    let _ = drain.join();
+    let status = running.wait();
+    status.context("pg_restore failed")?;
+    fed.context("feeding the backup to pg_restore")?;
+    Ok(())
+}
+
+/// True when `dir`'s filesystem has room for `bytes` plus a margin.
+fn has_room(dir: &Path, bytes: u64) -> bool {
+    nix::sys::statvfs::statvfs(dir)
+        .map(|s| {
+            (s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64)
+                > bytes + bytes / 10 + (64 << 20)
+        })
+        .unwrap_or(false)
+}
+
+/// A decompressed copy of a backup (0600, hidden, removed when dropped).
+struct TempDump(PathBuf);
+
+impl TempDump {
+    fn decompress(path: &Path, dir: &Path) -> anyhow::Result<TempDump> {
+        let temp = TempDump(dir.join(format!(".restore-{}.dump.partial", std::process::id())));
+        let _ = std::fs::remove_file(&temp.0);
+        let mut out = io::BufWriter::with_capacity(
+            1 << 20,
+            crate::backup::manifest::create_private(&temp.0)?,
+        );
+        let mut decoder = zstd::stream::read::Decoder::new(fs_err::File::open(path)?)?;
+        io::copy(&mut decoder, &mut out)
+            .with_context(|| format!("decompressing into {}", temp.0.display()))?;
+        out.flush()?;
+        Ok(temp)
+    }
+}
+
+impl Drop for TempDump {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The app's stop and start commands (`[runtime] stop/start`).
+struct App<'a> {
+    loaded: &'a Loaded,
+}
+
+impl<'a> App<'a> {
+    fn new(loaded: &'a Loaded) -> Self {
+        App { loaded }
+    }
+
+    fn run(&self, what: &str, command: &str) -> anyhow::Result<()> {
+        Cmd::new("sh")
+            .args(["-c", command])
+            .current_dir(&self.loaded.app_dir)
+            .timeout(APP_COMMAND_TIMEOUT)
+            .cleanup()
+            .output()
+            .with_context(|| format!("{what} the app (runtime.{what}: {command:?})"))?;
+        Ok(())
+    }
+
+    /// Stops the app when a stop command is configured; true when it did.
+    fn stop(&self) -> anyhow::Result<bool> {
+        match &self.loaded.config.runtime.stop {
+            Some(cmd) => self.run("stop", cmd).map(|()| true),
+            None => {
+                tracing::warn!("runtime.stop is not set: the app is not stopped; its database sessions are ended for the swap");
+                Ok(false)
+            }
+        }
+    }
+
+    fn start_if(&self, stopped: bool) -> anyhow::Result<()> {
+        match (&self.loaded.config.runtime.start, stopped) {
+            (Some(cmd), true) => self.run("start", cmd),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The outcome of a restore test of one backup.
+#[derive(Debug, Serialize)]
+pub struct RestoreTest {
+    pub id: String,
+    pub ok: bool,
+    pub problem: Option<String>,
+    pub tables: usize,
+    pub rows: u64,
+    pub took_ms: u64,
+}
+
+/// Restores each backup into a scratch database, checks it, drops it, and records
+/// the result in the manifest (a failure clears the verified mark).
+pub fn restore_test(loaded: &Loaded, ids: &[String]) -> anyhow::Result<Vec<RestoreTest>> {
+    let catalog = Catalog::new(loaded.backup_dir());
+    let _lock = catalog.lock()?;
+    let live = Database::from_config(loaded)?
+        .with_application_name(&format!("stablehand-verify-{}", std::process::id()));
+    let _ = live.drop_leftovers();
+    let mut results = Vec::new();
+    for id in ids {
+        let mut m = catalog.find(id)?;
+        let started = Instant::now();
+        let outcome = check_backup(loaded, &catalog, &m).and_then(|check| {
+            let scratch = derived_name(&live.name, ops::VERIFY_SUFFIX, &ops::stamp())?;
+            let tables = restore_into_new(
+                loaded,
+                &live,
+                &scratch,
+                &m.data_path(&catalog.dir),
+                &m,
+                &check,
+            )?;
+            live.drop_side_database(&scratch)?;
+            Ok((check, tables))
+        });
+        let result = match outcome {
+            Ok((check, tables)) => {
+                let rows = tables.values().sum();
+                m.verification = Some(Verification {
+                    at: Timestamp::now(),
+                    method: "restore-test".into(),
+                    toc_entries: check.toc_entries,
+                    tables: Some(tables.len() as u64),
+                    rows: Some(rows),
+                });
+                m.write_atomic(&catalog.dir)?;
+                RestoreTest {
+                    id: m.id.clone(),
+                    ok: true,
+                    problem: None,
+                    tables: tables.len(),
+                    rows,
+                    took_ms: started.elapsed().as_millis() as u64,
+                }
+            }
+            Err(e) => {
+                if crate::process::interrupted() {
+                    return Err(e);
+                }
+                // Only a damaged file loses its verified mark; a server that refused the
+                // scratch database says nothing about the backup.
+                if format!("{e:#}").contains("is damaged and was refused") {
+                    m.verification = None;
+                    m.write_atomic(&catalog.dir)?;
+                }
+                RestoreTest {
+                    id: m.id.clone(),
+                    ok: false,
+                    problem: Some(format!("{e:#}")),
+                    tables: 0,
+                    rows: 0,
+                    took_ms: started.elapsed().as_millis() as u64,
+                }
+            }
+        };
+        results.push(result);
+    }
+    Ok(results)
+}
