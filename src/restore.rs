@@ -350,8 +350,7 @@ fn stream_into(cmd: Cmd, path: &Path) -> anyhow::Result<()> {
 fn has_room(dir: &Path, bytes: u64) -> bool {
     nix::sys::statvfs::statvfs(dir)
         .map(|s| {
-            (s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64)
-                > bytes + bytes / 10 + (64 << 20)
+            s.blocks_available().saturating_mul(s.fragment_size()) > bytes + bytes / 10 + (64 << 20)
         })
         .unwrap_or(false)
 }
