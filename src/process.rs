@@ -197,6 +197,17 @@ impl Cmd {
         if let Some(dir) = &self.cwd {
             c.current_dir(dir);
         }
+        // A child must not outlive a stablehand that was killed outright (SIGKILL leaves
+        // no time to clean up): the kernel kills it when its parent dies.
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            c.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         c
     }
 

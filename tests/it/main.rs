@@ -7,4 +7,5 @@ mod backup_compose;
 mod backup_direct;
 mod backup_failures;
 mod cli;
+mod restore;
 mod stable;

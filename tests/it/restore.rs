@@ -1,0 +1,471 @@
+//! Restore against real PostgreSQL (direct mode; compose mode is in backup_compose.rs):
+//! the swap keeps the old database; damaged, foreign or interrupted restores and a
+//! failing swap leave the live database exactly as it was and no stray database.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use predicates::prelude::*;
+use stablehand::db::Database;
+
+use crate::require_pg;
+use crate::support::{children_named, unique, wait_for, App, Pg, PG_BIN};
+
+/// The live database's schema fingerprint and row counts, read through the library.
+fn state(url: &str) -> (String, BTreeMap<String, u64>) {
+    let db = database(url);
+    (
+        db.schema_fingerprint().unwrap(),
+        db.table_row_counts().unwrap(),
+    )
+}
+
+fn database(url: &str) -> Database {
+    let config = stablehand::config::parse(
+        &format!("[database]\nmode = \"direct\"\nurl_env = \"STABLEHAND_TEST_NEVER_SET\"\nurl = {url:?}\n"),
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    Database::from_config(&stablehand::config::Loaded {
+        config,
+        path: "t.toml".into(),
+        app_dir: ".".into(),
+    })
+    .unwrap()
+}
+
+/// Names of databases beside `db` (kept, snapshots, leftovers).
+fn side_databases(pg: &Pg, db: &str) -> Vec<String> {
+    let out = pg.psql(
+        "postgres",
+        &format!("select coalesce(string_agg(datname, ',' order by datname), '') from pg_database where datname like '{db}\\_\\_%'"),
+    );
+    out.split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn backup(app: &App) -> String {
+    app.json(&["backup"])["backup"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn swap_restore_brings_back_the_backup_and_keeps_the_replaced_database() {
+    let pg = require_pg!();
+    let db = pg.sample_db();
+    let app = App::direct(&pg.url(&db), "");
+    let before = state(&pg.url(&db));
+    let id = backup(&app);
+    pg.psql(&db, "delete from notes where id <= 100; create table added_later (x int); insert into added_later values (1);");
+    let changed = state(&pg.url(&db));
+    assert_ne!(changed, before);
+
+    let v = app.json(&["restore", &id, "--yes"]);
+    assert_eq!(v["method"], "swap");
+    assert!(v["swap_ms"].as_u64().unwrap() < 1000, "{v}");
+    assert_eq!(v["tables"]["public.notes"], 20000);
+    assert_eq!(
+        state(&pg.url(&db)),
+        before,
+        "the live database is the backup again"
+    );
+    let kept = v["kept_as"].as_str().unwrap().to_string();
+    assert!(kept.starts_with(&format!("{db}__pre_restore_")), "{kept}");
+    assert_eq!(
+        state(&pg.url(&kept)),
+        changed,
+        "the replaced database is kept as it was"
+    );
+    assert_eq!(side_databases(pg, &db), vec![kept.clone()]);
+    // The manifest's fingerprint is the live one again.
+    let m = app.json(&["backup", "show", &id]);
+    assert_eq!(m["schema_fingerprint"].as_str().unwrap(), before.0);
+
+    app.cmd()
+        .args(["backup", "list", "--databases"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(&kept))
+        .stdout(predicate::str::contains("replaced"));
+    app.cmd().args(["db", "drop-kept", &kept]).assert().code(2);
+    app.cmd()
+        .args(["db", "drop-kept", &db, "--yes"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("nothing was dropped"));
+    app.cmd()
+        .args(["db", "drop-kept", &kept, "--yes"])
+        .assert()
+        .success();
+    assert!(side_databases(pg, &db).is_empty());
+}
+
+#[test]
+fn kept_databases_are_pruned_to_keep_replaced_databases() {
+    let pg = require_pg!();
+    let db = pg.sample_db();
+    let app = App::direct(&pg.url(&db), "keep_replaced_databases = 1\n");
+    let id = backup(&app);
+    let first = app.json(&["restore", &id, "--yes"])["kept_as"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = app.json(&["restore", &id, "--yes"]);
+    assert_eq!(second["replaced_dropped"][0], first.as_str());
+    assert_eq!(
+        side_databases(pg, &db),
+        vec![second["kept_as"].as_str().unwrap().to_string()]
+    );
+}
+
+#[test]
+fn damaged_or_foreign_backups_are_refused_before_anything_is_touched() {
+    let pg = require_pg!();
+    let db = pg.sample_db();
+    let app = App::direct(&pg.url(&db), "");
+    let id = backup(&app);
+    pg.psql(
+        &db,
+        "insert into users (email) values ('after-backup@example.test')",
+    );
+    let live = state(&pg.url(&db));
+    let data = app.backup_dir().join(format!("{id}.dump.zst"));
+    let original = std::fs::read(&data).unwrap();
+
+    // Truncated.
+    std::fs::write(&data, &original[..original.len() / 2]).unwrap();
+    app.cmd()
+        .args(["restore", &id, "--yes"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("is damaged and was refused"))
+        .stderr(predicate::str::contains("size mismatch"));
+    // Same size, one byte changed.
+    let mut flipped = original.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x01;
+    std::fs::write(&data, &flipped).unwrap();
+    app.cmd()
+        .args(["restore", &id, "--yes"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("is damaged and was refused"));
+    assert_eq!(state(&pg.url(&db)), live);
+    assert!(side_databases(pg, &db).is_empty());
+
+    // A good backup of another database.
+    std::fs::write(&data, &original).unwrap();
+    let other = pg.sample_db();
+    let other_app = App::direct(
+        &pg.url(&other),
+        &format!("[backup]\ndir = {:?}\n", app.backup_dir()),
+    );
+    let other_live = state(&pg.url(&other));
+    other_app
+        .cmd()
+        .args(["restore", &id, "--yes"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!(
+            "is of database \"{db}\", not \"{other}\""
+        )))
+        .stderr(predicate::str::contains("--target-db"));
+    assert_eq!(state(&pg.url(&other)), other_live);
+    assert!(side_databases(pg, &other).is_empty());
+
+    // ... which --target-db restores into a new database, leaving the live one alone.
+    let copy = unique("copy");
+    let v = other_app.json(&["restore", &id, "--target-db", &copy]);
+    assert_eq!(v["restored_into"], copy.as_str());
+    assert_eq!(pg.psql(&copy, "select count(*) from users"), "5000");
+    assert_eq!(state(&pg.url(&other)), other_live);
+}
+
+/// Starts a restore and returns it with the pid of its pg_restore once rows flow.
+fn restore_in_flight(app: &App, id: &str, pg: &Pg, db: &str) -> (std::process::Child, u32) {
+    let child = app
+        .std_cmd()
+        .args(["restore", id, "--yes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let parent = child.id();
+    let restoring = wait_for(Duration::from_secs(60), || {
+        let pid = children_named(parent, "pg_restore").into_iter().find(|pid| {
+            let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&argv).contains("--exit-on-error")
+        })?;
+        // Wait until the restore database has data flowing in.
+        let busy = pg.psql(
+            "postgres",
+            &format!("select count(*) from pg_stat_activity where datname like '{db}\\_\\_restore\\_%' and state = 'active'"),
+        );
+        (busy != "0").then_some(pid)
+    })
+    .expect("pg_restore started restoring");
+    (child, restoring)
+}
+
+fn big_db(pg: &Pg) -> String {
+    let db = pg.create_db("bigrestore");
+    pg.psql(
+        &db,
+        "create table big (id bigint primary key, a text, b text);
+         insert into big select g, md5(g::text) || md5((g+1)::text), repeat(md5(g::text), 2) from generate_series(1, 600000) g;
+         create index big_a on big (a);",
+    );
+    db
+}
+
+#[test]
+fn a_killed_pg_restore_leaves_the_live_database_and_no_stray_database() {
+    let pg = require_pg!();
+    let db = big_db(pg);
+    let app = App::direct(&pg.url(&db), "");
+    let id = backup(&app);
+    pg.psql(&db, "delete from big where id <= 10");
+    let live = state(&pg.url(&db));
+
+    let (child, pg_restore) = restore_in_flight(&app, &id, pg, &db);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pg_restore as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("was killed by signal 9"), "{stderr}");
+    assert!(stderr.contains("the half-restored database"), "{stderr}");
+    assert!(stderr.contains("was dropped"), "{stderr}");
+    assert_eq!(state(&pg.url(&db)), live);
+    assert!(
+        side_databases(pg, &db).is_empty(),
+        "{:?}",
+        side_databases(pg, &db)
+    );
+    let leftovers: Vec<String> = app
+        .backup_files()
+        .into_iter()
+        .filter(|f| f.ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_killed_stablehand_leaves_the_live_database_and_the_next_restore_cleans_up() {
+    let pg = require_pg!();
+    let db = big_db(pg);
+    let app = App::direct(&pg.url(&db), "");
+    let id = backup(&app);
+    pg.psql(&db, "delete from big where id <= 10");
+    let live = state(&pg.url(&db));
+
+    let (mut child, pg_restore) = restore_in_flight(&app, &id, pg, &db);
+    child.kill().unwrap(); // SIGKILL: no cleanup runs
+    child.wait().unwrap();
+    // Its pg_restore dies with it (it must not go on restoring unattended).
+    let gone = wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{pg_restore}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true)
+            .then_some(())
+    });
+    assert!(gone.is_some(), "pg_restore outlived the killed stablehand");
+    assert_eq!(state(&pg.url(&db)), live, "the live database is untouched");
+    let stray = side_databases(pg, &db);
+    assert_eq!(stray.len(), 1, "{stray:?}");
+    app.cmd()
+        .args(["backup", "list", "--databases"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("leftover"));
+
+    // The next restore drops the leftover, says so, and finishes the job.
+    let v = app.json(&["restore", &id, "--yes"]);
+    assert_eq!(v["leftovers_dropped"][0], stray[0].as_str());
+    assert_eq!(
+        side_databases(pg, &db),
+        vec![v["kept_as"].as_str().unwrap().to_string()]
+    );
+    assert_eq!(pg.psql(&db, "select count(*) from big"), "600000");
+}
+
+#[test]
+fn a_failing_swap_leaves_the_live_database_and_drops_the_restored_copy() {
+    let pg = require_pg!();
+    // The app's owner role may create databases but cannot end a superuser's session.
+    let owner = unique("owner");
+    pg.psql("postgres", &format!("create role {owner} login createdb"));
+    let db = unique("swapfail");
+    pg.psql("postgres", &format!("create database {db} owner {owner}"));
+    let url = format!("postgresql://{owner}@127.0.0.1:{}/{db}", pg.port);
+    Command::new(format!("{PG_BIN}/psql"))
+        .arg(format!("--dbname={url}"))
+        .args(["-X", "-q", "-c", "create table t (id int primary key, v text); insert into t select g, 'v' || g from generate_series(1, 1000) g;"])
+        .status()
+        .unwrap();
+    let app = App::direct(&url, "");
+    let id = backup(&app);
+    pg.psql(&db, "delete from t where id <= 10");
+    let live = state(&pg.url(&db));
+
+    // A superuser session on the live database that the owner cannot end.
+    let mut holder = Command::new(format!("{PG_BIN}/psql"))
+        .arg(format!(
+            "--dbname={}?application_name=superuser-holder",
+            pg.url(&db)
+        ))
+        .args(["-X", "-q", "-c", "select pg_sleep(60)"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(20), || {
+        (pg.psql("postgres", &format!("select count(*) from pg_stat_activity where datname = '{db}' and application_name = 'superuser-holder'")) == "1").then_some(())
+    })
+    .expect("holder connected");
+    let out = app.cmd().args(["restore", &id, "--yes"]).output().unwrap();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    pg.psql("postgres", "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'superuser-holder'");
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the live database {db} was not changed")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("superuser-holder"),
+        "the error names who is connected: {stderr}"
+    );
+    assert_eq!(state(&pg.url(&db)), live);
+    assert!(
+        side_databases(pg, &db).is_empty(),
+        "{:?}",
+        side_databases(pg, &db)
+    );
+}
+
+#[test]
+fn confirmation_is_asked_on_a_terminal_and_a_wrong_answer_changes_nothing() {
+    let pg = require_pg!();
+    let db = pg.sample_db();
+    let app = App::direct(&pg.url(&db), "");
+    let id = backup(&app);
+    pg.psql(&db, "delete from notes where id <= 5");
+    let live = state(&pg.url(&db));
+
+    // No terminal and no --yes: refused (exit 2).
+    app.cmd()
+        .args(["restore", &id])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("pass --yes"));
+    // Without an id: the list, exit 2.
+    app.cmd()
+        .arg("restore")
+        .assert()
+        .code(2)
+        .stdout(predicate::str::contains(&id))
+        .stderr(predicate::str::contains("restore needs a backup id"));
+
+    // A real pseudo-terminal (script(1)), answered through it.
+    let on_terminal = |answer: &str| {
+        let bin = assert_cmd::cargo::cargo_bin("stablehand");
+        let mut child = Command::new("script")
+            .args([
+                "-qec",
+                &format!("{} restore {id}", bin.display()),
+                "/dev/null",
+            ])
+            .current_dir(app.path())
+            .env("DATABASE_URL", pg.url(&db))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        drop(stdin);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, screen) = on_terminal("not-the-name");
+    assert_eq!(code, Some(1), "{screen}");
+    assert!(
+        screen.contains("Type the database name to continue"),
+        "{screen}"
+    );
+    assert!(screen.contains("nothing was changed"), "{screen}");
+    assert_eq!(state(&pg.url(&db)), live);
+    assert!(side_databases(pg, &db).is_empty());
+
+    let (code, screen) = on_terminal(&db);
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(screen.contains("swapped in within"), "{screen}");
+    assert_eq!(pg.psql(&db, "select count(*) from notes"), "20000");
+}
+
+#[test]
+fn restore_test_restores_checks_drops_and_records() {
+    let pg = require_pg!();
+    let db = pg.sample_db();
+    let app = App::direct(&pg.url(&db), "");
+    let id = backup(&app);
+    let live = state(&pg.url(&db));
+    let v = app.json(&["backup", "verify", "--restore-test", "--latest"]);
+    assert_eq!(v[0]["ok"], true, "{v}");
+    assert_eq!(v[0]["tables"], 2);
+    assert_eq!(v[0]["rows"], 25000);
+    let m = app.json(&["backup", "show", &id]);
+    assert_eq!(m["verification"]["method"], "restore-test");
+    assert_eq!(m["verification"]["rows"], 25000);
+    assert!(side_databases(pg, &db).is_empty());
+    assert_eq!(state(&pg.url(&db)), live);
+}
+
+#[test]
+fn in_place_restore_warns_that_newer_objects_remain() {
+    let pg = require_pg!();
+    let db = pg.sample_db();
+    let app = App::direct(&pg.url(&db), "");
+    let id = backup(&app);
+    pg.psql(
+        &db,
+        "delete from notes where id <= 5; create table newer (x int)",
+    );
+    app.cmd()
+        .args(["restore", &id, "--in-place", "--yes"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("objects created after the backup"));
+    assert_eq!(pg.psql(&db, "select count(*) from notes"), "20000");
+    assert_eq!(
+        pg.psql(
+            &db,
+            "select count(*) from pg_tables where tablename = 'newer'"
+        ),
+        "1"
+    );
+    assert!(side_databases(pg, &db).is_empty());
+}
