@@ -77,9 +77,6 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
             live.name
         );
     }
-    // Refused before anything is touched: size, SHA-256, decompression, contents.
-    let check = check_backup(loaded, &catalog, &manifest)?;
-
     let method = match (req.target_db, req.in_place) {
         (Some(_), true) => {
             return Err(UsageError("--target-db and --in-place exclude each other".into()).into())
@@ -88,11 +85,13 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
         (None, true) => "in_place",
         (None, false) => "swap",
     };
+    // Refused before anything is touched: size, SHA-256, decompression, contents.
+    let prepared = prepare(loaded, &catalog, &manifest, method != "in_place")?;
+    let check = &prepared.check;
     if method != "target" {
         confirm(&live.name, &manifest, method, req.yes)?;
     }
 
-    let path = manifest.data_path(&catalog.dir);
     let leftovers_dropped = live.drop_leftovers().unwrap_or_default();
     let mut report = Restored {
         backup: manifest.id.clone(),
@@ -117,7 +116,7 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
                 bail!("database {name:?} already exists; --target-db needs a new name");
             }
             let t = Instant::now();
-            report.tables = restore_into_new(loaded, &live, name, &path, &manifest, &check)?;
+            report.tables = restore_into_new(loaded, &live, name, &prepared)?;
             report.restore_ms = t.elapsed().as_millis() as u64;
             report.restored_into = name.to_string();
         }
@@ -125,12 +124,12 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
             let app = App::new(loaded);
             report.app_stopped = app.stop()?;
             let t = Instant::now();
-            let result = pg_restore(loaded, &live, &path, &manifest, true);
+            let result = pg_restore(loaded, &live, &prepared.source, true);
             let started_again = app.start_if(report.app_stopped);
             result?;
             started_again?;
             report.restore_ms = t.elapsed().as_millis() as u64;
-            report.tables = check_tables(&live, &check)?;
+            report.tables = check_tables(&live, check)?;
             report.restored_into = live.name.clone();
             report.warning = Some(
                 "restored in place: objects created after the backup (new tables, columns, indexes) remain".into(),
@@ -141,8 +140,7 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
             let restore_name = derived_name(&live.name, ops::RESTORE_SUFFIX, &stamp)?;
             let keep_as = derived_name(&live.name, ops::PRE_RESTORE_SUFFIX, &stamp)?;
             let t = Instant::now();
-            report.tables =
-                restore_into_new(loaded, &live, &restore_name, &path, &manifest, &check)?;
+            report.tables = restore_into_new(loaded, &live, &restore_name, &prepared)?;
             report.restore_ms = t.elapsed().as_millis() as u64;
             report.restored_into = restore_name.clone();
 
@@ -181,20 +179,92 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
     Ok(report)
 }
 
+/// A checked backup, ready to restore: from a decompressed local file (parallel
+/// restore) or streamed from the stored file.
+struct Prepared {
+    check: FileCheck,
+    source: Source,
+}
+
+enum Source {
+    /// Decompressed copy for pg_restore --jobs.
+    File(TempDump),
+    /// The stored file, decompressed into pg_restore's stdin.
+    Stream(PathBuf),
+}
+
 /// Size, SHA-256, complete decompression and table of contents, before anything else.
-fn check_backup(loaded: &Loaded, catalog: &Catalog, m: &Manifest) -> anyhow::Result<FileCheck> {
+/// When the tools run locally and the disk has room (and `allow_file`), this one pass
+/// also leaves a decompressed copy for a parallel restore.
+fn prepare(
+    loaded: &Loaded,
+    catalog: &Catalog,
+    m: &Manifest,
+    allow_file: bool,
+) -> anyhow::Result<Prepared> {
+    let path = m.data_path(&catalog.dir);
     let offline = Database::for_offline_tools(loaded)?;
-    match crate::backup::verify_one(&offline, catalog, m, loaded.config.backup.timeout) {
-        Ok(check) => Ok(check),
-        Err(CheckError::Damaged(e)) => Err(e.context(format!(
+    let local =
+        allow_file && offline.mode == DbMode::Direct && has_room(&catalog.dir, m.dump_bytes);
+    let refused = |e: CheckError| match e {
+        CheckError::Damaged(e) => e.context(format!(
             "backup {} is damaged and was refused; nothing was changed",
             m.id
-        ))),
-        Err(e @ CheckError::Unchecked(_)) => Err(anyhow!(e).context(format!(
+        )),
+        e @ CheckError::Unchecked(_) => anyhow!(e).context(format!(
             "backup {} could not be checked, so it was not restored; nothing was changed",
             m.id
-        ))),
+        )),
+    };
+    let on_disk = fs_err::metadata(&path)
+        .map_err(|e| refused(CheckError::Damaged(e.into())))?
+        .len();
+    if on_disk != m.size_bytes {
+        return Err(refused(CheckError::Damaged(anyhow!(
+            "size mismatch: the manifest says {} bytes, the file has {on_disk}",
+            m.size_bytes
+        ))));
     }
+    if !local {
+        let check = crate::backup::verify_one(&offline, catalog, m, loaded.config.backup.timeout)
+            .map_err(refused)?;
+        return Ok(Prepared {
+            check,
+            source: Source::Stream(path),
+        });
+    }
+    let (temp, size, sha) = TempDump::decompress(&path, &catalog.dir).map_err(refused)?;
+    if size != m.size_bytes || sha != m.sha256 {
+        return Err(refused(CheckError::Damaged(anyhow!(
+            "{} mismatch: the manifest says {} bytes with SHA-256 {}, the file has {size} bytes hashing to {sha}",
+            if size != m.size_bytes { "size" } else { "SHA-256" },
+            m.size_bytes,
+            m.sha256
+        ))));
+    }
+    let listing = offline
+        .list_toc_cmd()
+        .arg(&temp.0)
+        .timeout(loaded.config.backup.timeout)
+        .output()
+        .map_err(|e| {
+            refused(CheckError::Damaged(anyhow!(e).context(
+                "pg_restore could not read the dump's table of contents",
+            )))
+        })?;
+    let check = FileCheck {
+        size_bytes: size,
+        sha256: sha,
+        toc_entries: listing
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
+            .count() as u64,
+        tables: crate::backup::verify::toc_tables(&listing),
+    };
+    Ok(Prepared {
+        check,
+        source: Source::File(temp),
+    })
 }
 
 /// Asks the operator to type the database name. No terminal and no --yes: refuse.
@@ -236,14 +306,12 @@ fn restore_into_new(
     loaded: &Loaded,
     live: &Database,
     name: &str,
-    path: &Path,
-    m: &Manifest,
-    check: &FileCheck,
+    prepared: &Prepared,
 ) -> anyhow::Result<BTreeMap<String, u64>> {
     live.create_database_like_live(name)?;
     let target = live.on(name);
-    let result =
-        pg_restore(loaded, &target, path, m, false).and_then(|()| check_tables(&target, check));
+    let result = pg_restore(loaded, &target, &prepared.source, false)
+        .and_then(|()| check_tables(&target, &prepared.check));
     if let Err(e) = result {
         let _ = live.end_sessions_on(&[name]);
         let dropped = live.drop_side_database(name);
@@ -282,13 +350,12 @@ fn check_tables(db: &Database, check: &FileCheck) -> anyhow::Result<BTreeMap<Str
     Ok(counts)
 }
 
-/// Runs pg_restore into `target`: from a decompressed temp file with parallel jobs when
-/// the tools run locally and the disk has room, streamed through stdin otherwise.
+/// Runs pg_restore into `target`: with parallel jobs from a decompressed file, or
+/// streamed through stdin.
 fn pg_restore(
     loaded: &Loaded,
     target: &Database,
-    path: &Path,
-    m: &Manifest,
+    source: &Source,
     in_place: bool,
 ) -> anyhow::Result<()> {
     let target = target
@@ -301,24 +368,26 @@ fn pg_restore(
     if in_place {
         cmd = cmd.args(["--clean", "--if-exists", "--single-transaction"]);
     }
-    let temp_dir = loaded.backup_dir();
-    let local_file =
-        target.mode == DbMode::Direct && !in_place && has_room(&temp_dir, m.dump_bytes);
-    if local_file {
-        let temp = TempDump::decompress(path, &temp_dir)?;
-        let jobs = match loaded.config.backup.restore_jobs {
-            0 => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-            n => n as usize,
-        };
-        cmd.arg(format!("--jobs={jobs}"))
-            .arg(&temp.0)
-            .output()
-            .context("pg_restore failed")?;
-        return Ok(());
+    match source {
+        Source::File(temp) if !in_place => {
+            let jobs = match loaded.config.backup.restore_jobs {
+                0 => std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1),
+                n => n as usize,
+            };
+            cmd.arg(format!("--jobs={jobs}"))
+                .arg(&temp.0)
+                .output()
+                .context("pg_restore failed")?;
+            Ok(())
+        }
+        Source::File(temp) => {
+            cmd.arg(&temp.0).output().context("pg_restore failed")?;
+            Ok(())
+        }
+        Source::Stream(path) => stream_into(cmd, path),
     }
-    stream_into(cmd, path)
 }
 
 /// Decompresses the backup into pg_restore's stdin.
@@ -359,18 +428,63 @@ fn has_room(dir: &Path, bytes: u64) -> bool {
 struct TempDump(PathBuf);
 
 impl TempDump {
-    fn decompress(path: &Path, dir: &Path) -> anyhow::Result<TempDump> {
-        let temp = TempDump(dir.join(format!(".restore-{}.dump.partial", std::process::id())));
+    /// Decompresses `path` into a hidden temp file in `dir`, hashing the stored bytes on
+    /// the way; returns the copy with the stored file's size and SHA-256.
+    fn decompress(path: &Path, dir: &Path) -> Result<(TempDump, u64, String), CheckError> {
+        remove_stale_temp_dumps(dir);
+        let temp = TempDump(dir.join(format!(".restore-{}.dump.tmp", std::process::id())));
         let _ = std::fs::remove_file(&temp.0);
-        let mut out = io::BufWriter::with_capacity(
-            1 << 20,
-            crate::backup::manifest::create_private(&temp.0)?,
-        );
-        let mut decoder = zstd::stream::read::Decoder::new(fs_err::File::open(path)?)?;
-        io::copy(&mut decoder, &mut out)
-            .with_context(|| format!("decompressing into {}", temp.0.display()))?;
-        out.flush()?;
-        Ok(temp)
+        let file = fs_err::File::open(path).map_err(|e| CheckError::Damaged(e.into()))?;
+        let mut hashing = crate::backup::verify::HashReader::new(file);
+        let out = crate::backup::manifest::create_private(&temp.0)
+            .map_err(|e| CheckError::Unchecked(e.into()))?;
+        let mut out = io::BufWriter::with_capacity(1 << 20, out);
+        {
+            let mut decoder = zstd::stream::read::Decoder::new(&mut hashing)
+                .map_err(|e| CheckError::Damaged(e.into()))?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = match decoder.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        return Err(CheckError::Damaged(anyhow!(
+                            "the compressed stream is damaged: {e}"
+                        )))
+                    }
+                };
+                out.write_all(&buf[..n])
+                    .with_context(|| format!("writing {}", temp.0.display()))
+                    .map_err(CheckError::Unchecked)?;
+            }
+        }
+        io::copy(&mut hashing, &mut io::sink()).map_err(|e| CheckError::Damaged(e.into()))?;
+        out.flush().map_err(|e| CheckError::Unchecked(e.into()))?;
+        let (size, sha) = hashing.finish();
+        Ok((temp, size, sha))
+    }
+}
+
+/// Removes decompressed copies left by restores whose process is gone. (Not named
+/// `.partial`: a backup running meanwhile must not remove a copy in use.)
+fn remove_stale_temp_dumps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(".restore-")
+            .and_then(|r| r.strip_suffix(".dump.tmp"))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        if !alive {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -443,26 +557,19 @@ pub fn restore_test(loaded: &Loaded, ids: &[String]) -> anyhow::Result<Vec<Resto
     for id in ids {
         let mut m = catalog.find(id)?;
         let started = Instant::now();
-        let outcome = check_backup(loaded, &catalog, &m).and_then(|check| {
+        let outcome = prepare(loaded, &catalog, &m, true).and_then(|prepared| {
             let scratch = derived_name(&live.name, ops::VERIFY_SUFFIX, &ops::stamp())?;
-            let tables = restore_into_new(
-                loaded,
-                &live,
-                &scratch,
-                &m.data_path(&catalog.dir),
-                &m,
-                &check,
-            )?;
+            let tables = restore_into_new(loaded, &live, &scratch, &prepared)?;
             live.drop_side_database(&scratch)?;
-            Ok((check, tables))
+            Ok((prepared.check.toc_entries, tables))
         });
         let result = match outcome {
-            Ok((check, tables)) => {
+            Ok((toc_entries, tables)) => {
                 let rows = tables.values().sum();
                 m.verification = Some(Verification {
                     at: Timestamp::now(),
                     method: "restore-test".into(),
-                    toc_entries: check.toc_entries,
+                    toc_entries,
                     tables: Some(tables.len() as u64),
                     rows: Some(rows),
                 });

@@ -170,6 +170,11 @@ impl<R> HashReader<R> {
             bytes: 0,
         }
     }
+
+    /// Bytes read and their SHA-256 (hex).
+    pub fn finish(self) -> (u64, String) {
+        (self.bytes, hex::encode(self.hasher.finalize()))
+    }
 }
 
 impl<R: Read> Read for HashReader<R> {
