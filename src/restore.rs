@@ -16,7 +16,7 @@ use crate::backup::catalog::Catalog;
 use crate::backup::manifest::{Manifest, Verification};
 use crate::backup::verify::{CheckError, FileCheck};
 use crate::config::{DbMode, Loaded};
-use crate::db::ops::{self, derived_name};
+use crate::db::ops;
 use crate::db::{Database, Tool};
 use crate::process::Cmd;
 
@@ -136,9 +136,8 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
             );
         }
         _ => {
-            let stamp = ops::stamp();
-            let restore_name = derived_name(&live.name, ops::RESTORE_SUFFIX, &stamp)?;
-            let keep_as = derived_name(&live.name, ops::PRE_RESTORE_SUFFIX, &stamp)?;
+            let restore_name = live.fresh_side_name(ops::RESTORE_SUFFIX)?;
+            let keep_as = live.fresh_side_name(ops::PRE_RESTORE_SUFFIX)?;
             let t = Instant::now();
             report.tables = restore_into_new(loaded, &live, &restore_name, &prepared)?;
             report.restore_ms = t.elapsed().as_millis() as u64;
@@ -558,7 +557,7 @@ pub fn restore_test(loaded: &Loaded, ids: &[String]) -> anyhow::Result<Vec<Resto
         let mut m = catalog.find(id)?;
         let started = Instant::now();
         let outcome = prepare(loaded, &catalog, &m, true).and_then(|prepared| {
-            let scratch = derived_name(&live.name, ops::VERIFY_SUFFIX, &ops::stamp())?;
+            let scratch = live.fresh_side_name(ops::VERIFY_SUFFIX)?;
             let tables = restore_into_new(loaded, &live, &scratch, &prepared)?;
             live.drop_side_database(&scratch)?;
             Ok((prepared.check.toc_entries, tables))

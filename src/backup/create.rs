@@ -79,6 +79,8 @@ pub fn create(
         .context("removing unfinished files of an earlier, killed backup")
         .map_err(at(Stage::Preflight))?;
 
+    // No single step of the backup, catalog reads included, may outlast backup.timeout.
+    let db = &db.clone().with_query_timeout(req.settings.timeout);
     let server = db.server_version().map_err(at(Stage::Preflight))?;
     let pg_dump = db.pg_dump_version().map_err(at(Stage::Preflight))?;
     db.check_pg_dump(&server, &pg_dump)

@@ -28,19 +28,20 @@ select coalesce(string_agg(line, E'\n' order by line), '') from (
   union all
   select format('ext %s %s', extname, extversion) from pg_extension
   union all
-  select format('rel %s.%s %s', ns.nspname, c.relname, c.relkind)
+  select format('rel %s.%s %s rls=%s force_rls=%s', ns.nspname, c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity)
     from pg_class c join ns on ns.oid = c.relnamespace
    where c.relkind in ('r', 'p', 'v', 'm', 'S', 'f', 'i', 'I', 'c')
   union all
-  select format('col %s.%s #%s %s %s notnull=%s default=%s identity=%s generated=%s',
+  select format('col %s.%s #%s %s %s collate=%s notnull=%s default=%s identity=%s generated=%s',
                 ns.nspname, c.relname,
                 row_number() over (partition by c.oid order by a.attnum),
-                a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                a.attname, format_type(a.atttypid, a.atttypmod), coalesce(coll.collname, ''), a.attnotnull,
                 coalesce(pg_get_expr(d.adbin, d.adrelid), ''), a.attidentity, a.attgenerated)
     from pg_attribute a
     join pg_class c on c.oid = a.attrelid
     join ns on ns.oid = c.relnamespace
     left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+    left join pg_collation coll on coll.oid = a.attcollation
    where a.attnum > 0 and not a.attisdropped and c.relkind in ('r', 'p', 'v', 'm', 'f', 'c')
   union all
   select format('con %s.%s %s %s', ns.nspname, c.relname, co.conname, pg_get_constraintdef(co.oid))
@@ -75,11 +76,13 @@ select coalesce(string_agg(line, E'\n' order by line), '') from (
                 format_type(s.seqtypid, null), s.seqstart, s.seqincrement, s.seqmin, s.seqmax, s.seqcycle)
     from pg_sequence s join pg_class c on c.oid = s.seqrelid join ns on ns.oid = c.relnamespace
   union all
-  select format('trg %s', pg_get_triggerdef(t.oid))
+  select format('trg %s enabled=%s', pg_get_triggerdef(t.oid), t.tgenabled)
     from pg_trigger t join pg_class c on c.oid = t.tgrelid join ns on ns.oid = c.relnamespace
    where not t.tgisinternal
   union all
-  select format('policy %s.%s %s %s %s', ns.nspname, c.relname, p.polname,
+  select format('policy %s.%s %s cmd=%s permissive=%s roles=%s using=%s check=%s', ns.nspname, c.relname, p.polname,
+                p.polcmd, p.polpermissive,
+                array(select coalesce((select rolname from pg_roles where oid = r), 'public') from unnest(p.polroles) r order by 1),
                 coalesce(pg_get_expr(p.polqual, p.polrelid), ''), coalesce(pg_get_expr(p.polwithcheck, p.polrelid), ''))
     from pg_policy p join pg_class c on c.oid = p.polrelid join ns on ns.oid = c.relnamespace
 ) lines

@@ -78,6 +78,8 @@ pub struct Database {
     session_env: Vec<(String, String)>,
     /// The database to connect to for CREATE/DROP/RENAME DATABASE.
     pub maintenance_db: String,
+    /// Limit for one query (catalog reads can wait on locks held by others).
+    query_timeout: Duration,
 }
 
 /// A PostgreSQL version as `major.minor` text plus the major number.
@@ -186,6 +188,7 @@ impl Database {
                     application_name: "stablehand".into(),
                     session_env: Vec::new(),
                     maintenance_db: db.maintenance_db.clone(),
+                    query_timeout: QUERY_TIMEOUT,
                 })
             }
             DbMode::Compose => {
@@ -202,6 +205,7 @@ impl Database {
                     application_name: "stablehand".into(),
                     session_env: Vec::new(),
                     maintenance_db: db.maintenance_db.clone(),
+                    query_timeout: QUERY_TIMEOUT,
                 })
             }
         }
@@ -224,6 +228,7 @@ impl Database {
                 application_name: "stablehand".into(),
                 session_env: Vec::new(),
                 maintenance_db: db.maintenance_db.clone(),
+                query_timeout: QUERY_TIMEOUT,
             }),
             DbMode::Compose => Database::from_config(loaded),
         }
@@ -244,6 +249,12 @@ impl Database {
     /// The maintenance database (for CREATE, DROP and RENAME DATABASE).
     pub fn maintenance(&self) -> Database {
         self.on(&self.maintenance_db.clone())
+    }
+
+    /// Bounds each query to at most `limit` (never more than the default).
+    pub fn with_query_timeout(mut self, limit: Duration) -> Database {
+        self.query_timeout = limit.min(QUERY_TIMEOUT);
+        self
     }
 
     /// Adds a libpq environment variable (e.g. PGOPTIONS) to our sessions.
@@ -354,7 +365,7 @@ impl Database {
         let out = self
             .tool(Tool::Psql, true)
             .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .timeout(QUERY_TIMEOUT)
+            .timeout(self.query_timeout)
             .output()?;
         Ok(out.trim().to_string())
     }

@@ -87,7 +87,7 @@ impl Database {
         let out = self.maintenance_query(&format!(
             "select coalesce(json_agg(json_build_object('pid', pid, 'user', coalesce(usename, ''), \
              'application', application_name, 'client', coalesce(client_addr::text, 'local'))), '[]') \
-             from pg_stat_activity where datname = {} and pid <> pg_backend_pid()",
+             from pg_stat_activity where datname = {} and pid <> pg_backend_pid() and coalesce(backend_type, 'client backend') = 'client backend'",
             literal(name)
         ))?;
         serde_json::from_str(&out).context("reading pg_stat_activity")
@@ -151,31 +151,47 @@ impl Database {
         Ok(())
     }
 
-    /// Puts `replacement` in the live database's place: ends the sessions on both, then
-    /// in one transaction renames live to `keep_as` and `replacement` to live. Retries
-    /// while sessions linger; if it cannot, nothing was renamed. Returns how long the
-    /// live database was unavailable.
+    /// Puts `replacement` in the live database's place, in one server-side step: end the
+    /// sessions on both, wait for them to go, then in the same transaction rename live to
+    /// `keep_as` and `replacement` to live. Retries while sessions linger; if it cannot,
+    /// nothing was renamed. Returns how long the live database was unavailable (measured
+    /// by the server, from ending its sessions to the commit).
     pub fn swap_in(&self, replacement: &str, keep_as: &str) -> anyhow::Result<Duration> {
         let live = self.name.clone();
+        let dbs = format!("{}, {}", literal(&live), literal(replacement));
         let sql = format!(
-            "begin; alter database {} rename to {}; alter database {} rename to {}; commit;",
-            ident(&live),
-            ident(keep_as),
-            ident(replacement),
-            ident(&live)
+            "do $$ declare t0 timestamptz := clock_timestamp(); r record; n int; begin \
+               for r in select pid from pg_stat_activity where datname in ({dbs}) and pid <> pg_backend_pid() loop \
+                 begin perform pg_terminate_backend(r.pid); exception when others then null; end; \
+               end loop; \
+               loop \
+                 perform pg_stat_clear_snapshot(); \
+                 select count(*) into n from pg_stat_activity where datname in ({dbs}) and pid <> pg_backend_pid() and coalesce(backend_type, 'client backend') = 'client backend'; \
+                 exit when n = 0 or clock_timestamp() - t0 > interval '2 seconds'; \
+                 perform pg_sleep(0.01); \
+               end loop; \
+               execute format('alter database %I rename to %I', {live_l}, {keep_l}); \
+               execute format('alter database %I rename to %I', {repl_l}, {live_l}); \
+               perform set_config('stablehand.swap_us', (extract(epoch from clock_timestamp() - t0) * 1000000)::bigint::text, false); \
+             end $$; select current_setting('stablehand.swap_us')",
+            live_l = literal(&live),
+            keep_l = literal(keep_as),
+            repl_l = literal(replacement),
         );
         let started = Instant::now();
         let mut last_error = None;
         while started.elapsed() < SWAP_RETRY_FOR {
-            self.end_sessions_on(&[&live, replacement])?;
             let result = self
                 .maintenance()
                 .tool(super::Tool::Psql, true)
-                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", &sql])
+                .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", &sql])
                 .timeout(Duration::from_secs(30))
                 .output();
             match result {
-                Ok(_) => return Ok(started.elapsed()),
+                Ok(out) => {
+                    let micros: u64 = out.trim().parse().unwrap_or(0);
+                    return Ok(Duration::from_micros(micros));
+                }
                 Err(e) => {
                     let text = e.to_string();
                     last_error = Some(e);
@@ -250,10 +266,23 @@ impl Database {
         Ok(name)
     }
 
+    /// A side database name `<db><suffix><stamp>` that no database has yet (`_2`, `_3`...
+    /// when two are made within one second).
+    pub fn fresh_side_name(&self, suffix: &str) -> anyhow::Result<String> {
+        let base = stamp();
+        let mut candidate = derived_name(&self.name, suffix, &base)?;
+        let mut n = 2;
+        while self.database_exists(&candidate)? {
+            candidate = derived_name(&self.name, suffix, &format!("{base}_{n}"))?;
+            n += 1;
+        }
+        Ok(candidate)
+    }
+
     /// Makes the snapshot live again; the replaced database is kept under
     /// `<db>__pre_snapshot_<stamp>`, whose name is returned.
     pub fn swap_to_snapshot(&self, snapshot: &str) -> anyhow::Result<(String, Duration)> {
-        let keep_as = derived_name(&self.name, PRE_SNAPSHOT_SUFFIX, &stamp())?;
+        let keep_as = self.fresh_side_name(PRE_SNAPSHOT_SUFFIX)?;
         let took = self.swap_in(snapshot, &keep_as)?;
         Ok((keep_as, took))
     }
@@ -322,8 +351,8 @@ impl Database {
             .into_iter()
             .filter(|s| s.kind == "replaced")
             .collect();
-        // Names end in the UTC stamp: newest first by stamp.
-        replaced.sort_by(|a, b| stamp_of(&b.name).cmp(stamp_of(&a.name)));
+        // Names end in the UTC stamp (and a same-second counter): newest first.
+        replaced.sort_by(|a, b| stamp_of(&self.name, &b.name).cmp(&stamp_of(&self.name, &a.name)));
         let mut dropped = Vec::new();
         for side in replaced.into_iter().skip(keep as usize) {
             self.drop_side_database(&side.name)?;
@@ -333,8 +362,23 @@ impl Database {
     }
 }
 
-fn stamp_of(name: &str) -> &str {
-    name.rsplit('_').next().unwrap_or(name)
+/// The (stamp, counter) at the end of a side database name.
+fn stamp_of(db: &str, name: &str) -> (String, u32) {
+    let rest = name.strip_prefix(db).unwrap_or(name);
+    let rest = [
+        PRE_RESTORE_SUFFIX,
+        PRE_SNAPSHOT_SUFFIX,
+        RESTORE_SUFFIX,
+        VERIFY_SUFFIX,
+        SNAPSHOT_SUFFIX,
+    ]
+    .iter()
+    .find_map(|s| rest.strip_prefix(s))
+    .unwrap_or(rest);
+    match rest.split_once('_') {
+        Some((stamp, n)) => (stamp.to_string(), n.parse().unwrap_or(1)),
+        None => (rest.to_string(), 1),
+    }
 }
 
 #[cfg(test)]

@@ -141,15 +141,60 @@ fn compose_mode_backs_up_and_verifies_inside_the_service() {
     let verified = app.json(&["backup", "verify", "--all"]);
     assert_eq!(verified[0]["ok"], true, "{verified}");
 
+    // Restore in compose mode: the tools run in the service, the backup streams in.
+    let id = v["backup"]["id"].as_str().unwrap().to_string();
+    stack.psql(
+        "appdb",
+        "delete from items where id <= 100; create table later (x int)",
+    );
+    let damaged_dir = app.backup_dir().join(format!("{id}.dump.zst"));
+    let original = fs::read(&damaged_dir).unwrap();
+    fs::write(&damaged_dir, &original[..original.len() - 10]).unwrap();
+    app.cmd()
+        .args(["restore", &id, "--yes"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("is damaged and was refused"));
+    assert_eq!(stack.psql("appdb", "select count(*) from items"), "2900");
+    fs::write(&damaged_dir, &original).unwrap();
+    let restored = app.json(&["restore", &id, "--yes"]);
+    assert_eq!(restored["tables"]["public.items"], 3000, "{restored}");
+    assert!(restored["swap_ms"].as_u64().unwrap() < 1000);
+    assert_eq!(stack.psql("appdb", "select count(*) from items"), "3000");
+    assert_eq!(
+        stack.psql(
+            "appdb",
+            "select count(*) from pg_tables where tablename = 'later'"
+        ),
+        "0"
+    );
+    let kept = restored["kept_as"].as_str().unwrap();
+    assert_eq!(stack.psql(kept, "select count(*) from items"), "2900");
+    let tested = app.json(&["backup", "verify", "--restore-test", &id]);
+    assert_eq!(tested[0]["ok"], true, "{tested}");
+    assert_eq!(tested[0]["rows"], 3000);
+    assert_eq!(
+        stack.psql(
+            "postgres",
+            "select count(*) from pg_database where datname like 'appdb\\_\\_%'"
+        ),
+        "1",
+        "only the kept database remains beside the live one"
+    );
+
     // A stall inside the container: pg_dump waits for a lock. At the timeout, the
     // killed `compose exec` client must not leave pg_dump running in the container.
     let before = app.backup_files();
     let mut config = fs::read_to_string(app.path().join("stablehand.toml")).unwrap();
     config.push_str("\n[backup]\ntimeout = \"3s\"\n");
     fs::write(app.path().join("stablehand.toml"), config).unwrap();
+    stack.psql(
+        "appdb",
+        "create table plain (v text); insert into plain values ('x')",
+    );
     let locker = TableLock::hold(
         &format!("postgresql://app@127.0.0.1:{}/appdb", stack.port),
-        "items",
+        "plain",
     );
     app.cmd()
         .arg("backup")

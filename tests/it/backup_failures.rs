@@ -83,7 +83,13 @@ fn stalled_dump_is_killed_at_the_timeout() {
     let pg = require_pg!();
     let db = pg.sample_db();
     // A real stall: another session holds an exclusive lock, so pg_dump waits forever.
-    let locker = crate::support::TableLock::hold(&pg.url(&db), "notes");
+    // (A table with no defaults, indexes or constraints: reading the schema needs no
+    // lock on it, so it is pg_dump that waits.)
+    pg.psql(
+        &db,
+        "create table plain (v text); insert into plain values ('x')",
+    );
+    let locker = crate::support::TableLock::hold(&pg.url(&db), "plain");
 
     // Connect as a password user: while pg_dump waits, its argv and environment are checked.
     let url = format!(

@@ -7,5 +7,6 @@ mod backup_compose;
 mod backup_direct;
 mod backup_failures;
 mod cli;
+mod db_primitives;
 mod restore;
 mod stable;
