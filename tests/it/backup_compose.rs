@@ -118,15 +118,23 @@ fn has_file(dir: &Path, suffix: &str) -> bool {
         .unwrap_or(false)
 }
 
-#[test]
-fn compose_mode_backs_up_and_verifies_inside_the_service() {
-    let Some(stack) = Stack::up() else { return };
+/// A compose stack with database `appdb` holding 3000 items.
+fn stack_with_data() -> Option<Stack> {
+    let stack = Stack::up()?;
     stack.psql("postgres", "create database appdb");
     stack.psql(
         "appdb",
         "create table items (id serial primary key, name text);
          insert into items (name) select 'item ' || g from generate_series(1, 3000) g;",
     );
+    Some(stack)
+}
+
+#[test]
+fn compose_mode_backs_up_and_verifies_inside_the_service() {
+    let Some(stack) = stack_with_data() else {
+        return;
+    };
     let app = &stack.app;
     let v = app.json(&["backup", "--label", "pre-deploy"]);
     assert_eq!(v["backup"]["database"]["mode"], "compose");
@@ -140,47 +148,6 @@ fn compose_mode_backs_up_and_verifies_inside_the_service() {
 
     let verified = app.json(&["backup", "verify", "--all"]);
     assert_eq!(verified[0]["ok"], true, "{verified}");
-
-    // Restore in compose mode: the tools run in the service, the backup streams in.
-    let id = v["backup"]["id"].as_str().unwrap().to_string();
-    stack.psql(
-        "appdb",
-        "delete from items where id <= 100; create table later (x int)",
-    );
-    let damaged_dir = app.backup_dir().join(format!("{id}.dump.zst"));
-    let original = fs::read(&damaged_dir).unwrap();
-    fs::write(&damaged_dir, &original[..original.len() - 10]).unwrap();
-    app.cmd()
-        .args(["restore", &id, "--yes"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("is damaged and was refused"));
-    assert_eq!(stack.psql("appdb", "select count(*) from items"), "2900");
-    fs::write(&damaged_dir, &original).unwrap();
-    let restored = app.json(&["restore", &id, "--yes"]);
-    assert_eq!(restored["tables"]["public.items"], 3000, "{restored}");
-    assert!(restored["swap_ms"].as_u64().unwrap() < 1000);
-    assert_eq!(stack.psql("appdb", "select count(*) from items"), "3000");
-    assert_eq!(
-        stack.psql(
-            "appdb",
-            "select count(*) from pg_tables where tablename = 'later'"
-        ),
-        "0"
-    );
-    let kept = restored["kept_as"].as_str().unwrap();
-    assert_eq!(stack.psql(kept, "select count(*) from items"), "2900");
-    let tested = app.json(&["backup", "verify", "--restore-test", &id]);
-    assert_eq!(tested[0]["ok"], true, "{tested}");
-    assert_eq!(tested[0]["rows"], 3000);
-    assert_eq!(
-        stack.psql(
-            "postgres",
-            "select count(*) from pg_database where datname like 'appdb\\_\\_%'"
-        ),
-        "1",
-        "only the kept database remains beside the live one"
-    );
 
     // A stall inside the container: pg_dump waits for a lock. At the timeout, the
     // killed `compose exec` client must not leave pg_dump running in the container.
@@ -238,4 +205,53 @@ fn compose_mode_backs_up_and_verifies_inside_the_service() {
         .stderr(predicate::str::contains("backup failed at stage preflight"))
         .stderr(predicate::str::contains("cannot reach the database"));
     assert_eq!(app.backup_files(), before);
+}
+
+#[test]
+fn compose_mode_restores_and_restore_tests_inside_the_service() {
+    let Some(stack) = stack_with_data() else {
+        return;
+    };
+    let app = &stack.app;
+    let v = app.json(&["backup"]);
+    // Restore in compose mode: the tools run in the service, the backup streams in.
+    let id = v["backup"]["id"].as_str().unwrap().to_string();
+    stack.psql(
+        "appdb",
+        "delete from items where id <= 100; create table later (x int)",
+    );
+    let damaged_dir = app.backup_dir().join(format!("{id}.dump.zst"));
+    let original = fs::read(&damaged_dir).unwrap();
+    fs::write(&damaged_dir, &original[..original.len() - 10]).unwrap();
+    app.cmd()
+        .args(["restore", &id, "--yes"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("is damaged and was refused"));
+    assert_eq!(stack.psql("appdb", "select count(*) from items"), "2900");
+    fs::write(&damaged_dir, &original).unwrap();
+    let restored = app.json(&["restore", &id, "--yes"]);
+    assert_eq!(restored["tables"]["public.items"], 3000, "{restored}");
+    assert!(restored["swap_ms"].as_u64().unwrap() < 1000);
+    assert_eq!(stack.psql("appdb", "select count(*) from items"), "3000");
+    assert_eq!(
+        stack.psql(
+            "appdb",
+            "select count(*) from pg_tables where tablename = 'later'"
+        ),
+        "0"
+    );
+    let kept = restored["kept_as"].as_str().unwrap();
+    assert_eq!(stack.psql(kept, "select count(*) from items"), "2900");
+    let tested = app.json(&["backup", "verify", "--restore-test", &id]);
+    assert_eq!(tested[0]["ok"], true, "{tested}");
+    assert_eq!(tested[0]["rows"], 3000);
+    assert_eq!(
+        stack.psql(
+            "postgres",
+            "select count(*) from pg_database where datname like 'appdb\\_\\_%'"
+        ),
+        "1",
+        "only the kept database remains beside the live one"
+    );
 }
