@@ -352,7 +352,7 @@ impl Database {
             .filter(|s| s.kind == "replaced")
             .collect();
         // Names end in the UTC stamp (and a same-second counter): newest first.
-        replaced.sort_by(|a, b| stamp_of(&self.name, &b.name).cmp(&stamp_of(&self.name, &a.name)));
+        replaced.sort_by_key(|d| std::cmp::Reverse(stamp_of(&self.name, &d.name)));
         let mut dropped = Vec::new();
         for side in replaced.into_iter().skip(keep as usize) {
             self.drop_side_database(&side.name)?;
