@@ -254,4 +254,26 @@ fn compose_mode_restores_and_restore_tests_inside_the_service() {
         "1",
         "only the kept database remains beside the live one"
     );
+
+    // The database primitives in compose mode, through the library.
+    let loaded = stablehand::config::load(&app.path().join("stablehand.toml")).unwrap();
+    let db = stablehand::db::Database::from_config(&loaded).unwrap();
+    assert_eq!(
+        db.schema_fingerprint().unwrap(),
+        v["backup"]["schema_fingerprint"].as_str().unwrap(),
+        "after the restore the schema is the backup's again"
+    );
+    assert!(db.migration_ledger().unwrap().rows.is_empty());
+    assert!(db
+        .write_counters()
+        .unwrap()
+        .per_table
+        .contains_key("public.items"));
+    let snapshot = db.snapshot("t1").unwrap();
+    stack.psql("appdb", "delete from items where id <= 5");
+    let (replaced, took) = db.swap_to_snapshot(&snapshot).unwrap();
+    assert!(took < std::time::Duration::from_secs(1), "{took:?}");
+    assert_eq!(stack.psql("appdb", "select count(*) from items"), "3000");
+    assert_eq!(stack.psql(&replaced, "select count(*) from items"), "2995");
+    db.drop_side_database(&replaced).unwrap();
 }
