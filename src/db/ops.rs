@@ -230,8 +230,8 @@ impl Database {
         ))
     }
 
-    /// A snapshot of the live database: `CREATE DATABASE <db>__snap_<id> TEMPLATE <db>`,
-    /// a file-level copy. Needs no one connected to the live database (stop the app
+    /// A snapshot of the live database: `CREATE DATABASE <db>__snap_<id> TEMPLATE <db>
+    /// STRATEGY FILE_COPY`, a file-level copy. Needs no one connected to the live database (stop the app
     /// first); fails naming who is.
     pub fn snapshot(&self, id: &str) -> anyhow::Result<String> {
         let name = derived_name(&self.name, SNAPSHOT_SUFFIX, id)?;
@@ -257,8 +257,21 @@ impl Database {
                     .join(", ")
             );
         }
+        // PostgreSQL 15 made WAL_LOG the default strategy, which writes the whole
+        // database to the WAL (measured: 2.4x a file copy). FILE_COPY copies the files
+        // (after a checkpoint) and writes almost no WAL: within a file copy's time.
+        let server_major: u32 = self
+            .maintenance_query("show server_version_num")?
+            .parse::<u32>()
+            .unwrap_or(0)
+            / 10000;
+        let strategy = if server_major >= 15 {
+            " strategy file_copy"
+        } else {
+            ""
+        };
         self.maintenance_query(&format!(
-            "create database {} template {}",
+            "create database {} template {}{strategy}",
             ident(&name),
             ident(&self.name)
         ))
