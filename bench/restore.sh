@@ -721,7 +721,7 @@ row copy_sync "cp -r base/<oid> + sync"
 row wal_log "psql: CREATE DATABASE ... TEMPLATE db (PG15 default: STRATEGY WAL_LOG)"
 row file_copy "psql: CREATE DATABASE ... TEMPLATE db STRATEGY FILE_COPY"
 row snapshot_run "snapshot_bench (whole process: snapshot + swap + drop of the old db)"
-jrow snapshot_ms "  of which snapshot() (stablehand's snapshot, default strategy)"
+jrow snapshot_ms "  of which snapshot() (stablehand's snapshot: FILE_COPY on PG15+)"
 jrow snap_swap_ms "  of which swap_to_snapshot() swap window"
 jrow snap_drop_ms "  of which drop_side_database() of the replaced db"
 echo
