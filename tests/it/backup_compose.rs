@@ -229,7 +229,46 @@ fn compose_mode_restores_and_restore_tests_inside_the_service() {
         .code(1)
         .stderr(predicate::str::contains("is damaged and was refused"));
     assert_eq!(stack.psql("appdb", "select count(*) from items"), "2900");
+    // Same size, one byte changed: refused as well.
+    let mut flipped = original.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x01;
+    fs::write(&damaged_dir, &flipped).unwrap();
+    app.cmd()
+        .args(["restore", &id, "--yes"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("is damaged and was refused"));
     fs::write(&damaged_dir, &original).unwrap();
+
+    // A good backup of another database (a second app in the same stack) is refused.
+    stack.psql("postgres", "create database otherdb");
+    let other = app.path().join("other");
+    fs::create_dir(&other).unwrap();
+    fs::write(
+        other.join("stablehand.toml"),
+        format!(
+            "[runtime]\nproject = \"{}\"\nfiles = [\"../docker-compose.yml\"]\n\n[database]\nmode = \"compose\"\nuser = \"app\"\nname = \"otherdb\"\n\n[backup]\ndir = \"../backups/database\"\n",
+            stack.project
+        ),
+    )
+    .unwrap();
+    app.cmd()
+        .current_dir(&other)
+        .args(["restore", &id, "--yes"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "is of database \"appdb\", not \"otherdb\"",
+        ));
+    assert_eq!(
+        stack.psql(
+            "postgres",
+            "select count(*) from pg_database where datname like 'otherdb%'"
+        ),
+        "1"
+    );
+    assert_eq!(stack.psql("appdb", "select count(*) from items"), "2900");
     let restored = app.json(&["restore", &id, "--yes"]);
     assert_eq!(restored["tables"]["public.items"], 3000, "{restored}");
     assert!(restored["swap_ms"].as_u64().unwrap() < 1000);
