@@ -9,8 +9,8 @@ use std::time::Duration;
 use predicates::prelude::*;
 
 use crate::support::{
-    busybox_image, docker_available, free_port, postgres_ids, unique, wait_for, App, TableLock,
-    PG_BIN,
+    busybox_image, children_named, docker_available, free_port, postgres_ids, unique, wait_for,
+    App, TableLock, PG_BIN,
 };
 
 /// A compose project running PostgreSQL; brought down on drop.
@@ -315,4 +315,155 @@ fn compose_mode_restores_and_restore_tests_inside_the_service() {
     assert_eq!(stack.psql("appdb", "select count(*) from items"), "3000");
     assert_eq!(stack.psql(&replaced, "select count(*) from items"), "2995");
     db.drop_side_database(&replaced).unwrap();
+}
+
+/// The database a non-superuser owns in the stack, with ~45 MB of rows, and an app
+/// config that uses that role (so that a superuser session is beyond its reach).
+fn owner_app(stack: &Stack) -> String {
+    stack.psql("postgres", "create role owner login createdb");
+    stack.psql("postgres", "create database ownerdb owner owner");
+    let url = format!("postgresql://owner@127.0.0.1:{}/ownerdb", stack.port);
+    let out = Command::new(format!("{PG_BIN}/psql"))
+        .arg(format!("--dbname={url}"))
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            "create table big (id bigint primary key, a text);
+             insert into big select g, repeat(md5(g::text), 3) from generate_series(1, 150000) g;",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::write(
+        stack.app.path().join("stablehand.toml"),
+        format!(
+            "[runtime]\nproject = \"{}\"\n\n[database]\nmode = \"compose\"\nuser = \"owner\"\nname = \"ownerdb\"\n",
+            stack.project
+        ),
+    )
+    .unwrap();
+    url
+}
+
+fn side_databases(stack: &Stack) -> String {
+    stack.psql(
+        "postgres",
+        "select coalesce(string_agg(datname, ','), '') from pg_database where datname like 'ownerdb\\_\\_%'",
+    )
+}
+
+#[test]
+fn compose_mode_interrupted_restores_and_failing_swaps_leave_the_live_database() {
+    let Some(stack) = Stack::up() else { return };
+    let url = owner_app(&stack);
+    let app = &stack.app;
+    let id = app.json(&["backup"])["backup"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    stack.psql("ownerdb", "delete from big where id <= 10");
+    let live = crate::restore::state(&url);
+
+    // 1. The `compose exec` client feeding pg_restore is killed mid-restore.
+    let start = |app: &App| {
+        let child = app
+            .std_cmd()
+            .args(["restore", &id, "--yes"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let parent = child.id();
+        let exec = wait_for(Duration::from_secs(60), || {
+            let pid = children_named(parent, "docker-compose").into_iter().find(|pid| {
+                let argv = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                String::from_utf8_lossy(&argv).contains("--exit-on-error")
+            })?;
+            let busy = stack.psql(
+                "postgres",
+                "select count(*) from pg_stat_activity where datname like 'ownerdb\\_\\_restore\\_%' and state = 'active'",
+            );
+            (busy != "0").then_some(pid)
+        })
+        .expect("pg_restore started restoring");
+        (child, exec)
+    };
+    let (child, exec) = start(app);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(exec as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the half-restored database"), "{stderr}");
+    assert_eq!(crate::restore::state(&url), live);
+    let gone = wait_for(Duration::from_secs(20), || {
+        side_databases(&stack).is_empty().then_some(())
+    });
+    assert!(gone.is_some(), "stray: {}", side_databases(&stack));
+
+    // 2. stablehand itself is killed mid-restore: the live database is untouched, and
+    //    the next restore drops the leftover and finishes.
+    let (mut child, _) = start(app);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(crate::restore::state(&url), live);
+    let restored = app.json(&["restore", &id, "--yes"]);
+    assert_eq!(
+        restored["leftovers_dropped"].as_array().unwrap().len(),
+        1,
+        "{restored}"
+    );
+    assert_eq!(stack.psql("ownerdb", "select count(*) from big"), "150000");
+    let kept = restored["kept_as"].as_str().unwrap().to_string();
+    app.cmd()
+        .args(["db", "drop-kept", &kept, "--yes"])
+        .assert()
+        .success();
+    stack.psql("ownerdb", "delete from big where id <= 10");
+    let live = crate::restore::state(&url);
+
+    // 3. A superuser session the owner cannot end makes the swap fail: nothing changes.
+    let mut holder = Command::new(format!("{PG_BIN}/psql"))
+        .arg(format!(
+            "--dbname=postgresql://app@127.0.0.1:{}/ownerdb?application_name=superuser-holder",
+            stack.port
+        ))
+        .args(["-X", "-q", "-c", "select pg_sleep(60)"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(20), || {
+        (stack.psql(
+            "postgres",
+            "select count(*) from pg_stat_activity where application_name = 'superuser-holder'",
+        ) == "1")
+            .then_some(())
+    })
+    .expect("holder connected");
+    let out = app.cmd().args(["restore", &id, "--yes"]).output().unwrap();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    stack.psql(
+        "postgres",
+        "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'superuser-holder'",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the live database ownerdb was not changed"),
+        "{stderr}"
+    );
+    assert_eq!(crate::restore::state(&url), live);
+    assert_eq!(side_databases(&stack), "");
 }

@@ -14,7 +14,7 @@ use crate::require_pg;
 use crate::support::{children_named, unique, wait_for, App, Pg, PG_BIN};
 
 /// The live database's schema fingerprint and row counts, read through the library.
-fn state(url: &str) -> (String, BTreeMap<String, u64>) {
+pub(crate) fn state(url: &str) -> (String, BTreeMap<String, u64>) {
     let db = database(url);
     (
         db.schema_fingerprint().unwrap(),
@@ -189,7 +189,12 @@ fn damaged_or_foreign_backups_are_refused_before_anything_is_touched() {
 }
 
 /// Starts a restore and returns it with the pid of its pg_restore once rows flow.
-fn restore_in_flight(app: &App, id: &str, pg: &Pg, db: &str) -> (std::process::Child, u32) {
+pub(crate) fn restore_in_flight(
+    app: &App,
+    id: &str,
+    pg: &Pg,
+    db: &str,
+) -> (std::process::Child, u32) {
     let child = app
         .std_cmd()
         .args(["restore", id, "--yes"])
