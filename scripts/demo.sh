@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job end to end on a throwaway PostgreSQL cluster with sample data:
 # back it up four times (retention prunes after each), list, verify, show what
-# retention decides and why, prune, show.
+# retention decides and why, prune, show; then delete rows, restore (swap), and run a
+# restore test.
 # Everything lives in a temp directory that is removed at the end (DEMO_KEEP=1 keeps it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,5 +69,14 @@ run "$SH" backup prune --dry-run
 run "$SH" backup prune
 run "$SH" backup show latest
 printf '\n$ ls -l backups/database\n'; ls -l backups/database
+
 echo
-printf "demo done: 4 backups made; retention (keep_last = 2) deleted the oldest unpinned one\nafter the last backup, the pinned one survived, and every remaining backup verified.\n"
+echo "==> an accident: 1000 messages deleted, then restore the latest backup"
+"$PGBIN/psql" -qX -h 127.0.0.1 -p "$PORT" -U postgres -d shop -c "delete from messages where id <= 1000"
+"$PGBIN/psql" -qXAt -h 127.0.0.1 -p "$PORT" -U postgres -d shop -c "select 'messages now: ' || count(*) from messages"
+run "$SH" restore latest --yes
+"$PGBIN/psql" -qXAt -h 127.0.0.1 -p "$PORT" -U postgres -d shop -c "select 'messages after the restore: ' || count(*) from messages"
+run "$SH" backup list --databases
+run "$SH" backup verify --restore-test --latest
+echo
+printf "demo done: 4 backups made; retention (keep_last = 2) deleted the oldest unpinned one\nafter the last backup, the pinned one survived, every remaining backup verified; the\nrestore swapped the backup in and kept the damaged database beside it; the restore test\nrestored the latest backup into a scratch database and dropped it.\n"
