@@ -179,6 +179,21 @@ impl Repo {
         }
     }
 
+    /// The backup id recorded in the `latest-stable` tag's message, if any.
+    pub fn latest_stable_backup(&self) -> anyhow::Result<Option<String>> {
+        let message = self.run([
+            "for-each-ref",
+            "--format=%(contents)",
+            &format!("refs/tags/{}", self.names.stable_tag),
+        ])?;
+        Ok(message
+            .lines()
+            .find_map(|l| l.strip_prefix("backup: "))
+            .map(str::trim)
+            .filter(|id| !id.is_empty() && *id != "none")
+            .map(str::to_string))
+    }
+
     fn tag_exists(&self, name: &str) -> anyhow::Result<bool> {
         match self.run([
             "rev-parse",

@@ -94,12 +94,22 @@ fn prune_locked(
     dry_run: bool,
 ) -> anyhow::Result<PruneOutcome> {
     let backups = catalog.list()?.backups;
+    // Invariant 3: the backup of the release latest-stable points at is never pruned.
+    let stable_backup = match crate::git::Repo::open(&loaded.app_dir, &loaded.config.git) {
+        Ok(repo) => repo.latest_stable_backup().unwrap_or_else(|e| {
+            tracing::warn!("could not read which backup belongs to latest-stable: {e:#}");
+            None
+        }),
+        // Not a git repository (or no git): no stable release to protect.
+        Err(_) => None,
+    };
     let candidates: Vec<Candidate> = backups
         .iter()
         .map(|m| Candidate {
             id: m.id.clone(),
             created_at: m.created_at,
             pinned: m.pinned,
+            of_stable_release: stable_backup.as_deref() == Some(m.id.as_str()),
             // A manifest whose data file is gone or resized protects nothing.
             verified: m.is_verified()
                 && fs_err::metadata(m.data_path(&catalog.dir))

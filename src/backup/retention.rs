@@ -50,6 +50,8 @@ pub struct Candidate {
     pub created_at: Timestamp,
     pub pinned: bool,
     pub verified: bool,
+    /// The backup recorded with the release `latest-stable` points at.
+    pub of_stable_release: bool,
 }
 
 /// Why a backup is kept.
@@ -57,6 +59,7 @@ pub struct Candidate {
 #[serde(rename_all = "snake_case", tag = "rule", content = "detail")]
 pub enum Reason {
     Pinned,
+    StableRelease,
     NewestVerified,
     Newest,
     Last(u32),
@@ -70,6 +73,7 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reason::Pinned => write!(f, "pinned"),
+            Reason::StableRelease => write!(f, "backup of latest-stable"),
             Reason::NewestVerified => write!(f, "newest verified"),
             Reason::Newest => write!(f, "newest (none verified)"),
             Reason::Last(n) => write!(f, "last {n}"),
@@ -143,6 +147,9 @@ pub fn plan(
         let mut keep = Vec::new();
         if c.pinned {
             keep.push(Reason::Pinned);
+        }
+        if c.of_stable_release {
+            keep.push(Reason::StableRelease);
         }
         if newest_verified.as_deref() == Some(c.id.as_str()) {
             keep.push(Reason::NewestVerified);
@@ -223,6 +230,7 @@ mod tests {
             created_at: ts(at),
             pinned: false,
             verified: true,
+            of_stable_release: false,
         }
     }
 
@@ -356,18 +364,24 @@ mod tests {
     }
 
     fn arb_backups() -> impl Strategy<Value = Vec<Candidate>> {
-        prop::collection::vec((0i64..400 * 24, any::<bool>(), any::<bool>()), 0..40).prop_map(|v| {
-            let now = ts("2026-06-30T00:00:00Z");
-            v.into_iter()
-                .enumerate()
-                .map(|(i, (hours_ago, pinned, verified))| Candidate {
-                    id: format!("b{i:03}"),
-                    created_at: now.checked_sub(hours_ago.hours()).unwrap(),
-                    pinned,
-                    verified,
-                })
-                .collect()
-        })
+        (
+            prop::collection::vec((0i64..400 * 24, any::<bool>(), any::<bool>()), 0..40),
+            any::<prop::sample::Index>(),
+        )
+            .prop_map(|(v, stable)| {
+                let now = ts("2026-06-30T00:00:00Z");
+                let n = v.len();
+                v.into_iter()
+                    .enumerate()
+                    .map(|(i, (hours_ago, pinned, verified))| Candidate {
+                        id: format!("b{i:03}"),
+                        created_at: now.checked_sub(hours_ago.hours()).unwrap(),
+                        pinned,
+                        verified,
+                        of_stable_release: n > 0 && i == stable.index(n),
+                    })
+                    .collect()
+            })
     }
 
     fn arb_policy() -> impl Strategy<Value = Policy> {
@@ -388,7 +402,7 @@ mod tests {
             let now = ts("2026-06-30T00:00:00Z");
             let v = plan(&backups, &policy, now).unwrap();
             let survivors: HashSet<String> = kept(&v).into_iter().collect();
-            for b in backups.iter().filter(|b| b.pinned) {
+            for b in backups.iter().filter(|b| b.pinned || b.of_stable_release) {
                 prop_assert!(survivors.contains(&b.id));
             }
             let newest_verified = backups.iter().filter(|b| b.verified)

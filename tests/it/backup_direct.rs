@@ -329,3 +329,44 @@ fn password_travels_in_the_environment_and_is_never_printed() {
     assert!(!err.contains(PW_SECRET), "{err}");
     wrong.assert_no_backup_left();
 }
+
+#[test]
+fn the_backup_of_the_latest_stable_release_is_never_pruned() {
+    let pg = require_pg!();
+    let db = pg.sample_db();
+    let app = App::direct(
+        &pg.url(&db),
+        "[backup]\nkeep_last = 1\nkeep_within = \"0s\"\n\n[git]\npush = false\n",
+    );
+    git_init_with_commit(app.path());
+    let b1 = app.json(&["backup", "--label", "pre-deploy"])["backup"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.cmd()
+        .args(["stable", "mark", "--backup", &b1])
+        .assert()
+        .success();
+    let b2 = app.json(&["backup", "--label", "b2"])["backup"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.json(&["backup", "--label", "b3"]);
+    let listed: Vec<String> = app.json(&["backup", "list"])["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        listed.contains(&b1),
+        "the stable release's backup survives: {listed:?}"
+    );
+    assert!(!listed.contains(&b2), "{listed:?}");
+    assert_eq!(listed.len(), 2);
+    app.cmd()
+        .args(["backup", "prune", "--dry-run"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("keep: backup of latest-stable"));
+}
