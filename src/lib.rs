@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod git;
+pub mod health;
 pub mod process;
 pub mod redact;
 pub mod report;
