@@ -32,6 +32,8 @@ pub struct Cli {
 pub enum Command {
     /// Create, list, show, verify, prune and pin database backups
     Backup(BackupArgs),
+    /// Run the health gate now (exit 0 healthy, 1 not)
+    Health,
     /// Restore a backup into a new database and swap it in (the old one is kept)
     Restore {
         /// Backup id, a unique prefix of one, or "latest"; without it, list the backups

@@ -41,6 +41,8 @@ pub struct Config {
     pub git: GitConfig,
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
     pub database: DatabaseConfig,
     #[serde(default)]
     pub backup: BackupConfig,
@@ -95,6 +97,69 @@ fn default_stable_prefix() -> String {
 }
 fn default_true() -> bool {
     true
+}
+
+/// `[health]`: the gate run after a deploy and by `stablehand health`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Compose services that must be running (and healthy, with a healthcheck) and must
+    /// not restart while the gate watches.
+    #[serde(default)]
+    pub containers: Vec<String>,
+    #[serde(default = "default_consecutive")]
+    pub consecutive: u32,
+    #[serde(default = "default_stable_for", deserialize_with = "de_duration")]
+    pub stable_for: Duration,
+    #[serde(default = "default_health_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    #[serde(default = "default_interval", deserialize_with = "de_duration")]
+    pub interval: Duration,
+    #[serde(default)]
+    pub http: Vec<HttpProbeConfig>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            containers: Vec::new(),
+            consecutive: default_consecutive(),
+            stable_for: default_stable_for(),
+            timeout: default_health_timeout(),
+            interval: default_interval(),
+            http: Vec::new(),
+        }
+    }
+}
+
+/// `[[health.http]]`: one HTTP probe.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProbeConfig {
+    pub url: String,
+    /// Expected status; default: any of 200-399.
+    pub expect_status: Option<u16>,
+    /// A substring the body must contain.
+    pub contains: Option<String>,
+    /// Per-request limit.
+    #[serde(default = "default_probe_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+}
+
+fn default_consecutive() -> u32 {
+    3
+}
+fn default_stable_for() -> Duration {
+    Duration::from_secs(20)
+}
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_interval() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_probe_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// `[runtime]`: what compose mode needs to reach the database service.
@@ -357,7 +422,6 @@ fn parse_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
 
 /// Keys of PRODUCT.md's contract whose features this version does not have yet.
 const FUTURE_KEYS: &[(&str, &str)] = &[
-    ("health", "the health gate"),
     ("notify", "notifications"),
     ("alerts", "alerts"),
     ("schedule", "scheduled backups"),
@@ -508,6 +572,26 @@ fn validate(c: &Config, text: &str, path: &Path) -> Result<(), ConfigError> {
             ),
         ));
     }
+    for (i, probe) in c.health.http.iter().enumerate() {
+        let parsed = crate::redact::SafeUrl::parse(&probe.url).map_err(|e| {
+            invalid(
+                "health.http.url",
+                format!("probe {} has an invalid URL: {e}", i + 1),
+            )
+        })?;
+        if !matches!(parsed.inner().scheme(), "http" | "https") {
+            return Err(invalid(
+                "health.http.url",
+                format!("probe {} must be an http:// or https:// URL", i + 1),
+            ));
+        }
+    }
+    if c.health.consecutive == 0 || c.health.interval.is_zero() || c.health.timeout.is_zero() {
+        return Err(invalid(
+            "health.consecutive",
+            "consecutive, interval and timeout must be greater than zero".into(),
+        ));
+    }
     if c.database.keep_replaced_databases == 0 {
         return Err(invalid(
             "database.keep_replaced_databases",
@@ -618,9 +702,9 @@ mod tests {
 
     #[test]
     fn contract_keys_of_later_features_say_so() {
-        let msg = err("[database]\nname = \"a\"\n[health]\nconsecutive = 3\n");
-        assert!(msg.contains("unknown field `health`"), "{msg}");
-        assert!(msg.contains("belongs to the health gate"), "{msg}");
+        let msg = err("[database]\nname = \"a\"\n[notify]\nslack_webhook_env = \"X\"\n");
+        assert!(msg.contains("unknown field `notify`"), "{msg}");
+        assert!(msg.contains("belongs to notifications"), "{msg}");
     }
 
     #[test]

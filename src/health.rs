@@ -1,8 +1,8 @@
 //! The health gate's decision, as a pure state machine over observations: it passes
 //! only after `consecutive` successful rounds followed by a `stable_for` window with no
 //! failed probe and no container restart; it fails at `timeout`, or at once on a restart
-//! (a crash loop passes a one-shot "Up" check; it does not pass this). The probes and
-//! container reads that produce observations live with the runtime (issue 5).
+//! (a crash loop passes a one-shot "Up" check; it does not pass this). `run_gate` feeds
+//! it with HTTP probes and container states read from Compose.
 
 use std::time::Duration;
 
@@ -149,6 +149,189 @@ fn describe(problems: &[String]) -> String {
         "none recorded".into()
     } else {
         problems.join("; ")
+    }
+}
+
+/// The last result of one HTTP probe.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeResult {
+    /// The URL, password redacted.
+    pub url: String,
+    pub ok: bool,
+    pub status: Option<u16>,
+    /// What went wrong, or "HTTP 200".
+    pub detail: String,
+    pub millis: u64,
+}
+
+/// Runs one HTTP probe: no redirects followed (a 3xx counts as an answer), the body
+/// read up to 1 MiB when a substring is expected.
+pub fn probe_http(p: &crate::config::HttpProbeConfig) -> ProbeResult {
+    let started = std::time::Instant::now();
+    let shown = crate::redact::redact_text(&p.url);
+    let agent = ureq::AgentBuilder::new()
+        .timeout(p.timeout)
+        .redirects(0)
+        .build();
+    let response = match agent.get(&p.url).call() {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(ureq::Error::Transport(t)) => {
+            return ProbeResult {
+                url: shown,
+                ok: false,
+                status: None,
+                detail: crate::redact::redact_text(&t.to_string()),
+                millis: started.elapsed().as_millis() as u64,
+            }
+        }
+    };
+    let status = response.status();
+    let status_ok = match p.expect_status {
+        Some(want) => status == want,
+        None => (200..400).contains(&status),
+    };
+    let mut detail = format!("HTTP {status}");
+    let mut ok = status_ok;
+    if !status_ok {
+        detail.push_str(&match p.expect_status {
+            Some(want) => format!(" (expected {want})"),
+            None => " (expected 200-399)".to_string(),
+        });
+    }
+    if let (true, Some(needle)) = (ok, &p.contains) {
+        let mut body = String::new();
+        let read = std::io::Read::read_to_string(
+            &mut std::io::Read::take(response.into_reader(), 1 << 20),
+            &mut body,
+        );
+        if read.is_err() || !body.contains(needle.as_str()) {
+            ok = false;
+            detail.push_str(&format!(", body does not contain {needle:?}"));
+        }
+    }
+    ProbeResult {
+        url: shown,
+        ok,
+        status: Some(status),
+        detail,
+        millis: started.elapsed().as_millis() as u64,
+    }
+}
+
+/// What the gate decided, with everything needed to see why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub passed: bool,
+    pub reason: Option<String>,
+    pub took_ms: u64,
+    pub rounds: u32,
+    pub probes: Vec<ProbeResult>,
+    pub containers: Vec<crate::runtime::compose::ContainerState>,
+    /// The last 30 log lines of each unhealthy service.
+    pub logs: std::collections::BTreeMap<String, String>,
+}
+
+/// Runs the gate of `[health]` until it passes or fails. `on_round` sees each round
+/// and the decision after it (for progress output).
+pub fn run_gate(
+    loaded: &crate::config::Loaded,
+    mut on_round: impl FnMut(&Round, &Decision),
+) -> anyhow::Result<Verdict> {
+    let h = &loaded.config.health;
+    if h.http.is_empty() && h.containers.is_empty() {
+        return Err(crate::config::ConfigError::Invalid {
+            path: loaded.path.clone(),
+            location: String::new(),
+            key: "health".into(),
+            message: "the health gate has nothing to check: add [[health.http]] probes (url = \"http://127.0.0.1:3000/health\") or health.containers".into(),
+        }
+        .into());
+    }
+    let compose = if h.containers.is_empty() {
+        None
+    } else {
+        Some(crate::runtime::compose::Compose::detect(
+            &loaded.app_dir,
+            &loaded.config.runtime,
+        )?)
+    };
+    let policy = GatePolicy {
+        consecutive: h.consecutive,
+        stable_for: h.stable_for,
+        timeout: h.timeout,
+    };
+    let mut gate = Gate::new(policy);
+    let started = std::time::Instant::now();
+    let mut rounds = 0;
+    let mut first_restarts: Option<std::collections::BTreeMap<String, u32>> = None;
+    loop {
+        if crate::process::interrupted() {
+            anyhow::bail!("interrupted while the health gate was running");
+        }
+        let at = started.elapsed();
+        let probes: Vec<ProbeResult> = h.http.iter().map(probe_http).collect();
+        let containers = match &compose {
+            Some(c) => c.container_states(&h.containers)?,
+            None => Vec::new(),
+        };
+        let restarts_now: std::collections::BTreeMap<String, u32> = containers
+            .iter()
+            .map(|c| (c.service.clone(), c.restarts))
+            .collect();
+        let baseline = first_restarts.get_or_insert_with(|| restarts_now.clone());
+        let mut problems: Vec<String> = probes
+            .iter()
+            .filter(|p| !p.ok)
+            .map(|p| format!("{}: {}", p.url, p.detail))
+            .collect();
+        problems.extend(containers.iter().filter(|c| !c.is_ok()).map(|c| {
+            format!(
+                "service {}: {}{}",
+                c.service,
+                c.status,
+                c.health
+                    .as_deref()
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default()
+            )
+        }));
+        let round = Round {
+            at,
+            all_ok: problems.is_empty(),
+            restarts: containers.iter().map(|c| c.restarts).sum(),
+            problems,
+        };
+        rounds += 1;
+        let decision = gate.observe(&round);
+        on_round(&round, &decision);
+        if !matches!(decision, Decision::Pending { .. }) {
+            let mut logs = std::collections::BTreeMap::new();
+            if let (Decision::Fail { .. }, Some(c)) = (&decision, &compose) {
+                for state in &containers {
+                    let restarted = baseline
+                        .get(&state.service)
+                        .is_some_and(|b| state.restarts > *b);
+                    if (!state.is_ok() || restarted) && !logs.contains_key(&state.service) {
+                        if let Ok(tail) = c.logs_tail(&state.service, 30) {
+                            logs.insert(state.service.clone(), tail);
+                        }
+                    }
+                }
+            }
+            return Ok(Verdict {
+                passed: decision == Decision::Pass,
+                reason: match decision {
+                    Decision::Fail { reason } => Some(reason),
+                    _ => None,
+                },
+                took_ms: started.elapsed().as_millis() as u64,
+                rounds,
+                probes,
+                containers,
+                logs,
+            });
+        }
+        std::thread::sleep(h.interval);
     }
 }
 

@@ -104,6 +104,21 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
     let show_progress = !cli.quiet && !cli.json && std::io::stderr().is_terminal();
     match &cli.command {
         Command::Stable(command) => stable(cli, command),
+        Command::Health => {
+            let loaded = load_config(cli)?;
+            let progress = !cli.quiet && !cli.json;
+            let verdict = health::run_gate(&loaded, |round, decision| {
+                if progress {
+                    report::health_round(round, decision);
+                }
+            })?;
+            report::health_verdict(&verdict, cli.json);
+            Ok(if verdict.passed {
+                Exit::Ok
+            } else {
+                Exit::Failure
+            })
+        }
         Command::Restore {
             id,
             yes,

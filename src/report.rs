@@ -516,3 +516,74 @@ pub fn dropped(name: &str, json: bool) {
         println!("dropped database {name}");
     }
 }
+
+pub fn health_round(round: &crate::health::Round, decision: &crate::health::Decision) {
+    let at = round.at.as_secs_f64();
+    match decision {
+        crate::health::Decision::Pending {
+            consecutive_ok,
+            window_started,
+        } => {
+            let phase = match window_started {
+                Some(_) => "holding steady".to_string(),
+                None => format!("{consecutive_ok} ok in a row"),
+            };
+            if round.all_ok {
+                eprintln!("[{at:5.1}s] ok ({phase})");
+            } else {
+                eprintln!("[{at:5.1}s] not yet: {}", round.problems.join("; "));
+            }
+        }
+        crate::health::Decision::Pass => eprintln!("[{at:5.1}s] healthy"),
+        crate::health::Decision::Fail { .. } => eprintln!("[{at:5.1}s] unhealthy"),
+    }
+}
+
+pub fn health_verdict(v: &crate::health::Verdict, json: bool) {
+    if json {
+        print_json(v);
+        return;
+    }
+    if v.passed {
+        println!(
+            "healthy: the gate passed after {:.1}s ({} rounds)",
+            v.took_ms as f64 / 1000.0,
+            v.rounds
+        );
+    } else {
+        println!(
+            "UNHEALTHY after {:.1}s: {}",
+            v.took_ms as f64 / 1000.0,
+            v.reason.as_deref().unwrap_or("")
+        );
+    }
+    for p in &v.probes {
+        println!(
+            "  {} {}  {} ({} ms)",
+            if p.ok { "ok  " } else { "FAIL" },
+            p.url,
+            p.detail,
+            p.millis
+        );
+    }
+    for c in &v.containers {
+        println!(
+            "  {} service {} [{}]: {}{}, restarts {}",
+            if c.is_ok() { "ok  " } else { "FAIL" },
+            c.service,
+            c.id,
+            c.status,
+            c.health
+                .as_deref()
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default(),
+            c.restarts
+        );
+    }
+    for (service, logs) in &v.logs {
+        println!("  last log lines of {service}:");
+        for line in logs.lines() {
+            println!("    {line}");
+        }
+    }
+}

@@ -69,3 +69,84 @@ impl Compose {
         cmd.args(args).current_dir(&self.app_dir)
     }
 }
+
+/// One container of a service, as Docker reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ContainerState {
+    pub service: String,
+    /// Short container id; empty when the service has no container.
+    pub id: String,
+    /// running, restarting, exited, ... or "missing".
+    pub status: String,
+    /// healthy, unhealthy, starting, or None without a healthcheck.
+    pub health: Option<String>,
+    pub restarts: u32,
+    pub started_at: String,
+}
+
+impl ContainerState {
+    /// Running, and healthy when it has a healthcheck.
+    pub fn is_ok(&self) -> bool {
+        self.status == "running" && self.health.as_deref().is_none_or(|h| h == "healthy")
+    }
+}
+
+impl Compose {
+    /// The containers of `services`, read with `ps -q` and `docker inspect` (the same on
+    /// Compose v1 and v2).
+    pub fn container_states(&self, services: &[String]) -> anyhow::Result<Vec<ContainerState>> {
+        let mut states = Vec::new();
+        for service in services {
+            let ids = self
+                .cmd(["ps", "-q", service.as_str()])
+                .timeout(Duration::from_secs(60))
+                .output()?;
+            let ids: Vec<&str> = ids
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            if ids.is_empty() {
+                states.push(ContainerState {
+                    service: service.clone(),
+                    id: String::new(),
+                    status: "missing".into(),
+                    health: None,
+                    restarts: 0,
+                    started_at: String::new(),
+                });
+                continue;
+            }
+            for id in ids {
+                let out = Cmd::new("docker")
+                    .args([
+                        "inspect",
+                        "--format",
+                        "{{.RestartCount}} {{json .State}}",
+                        id,
+                    ])
+                    .timeout(Duration::from_secs(60))
+                    .output()?;
+                let (count, json) = out.trim().split_once(' ').unwrap_or(("0", "{}"));
+                let state: serde_json::Value = serde_json::from_str(json)?;
+                states.push(ContainerState {
+                    service: service.clone(),
+                    id: id[..12.min(id.len())].to_string(),
+                    status: state["Status"].as_str().unwrap_or("unknown").to_string(),
+                    health: state["Health"]["Status"].as_str().map(str::to_string),
+                    restarts: count.parse().unwrap_or(0),
+                    started_at: state["StartedAt"].as_str().unwrap_or("").to_string(),
+                });
+            }
+        }
+        Ok(states)
+    }
+
+    /// The last `lines` log lines of a service, for reports.
+    pub fn logs_tail(&self, service: &str, lines: u32) -> anyhow::Result<String> {
+        Ok(self
+            .cmd(["logs", "--no-color", "--tail", &lines.to_string(), service])
+            .timeout(Duration::from_secs(60))
+            .output()?)
+    }
+}
