@@ -176,13 +176,21 @@ pub fn probe_http(p: &crate::config::HttpProbeConfig) -> ProbeResult {
     let response = match agent.get(&p.url).call() {
         Ok(r) | Err(ureq::Error::Status(_, r)) => r,
         Err(ureq::Error::Transport(t)) => {
+            // Kind, message and cause, without the URL (the result names it already).
+            let mut detail = t.kind().to_string();
+            if let Some(m) = t.message() {
+                detail.push_str(&format!(": {m}"));
+            }
+            if let Some(cause) = std::error::Error::source(&t) {
+                detail.push_str(&format!(": {cause}"));
+            }
             return ProbeResult {
                 url: shown,
                 ok: false,
                 status: None,
-                detail: crate::redact::redact_text(&t.to_string()),
+                detail: crate::redact::redact_text(&detail),
                 millis: started.elapsed().as_millis() as u64,
-            }
+            };
         }
     };
     let status = response.status();

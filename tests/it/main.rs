@@ -8,5 +8,6 @@ mod backup_direct;
 mod backup_failures;
 mod cli;
 mod db_primitives;
+mod health;
 mod restore;
 mod stable;
