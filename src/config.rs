@@ -592,6 +592,12 @@ fn validate(c: &Config, text: &str, path: &Path) -> Result<(), ConfigError> {
             "consecutive, interval and timeout must be greater than zero".into(),
         ));
     }
+    if c.runtime.stop.is_some() != c.runtime.start.is_some() {
+        return Err(invalid(
+            if c.runtime.stop.is_some() { "runtime.start" } else { "runtime.stop" },
+            "runtime.stop and runtime.start go together: an app that stablehand stops must be started again".into(),
+        ));
+    }
     if c.database.keep_replaced_databases == 0 {
         return Err(invalid(
             "database.keep_replaced_databases",
@@ -682,6 +688,15 @@ mod tests {
         let msg = err("[database]\nname = \"a\"\n\n[backup]\n  compression_level = 40\n");
         assert!(
             msg.starts_with("stablehand.toml:5:3: backup.compression_level: 40 is out of range"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn stop_without_start_is_refused() {
+        let msg = err("[database]\nname = \"a\"\n[runtime]\nstop = \"systemctl stop app\"\n");
+        assert!(
+            msg.contains("runtime.start: runtime.stop and runtime.start go together"),
             "{msg}"
         );
     }

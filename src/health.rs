@@ -271,27 +271,47 @@ pub fn run_gate(
     let mut gate = Gate::new(policy);
     let started = std::time::Instant::now();
     let mut rounds = 0;
-    let mut first_restarts: Option<std::collections::BTreeMap<String, u32>> = None;
+    // Restart counts per container id when the gate started; a container that appears
+    // or disappears later (recreated, removed) counts as a restart too.
+    let mut first: Option<std::collections::BTreeMap<String, u32>> = None;
+    let mut restarted_services = std::collections::BTreeSet::new();
     loop {
         if crate::process::interrupted() {
             anyhow::bail!("interrupted while the health gate was running");
         }
         let at = started.elapsed();
         let probes: Vec<ProbeResult> = h.http.iter().map(probe_http).collect();
-        let containers = match &compose {
-            Some(c) => c.container_states(&h.containers)?,
-            None => Vec::new(),
-        };
-        let restarts_now: std::collections::BTreeMap<String, u32> = containers
-            .iter()
-            .map(|c| (c.service.clone(), c.restarts))
-            .collect();
-        let baseline = first_restarts.get_or_insert_with(|| restarts_now.clone());
         let mut problems: Vec<String> = probes
             .iter()
             .filter(|p| !p.ok)
             .map(|p| format!("{}: {}", p.url, p.detail))
             .collect();
+        // A Docker hiccup is a failed round, not the end of the gate.
+        let containers = match &compose {
+            Some(c) => c.container_states(&h.containers).unwrap_or_else(|e| {
+                problems.push(format!("reading the containers failed: {e:#}"));
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        let now: std::collections::BTreeMap<String, u32> = containers
+            .iter()
+            .filter(|c| !c.id.is_empty())
+            .map(|c| (c.id.clone(), c.restarts))
+            .collect();
+        let baseline = first.get_or_insert_with(|| now.clone());
+        let mut events = 0u32;
+        for c in containers.iter().filter(|c| !c.id.is_empty()) {
+            let extra = match baseline.get(&c.id) {
+                Some(b) => c.restarts.saturating_sub(*b),
+                None => 1 + c.restarts,
+            };
+            if extra > 0 {
+                restarted_services.insert(c.service.clone());
+            }
+            events += extra;
+        }
+        events += baseline.keys().filter(|id| !now.contains_key(*id)).count() as u32;
         problems.extend(containers.iter().filter(|c| !c.is_ok()).map(|c| {
             format!(
                 "service {}: {}{}",
@@ -306,7 +326,7 @@ pub fn run_gate(
         let round = Round {
             at,
             all_ok: problems.is_empty(),
-            restarts: containers.iter().map(|c| c.restarts).sum(),
+            restarts: events,
             problems,
         };
         rounds += 1;
@@ -316,9 +336,7 @@ pub fn run_gate(
             let mut logs = std::collections::BTreeMap::new();
             if let (Decision::Fail { .. }, Some(c)) = (&decision, &compose) {
                 for state in &containers {
-                    let restarted = baseline
-                        .get(&state.service)
-                        .is_some_and(|b| state.restarts > *b);
+                    let restarted = restarted_services.contains(&state.service);
                     if (!state.is_ok() || restarted) && !logs.contains_key(&state.service) {
                         if let Ok(tail) = c.logs_tail(&state.service, 30) {
                             logs.insert(state.service.clone(), tail);

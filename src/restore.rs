@@ -59,12 +59,17 @@ pub struct Restored {
     pub replaced_dropped: Vec<String>,
     /// Set for in-place restores: objects created after the backup remain.
     pub warning: Option<String>,
+    /// In-place restores first back up the current state: that backup's id.
+    pub safety_backup: Option<String>,
 }
 
 /// Restores backup `req.id` (see the module docs).
 pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
     let started = Instant::now();
     let catalog = Catalog::new(loaded.backup_dir());
+    // One restore, restore test or backup at a time: leftover cleanup and kept-database
+    // retention must never race another run's working database.
+    let lock = catalog.lock()?;
     let manifest = catalog.find(req.id)?;
     let live = Database::from_config(loaded)?
         .with_application_name(&format!("stablehand-restore-{}", std::process::id()));
@@ -107,6 +112,7 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
         leftovers_dropped,
         replaced_dropped: Vec::new(),
         warning: None,
+        safety_backup: None,
     };
 
     match method {
@@ -121,15 +127,28 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
             report.restored_into = name.to_string();
         }
         "in_place" => {
+            // Invariant 1: overwriting the live database needs a verified backup of its
+            // current state first.
+            let safety = crate::backup::create_backup_locked(loaded, &catalog, &lock, "pre-restore", false)
+                .context("an in-place restore first backs up the current state, and that backup failed; nothing was changed")?;
+            report.safety_backup = Some(safety.backup.id.clone());
             let app = App::new(loaded);
-            report.app_stopped = app.stop()?;
-            let t = Instant::now();
-            let result = pg_restore(loaded, &live, &prepared.source, true);
+            let stop = app.stop();
+            report.app_stopped = stop.as_ref().copied().unwrap_or(true);
+            let result = stop.and_then(|_| {
+                let t = Instant::now();
+                pg_restore(loaded, &live, &prepared.source, true)?;
+                report.restore_ms = t.elapsed().as_millis() as u64;
+                check_tables(&live, check)
+            });
             let started_again = app.start_if(report.app_stopped);
-            result?;
+            report.tables = result.with_context(|| {
+                format!(
+                    "the in-place restore failed; pg_restore ran in one transaction, but check the database; the state before it is in backup {}",
+                    safety.backup.id
+                )
+            })?;
             started_again?;
-            report.restore_ms = t.elapsed().as_millis() as u64;
-            report.tables = check_tables(&live, check)?;
             report.restored_into = live.name.clone();
             report.warning = Some(
                 "restored in place: objects created after the backup (new tables, columns, indexes) remain".into(),
@@ -148,6 +167,9 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
                 report.app_stopped = stopped;
                 live.swap_in(&restore_name, &keep_as)
             });
+            // A stop that was attempted (even one that failed half-way) is followed by
+            // a start, whatever happens next.
+            report.app_stopped |= loaded.config.runtime.stop.is_some();
             match swapped {
                 Ok(took) => {
                     report.swap_ms = Some(took.as_millis() as u64);
@@ -160,16 +182,29 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
                         .unwrap_or_default();
                 }
                 Err(e) => {
-                    let _ = live.drop_side_database(&restore_name);
-                    let restarted = app.start_if(report.app_stopped);
-                    let mut err = e.context(format!(
-                        "the live database {} was not changed; the restored copy was dropped",
-                        live.name
-                    ));
-                    if let Err(start) = restarted {
-                        err = err.context(format!("and the app did not start again: {start:#}"));
+                    // The rename may have committed even though psql failed (killed,
+                    // connection lost): then the swap happened and must be reported so.
+                    let committed = live.database_exists(&keep_as).unwrap_or(false)
+                        && !live.database_exists(&restore_name).unwrap_or(true);
+                    if committed {
+                        report.kept_as = Some(keep_as.clone());
+                        app.start_if(true).with_context(|| format!(
+                            "the database was restored and swapped in (the previous one is kept as {keep_as}), but the app did not start again"
+                        ))?;
+                        tracing::warn!("the swap reported an error but had committed: {e:#}");
+                    } else {
+                        let _ = live.drop_side_database(&restore_name);
+                        let restarted = app.start_if(true);
+                        let mut err = e.context(format!(
+                            "the live database {} was not changed; the restored copy was dropped",
+                            live.name
+                        ));
+                        if let Err(start) = restarted {
+                            err =
+                                err.context(format!("and the app did not start again: {start:#}"));
+                        }
+                        return Err(err);
                     }
-                    return Err(err);
                 }
             }
         }
@@ -525,8 +560,12 @@ impl<'a> App<'a> {
         }
     }
 
+    /// Starts the app when it was (or may have been) stopped by `stop`.
     fn start_if(&self, stopped: bool) -> anyhow::Result<()> {
-        match (&self.loaded.config.runtime.start, stopped) {
+        match (
+            &self.loaded.config.runtime.start,
+            stopped && self.loaded.config.runtime.stop.is_some(),
+        ) {
             (Some(cmd), true) => self.run("start", cmd),
             _ => Ok(()),
         }
@@ -559,7 +598,9 @@ pub fn restore_test(loaded: &Loaded, ids: &[String]) -> anyhow::Result<Vec<Resto
         let outcome = prepare(loaded, &catalog, &m, true).and_then(|prepared| {
             let scratch = live.fresh_side_name(ops::VERIFY_SUFFIX)?;
             let tables = restore_into_new(loaded, &live, &scratch, &prepared)?;
-            live.drop_side_database(&scratch)?;
+            if let Err(e) = live.drop_side_database(&scratch) {
+                tracing::warn!("the restore test passed, but its scratch database {scratch} could not be dropped ({e:#}); drop it with `stablehand db drop-kept {scratch} --yes`");
+            }
             Ok((prepared.check.toc_entries, tables))
         });
         let result = match outcome {

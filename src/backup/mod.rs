@@ -57,6 +57,17 @@ impl PruneOutcome {
 pub fn create_backup(loaded: &Loaded, label: &str, show_progress: bool) -> anyhow::Result<Created> {
     let catalog = Catalog::new(loaded.backup_dir());
     let lock = catalog.lock()?;
+    create_backup_locked(loaded, &catalog, &lock, label, show_progress)
+}
+
+/// `create_backup` for a caller that already holds the backup directory's lock.
+pub fn create_backup_locked(
+    loaded: &Loaded,
+    catalog: &Catalog,
+    lock: &DirLock,
+    label: &str,
+    show_progress: bool,
+) -> anyhow::Result<Created> {
     let db = Database::from_config(loaded)?;
     let request = create::Request {
         label,
@@ -64,8 +75,8 @@ pub fn create_backup(loaded: &Loaded, label: &str, show_progress: bool) -> anyho
         settings: &loaded.config.backup,
         show_progress,
     };
-    let backup = create::create(&db, &catalog, &lock, &request)?;
-    let prune = match prune_locked(loaded, &catalog, &lock, false) {
+    let backup = create::create(&db, catalog, lock, &request)?;
+    let prune = match prune_locked(loaded, catalog, lock, false) {
         Ok(p) => p,
         Err(e) => PruneOutcome {
             dry_run: false,

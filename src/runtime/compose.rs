@@ -97,8 +97,9 @@ impl Compose {
     pub fn container_states(&self, services: &[String]) -> anyhow::Result<Vec<ContainerState>> {
         let mut states = Vec::new();
         for service in services {
+            // --all: a replica that exited must count, not vanish from the list.
             let ids = self
-                .cmd(["ps", "-q", service.as_str()])
+                .cmd(["ps", "--all", "-q", service.as_str()])
                 .timeout(Duration::from_secs(60))
                 .output()?;
             let ids: Vec<&str> = ids
@@ -142,11 +143,13 @@ impl Compose {
         Ok(states)
     }
 
-    /// The last `lines` log lines of a service, for reports.
+    /// The last `lines` log lines of a service, for reports (URL passwords and
+    /// `password=` values redacted).
     pub fn logs_tail(&self, service: &str, lines: u32) -> anyhow::Result<String> {
-        Ok(self
+        let logs = self
             .cmd(["logs", "--no-color", "--tail", &lines.to_string(), service])
             .timeout(Duration::from_secs(60))
-            .output()?)
+            .output()?;
+        Ok(crate::redact::redact_text(&logs))
     }
 }

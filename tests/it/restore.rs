@@ -59,7 +59,10 @@ fn backup(app: &App) -> String {
 fn swap_restore_brings_back_the_backup_and_keeps_the_replaced_database() {
     let pg = require_pg!();
     let db = pg.sample_db();
-    let app = App::direct(&pg.url(&db), "");
+    let app = App::direct(
+        &pg.url(&db),
+        "\n[runtime]\nstop = \"echo stopped >> events.log\"\nstart = \"echo started >> events.log\"\n",
+    );
     let before = state(&pg.url(&db));
     let id = backup(&app);
     pg.psql(&db, "delete from notes where id <= 100; create table added_later (x int); insert into added_later values (1);");
@@ -68,6 +71,12 @@ fn swap_restore_brings_back_the_backup_and_keeps_the_replaced_database() {
 
     let v = app.json(&["restore", &id, "--yes"]);
     assert_eq!(v["method"], "swap");
+    assert_eq!(v["app_stopped"], true);
+    assert_eq!(
+        std::fs::read_to_string(app.path().join("events.log")).unwrap(),
+        "stopped\nstarted\n",
+        "the app is stopped for the swap and started again"
+    );
     assert!(v["swap_ms"].as_u64().unwrap() < 1000, "{v}");
     assert_eq!(v["tables"]["public.notes"], 20000);
     assert_eq!(
@@ -459,11 +468,26 @@ fn in_place_restore_warns_that_newer_objects_remain() {
         &db,
         "delete from notes where id <= 5; create table newer (x int)",
     );
-    app.cmd()
-        .args(["restore", &id, "--in-place", "--yes"])
-        .assert()
-        .success()
-        .stderr(predicate::str::contains("objects created after the backup"));
+    let out = app
+        .cmd()
+        .args(["--json", "restore", &id, "--in-place", "--yes"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["warning"]
+        .as_str()
+        .unwrap()
+        .contains("objects created after the backup"));
+    // Invariant 1: the state it overwrote was backed up first.
+    let safety = v["safety_backup"].as_str().unwrap().to_string();
+    assert!(safety.starts_with("pre-restore_"), "{v}");
+    let m = app.json(&["backup", "show", &safety]);
+    assert_eq!(m["database"]["name"], db.as_str());
     assert_eq!(pg.psql(&db, "select count(*) from notes"), "20000");
     assert_eq!(
         pg.psql(
