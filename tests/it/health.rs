@@ -204,3 +204,74 @@ fn nothing_to_check_is_a_config_error() {
         .code(78)
         .stderr(predicates::str::contains("nothing to check"));
 }
+
+/// Compose detection: v1 is what this machine has; v2 (`docker compose`) is not installed
+/// here, so a fake `docker` that answers `compose version` stands in for it (failure
+/// injection of what a real v2 would print; the real engine is not involved).
+#[test]
+fn compose_v2_is_preferred_and_v1_is_the_fallback() {
+    use stablehand::runtime::compose::{Compose, Flavor};
+    let app = tempfile::tempdir().unwrap();
+    let runtime = stablehand::config::RuntimeConfig::default();
+
+    // Fake v2: `docker compose version` succeeds and records how it was called.
+    let bin = tempfile::tempdir().unwrap();
+    crate::support::write_script(
+        &bin.path().join("docker"),
+        "#!/bin/sh\nif [ \"$1 $2\" = \"compose version\" ]; then echo 'Docker Compose version v2.29.7'; exit 0; fi\nexit 1\n",
+    );
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let detected = with_path(&path, || Compose::detect(app.path(), &runtime)).unwrap();
+    assert_eq!(detected.flavor, Flavor::V2);
+    let cmd = detected.cmd(["ps", "-q"]);
+    assert!(
+        cmd.display().starts_with("docker compose ps -q"),
+        "{}",
+        cmd.display()
+    );
+
+    // No docker compose at all: a clear error naming both.
+    let empty = tempfile::tempdir().unwrap();
+    let err = with_path(&empty.path().display().to_string(), || {
+        Compose::detect(app.path(), &runtime)
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("neither `docker compose` (v2) nor `docker-compose` (v1)"),
+        "{err}"
+    );
+
+    // This machine's real docker-compose (v1), when present.
+    if std::process::Command::new("docker-compose")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let real = Compose::detect(app.path(), &runtime).unwrap();
+        let has_v2 = std::process::Command::new("docker")
+            .args(["compose", "version"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert_eq!(real.flavor, if has_v2 { Flavor::V2 } else { Flavor::V1 });
+    } else {
+        crate::support::missing("docker-compose", "not installed");
+    }
+}
+
+/// Runs `f` with PATH set to `path` (this test binary's tests each run in their own
+/// process under nextest, so changing the environment is contained).
+fn with_path<T>(path: &str, f: impl FnOnce() -> T) -> T {
+    let old = std::env::var_os("PATH");
+    std::env::set_var("PATH", path);
+    let out = f();
+    match old {
+        Some(p) => std::env::set_var("PATH", p),
+        None => std::env::remove_var("PATH"),
+    }
+    out
+}
