@@ -537,8 +537,13 @@ pub fn rollback_target(i: &TargetInputs) -> Target {
     }
 }
 
+/// The first `n` characters of a commit sha (or all of a shorter one), for display.
+pub fn abbrev(sha: &str, n: usize) -> &str {
+    &sha[..sha.len().min(n)]
+}
+
 fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(12)]
+    abbrev(sha, 12)
 }
 
 #[cfg(test)]

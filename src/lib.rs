@@ -195,15 +195,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
                     restore_test,
                 }) => {
                     if *restore_test {
-                        let catalog = backup::catalog::Catalog::new(loaded.backup_dir());
-                        let ids: Vec<String> = match (id, all) {
-                            (Some(id), _) => vec![catalog.find(id)?.id],
-                            (None, true) => {
-                                catalog.list()?.backups.into_iter().map(|m| m.id).collect()
-                            }
-                            (None, false) => vec![catalog.find("latest")?.id],
-                        };
-                        let results = restore::restore_test(&loaded, &ids)?;
+                        let results = restore::restore_test(&loaded, id.as_deref(), *all)?;
                         report::restore_tests(&results, cli.json);
                         return Ok(if results.iter().all(|r| r.ok) {
                             Exit::Ok

@@ -50,7 +50,7 @@ fn short_time(at: Timestamp) -> String {
 fn commit7(m: &Manifest) -> String {
     m.git_commit
         .as_deref()
-        .map(|c| c[..7.min(c.len())].to_string())
+        .map(|c| crate::git::abbrev(c, 7).to_string())
         .unwrap_or_else(|| "-".into())
 }
 
@@ -361,7 +361,7 @@ pub fn marked(m: &crate::git::Marked, json: bool) {
     }
     println!(
         "marked {} stable: tag {}, {} moved to it",
-        &m.commit[..12.min(m.commit.len())],
+        crate::git::abbrev(&m.commit, 12),
         m.tag,
         m.stable_tag
     );
@@ -390,7 +390,7 @@ pub fn stable_list(tags: &[crate::git::StableTag], names: &crate::git::TagNames,
         .map(|t| {
             vec![
                 t.tag.clone(),
-                t.commit[..12.min(t.commit.len())].to_string(),
+                crate::git::abbrev(&t.commit, 12).to_string(),
                 t.tagged_at.clone(),
                 t.subject.clone(),
                 if t.latest {
@@ -425,20 +425,20 @@ pub fn target(
         crate::git::Target::Commit { commit, reason } => {
             println!(
                 "a rollback from {} would go to {} ({reason})",
-                &current[..12.min(current.len())],
-                &commit[..12.min(commit.len())]
+                crate::git::abbrev(current, 12),
+                crate::git::abbrev(commit, 12)
             );
             if !reverted.is_empty() {
                 println!("commits it would revert ({}):", reverted.len());
                 for c in reverted {
-                    println!("  {} {}", &c.sha[..12.min(c.sha.len())], c.subject);
+                    println!("  {} {}", crate::git::abbrev(&c.sha, 12), c.subject);
                 }
             }
         }
         crate::git::Target::None { reason } => {
             eprintln!(
                 "no rollback target from {} (if it failed now): {reason}",
-                &current[..12.min(current.len())]
+                crate::git::abbrev(current, 12)
             );
         }
     }

@@ -91,7 +91,7 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
         (None, false) => "swap",
     };
     // Refused before anything is touched: size, SHA-256, decompression, contents.
-    let prepared = prepare(loaded, &catalog, &manifest, method != "in_place")?;
+    let prepared = prepare(loaded, &live, &catalog, &manifest, method != "in_place")?;
     let check = &prepared.check;
     if method != "target" {
         confirm(&live.name, &manifest, method, req.yes)?;
@@ -232,14 +232,12 @@ enum Source {
 /// also leaves a decompressed copy for a parallel restore.
 fn prepare(
     loaded: &Loaded,
+    db: &Database,
     catalog: &Catalog,
     m: &Manifest,
     allow_file: bool,
 ) -> anyhow::Result<Prepared> {
     let path = m.data_path(&catalog.dir);
-    let offline = Database::for_offline_tools(loaded)?;
-    let local =
-        allow_file && offline.mode == DbMode::Direct && has_room(&catalog.dir, m.dump_bytes);
     let refused = |e: CheckError| match e {
         CheckError::Damaged(e) => e.context(format!(
             "backup {} is damaged and was refused; nothing was changed",
@@ -250,23 +248,19 @@ fn prepare(
             m.id
         )),
     };
-    let on_disk = fs_err::metadata(&path)
-        .map_err(|e| refused(CheckError::Damaged(e.into())))?
-        .len();
-    if on_disk != m.size_bytes {
-        return Err(refused(CheckError::Damaged(anyhow!(
-            "size mismatch: the manifest says {} bytes, the file has {on_disk}",
-            m.size_bytes
-        ))));
-    }
+    let local = allow_file
+        && db.mode == DbMode::Direct
+        && m.dump_bytes > 0
+        && has_room(&catalog.dir, m.dump_bytes);
     if !local {
-        let check = crate::backup::verify_one(&offline, catalog, m, loaded.config.backup.timeout)
+        let check = crate::backup::verify_one(db, catalog, m, loaded.config.backup.timeout)
             .map_err(refused)?;
         return Ok(Prepared {
             check,
             source: Source::Stream(path),
         });
     }
+    crate::backup::verify::check_size(&path, m).map_err(refused)?;
     let (temp, size, sha) = TempDump::decompress(&path, &catalog.dir).map_err(refused)?;
     if size != m.size_bytes || sha != m.sha256 {
         return Err(refused(CheckError::Damaged(anyhow!(
@@ -276,7 +270,7 @@ fn prepare(
             m.sha256
         ))));
     }
-    let listing = offline
+    let listing = db
         .list_toc_cmd()
         .arg(&temp.0)
         .timeout(loaded.config.backup.timeout)
@@ -286,15 +280,7 @@ fn prepare(
                 "pg_restore could not read the dump's table of contents",
             )))
         })?;
-    let check = FileCheck {
-        size_bytes: size,
-        sha256: sha,
-        toc_entries: listing
-            .lines()
-            .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
-            .count() as u64,
-        tables: crate::backup::verify::toc_tables(&listing),
-    };
+    let check = FileCheck::from_listing(size, sha, &listing).map_err(refused)?;
     Ok(Prepared {
         check,
         source: Source::File(temp),
@@ -321,7 +307,7 @@ fn confirm(db: &str, m: &Manifest, method: &str, yes: bool) -> anyhow::Result<()
         "Restoring backup {} (created {}, commit {}) {what}: {db}.\nType the database name to continue: ",
         m.id,
         m.created_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
-        m.git_commit.as_deref().map(|c| &c[..7.min(c.len())]).unwrap_or("-"),
+        m.git_commit.as_deref().map(|c| crate::git::abbrev(c, 7)).unwrap_or("-"),
     );
     io::stderr().flush().ok();
     let mut answer = String::new();
@@ -585,17 +571,21 @@ pub struct RestoreTest {
 
 /// Restores each backup into a scratch database, checks it, drops it, and records
 /// the result in the manifest (a failure clears the verified mark).
-pub fn restore_test(loaded: &Loaded, ids: &[String]) -> anyhow::Result<Vec<RestoreTest>> {
+pub fn restore_test(
+    loaded: &Loaded,
+    id: Option<&str>,
+    all: bool,
+) -> anyhow::Result<Vec<RestoreTest>> {
     let catalog = Catalog::new(loaded.backup_dir());
     let _lock = catalog.lock()?;
+    let targets = catalog.select(id, all)?;
     let live = Database::from_config(loaded)?
         .with_application_name(&format!("stablehand-verify-{}", std::process::id()));
     let _ = live.drop_leftovers();
     let mut results = Vec::new();
-    for id in ids {
-        let mut m = catalog.find(id)?;
+    for mut m in targets {
         let started = Instant::now();
-        let outcome = prepare(loaded, &catalog, &m, true).and_then(|prepared| {
+        let outcome = prepare(loaded, &live, &catalog, &m, true).and_then(|prepared| {
             let scratch = live.fresh_side_name(ops::VERIFY_SUFFIX)?;
             let tables = restore_into_new(loaded, &live, &scratch, &prepared)?;
             if let Err(e) = live.drop_side_database(&scratch) {

@@ -195,6 +195,16 @@ impl Catalog {
         }
     }
 
+    /// The backups a command names: one id (or prefix, or "latest"), all of them, or,
+    /// with neither, the newest.
+    pub fn select(&self, id: Option<&str>, all: bool) -> anyhow::Result<Vec<Manifest>> {
+        Ok(match (id, all) {
+            (Some(id), _) => vec![self.find(id)?],
+            (None, true) => self.list()?.backups,
+            (None, false) => vec![self.find("latest")?],
+        })
+    }
+
     /// Deletes a backup: the manifest first (so it stops counting), then the data file.
     pub fn delete(&self, m: &Manifest, _lock: &DirLock) -> anyhow::Result<()> {
         fs_err::remove_file(Manifest::manifest_path(&self.dir, &m.id))?;

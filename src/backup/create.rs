@@ -391,7 +391,7 @@ fn unique_id(catalog: &Catalog, label: &str, at: Timestamp, commit: Option<&str>
         .strftime("%Y%m%d_%H%M%S")
         .to_string();
     let sha7 = commit
-        .map(|c| c[..7.min(c.len())].to_string())
+        .map(|c| crate::git::abbrev(c, 7).to_string())
         .unwrap_or_else(|| "manual".into());
     let base = format!("{label}_{stamp}_{sha7}");
     let taken = |id: &str| {

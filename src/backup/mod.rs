@@ -189,11 +189,7 @@ pub struct Verified {
 pub fn verify(loaded: &Loaded, id: Option<&str>, all: bool) -> anyhow::Result<Vec<Verified>> {
     let catalog = Catalog::new(loaded.backup_dir());
     let _lock = catalog.lock()?;
-    let targets = match (id, all) {
-        (Some(id), _) => vec![catalog.find(id)?],
-        (None, true) => catalog.list()?.backups,
-        (None, false) => vec![catalog.find("latest")?],
-    };
+    let targets = catalog.select(id, all)?;
     let db = Database::for_offline_tools(loaded)?;
     // Prove the checking tool runs before judging any backup by it.
     db.tool(crate::db::Tool::PgRestore, false)
@@ -255,15 +251,7 @@ pub(crate) fn verify_one(
     limit: std::time::Duration,
 ) -> Result<verify::FileCheck, CheckError> {
     let path = m.data_path(&catalog.dir);
-    let on_disk = fs_err::metadata(&path)
-        .map_err(|e| CheckError::Damaged(e.into()))?
-        .len();
-    if on_disk != m.size_bytes {
-        return Err(CheckError::Damaged(anyhow::anyhow!(
-            "size mismatch: the manifest says {} bytes, the file has {on_disk}",
-            m.size_bytes
-        )));
-    }
+    verify::check_size(&path, m)?;
     let check = verify::check_file(db, &path, true, limit)?;
     if check.sha256 != m.sha256 {
         return Err(CheckError::Damaged(anyhow::anyhow!(

@@ -124,22 +124,47 @@ pub fn check_file(
         Err(e) => return Err(unchecked(e)),
     }
     let listing = listing.map_err(unchecked)?;
-    let toc_entries = listing
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
-        .count() as u64;
-    let tables = toc_tables(&listing);
-    if toc_entries == 0 {
+    let (size, sha) = hashing.finish();
+    FileCheck::from_listing(size, sha, &listing)
+}
+
+impl FileCheck {
+    /// The check of a file whose `pg_restore --list` output is `listing`; an empty table
+    /// of contents means the dump is empty, which no backup may be.
+    pub fn from_listing(
+        size_bytes: u64,
+        sha256: String,
+        listing: &str,
+    ) -> Result<FileCheck, CheckError> {
+        let toc_entries = listing
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
+            .count() as u64;
+        if toc_entries == 0 {
+            return Err(damaged(anyhow::anyhow!(
+                "pg_restore listed no entries: the dump is empty"
+            )));
+        }
+        Ok(FileCheck {
+            size_bytes,
+            sha256,
+            toc_entries,
+            tables: toc_tables(listing),
+        })
+    }
+}
+
+/// The stored file has the size its manifest records (a cheap first check that catches
+/// truncation before any decompression).
+pub fn check_size(path: &Path, m: &crate::backup::manifest::Manifest) -> Result<(), CheckError> {
+    let on_disk = fs_err::metadata(path).map_err(damaged)?.len();
+    if on_disk != m.size_bytes {
         return Err(damaged(anyhow::anyhow!(
-            "pg_restore listed no entries: the dump is empty"
+            "size mismatch: the manifest says {} bytes, the file has {on_disk}",
+            m.size_bytes
         )));
     }
-    Ok(FileCheck {
-        size_bytes: hashing.bytes,
-        sha256: hex::encode(hashing.hasher.finalize()),
-        toc_entries,
-        tables,
-    })
+    Ok(())
 }
 
 /// Tables named by a `pg_restore --list` listing ("216; 1259 16386 TABLE public users app").

@@ -284,8 +284,7 @@ impl Database {
             self.application_name
         );
         let out = cleaner
-            .tool(Tool::Psql, true)
-            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", &sql])
+            .psql(&sql)
             .timeout(Duration::from_secs(20))
             .cleanup()
             .output()?;
@@ -360,13 +359,24 @@ impl Database {
         }
     }
 
+    /// psql running `sql` on this database: no psqlrc, unaligned tuples only, stopping
+    /// at the first error. The caller sets the timeout.
+    pub fn psql(&self, sql: &str) -> Cmd {
+        self.tool(Tool::Psql, true).args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+    }
+
     /// Runs one SQL statement with psql and returns its unaligned, tuples-only output.
     pub fn query(&self, sql: &str) -> anyhow::Result<String> {
-        let out = self
-            .tool(Tool::Psql, true)
-            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .timeout(self.query_timeout)
-            .output()?;
+        let out = self.psql(sql).timeout(self.query_timeout).output()?;
         Ok(out.trim().to_string())
     }
 

@@ -120,9 +120,7 @@ impl Database {
             bail!("refusing to drop the live database {name}");
         }
         self.maintenance()
-            .tool(super::Tool::Psql, true)
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
-            .arg(format!(
+            .psql(&format!(
                 "drop database if exists {} with (force)",
                 ident(name)
             ))
@@ -183,8 +181,7 @@ impl Database {
         while started.elapsed() < SWAP_RETRY_FOR {
             let result = self
                 .maintenance()
-                .tool(super::Tool::Psql, true)
-                .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", &sql])
+                .psql(&sql)
                 .timeout(Duration::from_secs(30))
                 .output();
             match result {

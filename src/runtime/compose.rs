@@ -132,7 +132,7 @@ impl Compose {
                 let state: serde_json::Value = serde_json::from_str(json)?;
                 states.push(ContainerState {
                     service: service.clone(),
-                    id: id[..12.min(id.len())].to_string(),
+                    id: crate::git::abbrev(id, 12).to_string(),
                     status: state["Status"].as_str().unwrap_or("unknown").to_string(),
                     health: state["Health"]["Status"].as_str().map(str::to_string),
                     restarts: count.parse().unwrap_or(0),

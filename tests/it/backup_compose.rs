@@ -10,7 +10,7 @@ use predicates::prelude::*;
 
 use crate::support::{
     busybox_image, children_named, docker_available, free_port, postgres_ids, unique, wait_for,
-    App, TableLock, PG_BIN,
+    App, Session, TableLock, PG_BIN,
 };
 
 /// A compose project running PostgreSQL; brought down on drop.
@@ -433,31 +433,12 @@ fn compose_mode_interrupted_restores_and_failing_swaps_leave_the_live_database()
     let live = crate::restore::state(&url);
 
     // 3. A superuser session the owner cannot end makes the swap fail: nothing changes.
-    let mut holder = Command::new(format!("{PG_BIN}/psql"))
-        .arg(format!(
-            "--dbname=postgresql://app@127.0.0.1:{}/ownerdb?application_name=superuser-holder",
-            stack.port
-        ))
-        .args(["-X", "-q", "-c", "select pg_sleep(60)"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(Duration::from_secs(20), || {
-        (stack.psql(
-            "postgres",
-            "select count(*) from pg_stat_activity where application_name = 'superuser-holder'",
-        ) == "1")
-            .then_some(())
-    })
-    .expect("holder connected");
-    let out = app.cmd().args(["restore", &id, "--yes"]).output().unwrap();
-    let _ = holder.kill();
-    let _ = holder.wait();
-    stack.psql(
-        "postgres",
-        "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'superuser-holder'",
+    let holder = Session::sleeping(
+        &format!("postgresql://app@127.0.0.1:{}/ownerdb", stack.port),
+        "superuser-holder",
     );
+    let out = app.cmd().args(["restore", &id, "--yes"]).output().unwrap();
+    drop(holder);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(

@@ -204,13 +204,19 @@ fn unreachable_database_fails_at_preflight() {
     ]);
 }
 
+/// A `database.client_bin_dir` holding the real psql and nothing else.
+fn client_dir_with_psql_only() -> tempfile::TempDir {
+    let bin = tempfile::tempdir().unwrap();
+    symlink(format!("{PG_BIN}/psql"), bin.path().join("psql")).unwrap();
+    bin
+}
+
 #[test]
 fn missing_pg_dump_is_named_with_advice() {
     let pg = require_pg!();
     let db = pg.sample_db();
     // A client directory that has psql but no pg_dump.
-    let bin = tempfile::tempdir().unwrap();
-    symlink(format!("{PG_BIN}/psql"), bin.path().join("psql")).unwrap();
+    let bin = client_dir_with_psql_only();
     let app = App::direct(
         &pg.url(&db),
         &format!("client_bin_dir = {:?}\n", bin.path()),
@@ -227,8 +233,7 @@ fn pg_dump_older_than_the_server_is_refused() {
     let pg = require_pg!();
     let db = pg.sample_db();
     // Failure injection: no older pg_dump is installed here, so a fake one reports 14.11.
-    let bin = tempfile::tempdir().unwrap();
-    symlink(format!("{PG_BIN}/psql"), bin.path().join("psql")).unwrap();
+    let bin = client_dir_with_psql_only();
     write_script(
         &bin.path().join("pg_dump"),
         "#!/bin/sh\necho 'pg_dump (PostgreSQL) 14.11'\n",

@@ -3,7 +3,7 @@
 //! the side databases kept or left behind.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use stablehand::config::{self, Loaded};
@@ -14,7 +14,7 @@ use stablehand::db::ops::{
 use stablehand::db::Database;
 
 use crate::require_pg;
-use crate::support::{unique, wait_for, Pg, PG_BIN};
+use crate::support::{Pg, Session, PG_BIN};
 
 /// An environment variable that is surely unset, so the config's `url` is used.
 const UNSET_URL_ENV: &str = "STABLEHAND_IT_DB_PRIMITIVES_UNSET_URL";
@@ -56,68 +56,6 @@ fn exists(pg: &Pg, name: &str) -> bool {
         "postgres",
         &format!("select count(*) from pg_database where datname = '{name}'"),
     ) == "1"
-}
-
-/// Another client connected to a database (a psql sleeping in a query), with its own
-/// application name; the client is killed and its server session ended on drop.
-struct Holder<'a> {
-    pg: &'a Pg,
-    child: Child,
-    db: String,
-    app: String,
-}
-
-impl<'a> Holder<'a> {
-    fn connect(pg: &'a Pg, db: &str) -> Holder<'a> {
-        let app = unique("holder");
-        let child = Command::new(format!("{PG_BIN}/psql"))
-            .arg(format!("--dbname={}?application_name={app}", pg.url(db)))
-            .args(["-X", "-q", "-c", "select pg_sleep(30)"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let holder = Holder {
-            pg,
-            child,
-            db: db.to_string(),
-            app,
-        };
-        let query = format!(
-            "select count(*) from pg_stat_activity where datname = '{}' and application_name = '{}'",
-            holder.db, holder.app
-        );
-        wait_for(Duration::from_secs(20), || {
-            (pg.psql("postgres", &query) == "1").then_some(())
-        })
-        .expect("the holding session connected");
-        holder
-    }
-}
-
-impl Drop for Holder<'_> {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // A killed client leaves its backend sleeping: end it.
-        let _ = Command::new(format!("{PG_BIN}/psql"))
-            .args(["-X", "-q", "-c"])
-            .arg(format!(
-                "select pg_terminate_backend(pid) from pg_stat_activity where application_name = '{}'",
-                self.app
-            ))
-            .arg(format!("--dbname={}", self.pg.url("postgres")))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let query = format!(
-            "select count(*) from pg_stat_activity where application_name = '{}'",
-            self.app
-        );
-        let _ = wait_for(Duration::from_secs(10), || {
-            (self.pg.psql("postgres", &query) == "0").then_some(())
-        });
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -492,7 +430,7 @@ fn db_primitives_snapshot_copies_and_refuses_while_connected() {
 
     // Another client on the live database: refused, naming it, nothing created.
     {
-        let holder = Holder::connect(pg, &db);
+        let holder = Session::sleeping(&pg.url(&db), "holder");
         let sessions = d.sessions_on(&db).unwrap();
         assert!(
             sessions.iter().any(|x| x.application == holder.app),
@@ -624,7 +562,7 @@ fn db_primitives_prune_replaced_keeps_the_newest_and_leftovers_go() {
 
     // A leftover someone is connected to stays; the other goes.
     {
-        let _holder = Holder::connect(pg, &verify_left);
+        let _holder = Session::sleeping(&pg.url(&verify_left), "holder");
         let dropped = d.drop_leftovers().unwrap();
         assert_eq!(dropped, vec![restore_left.clone()]);
         assert!(!exists(pg, &restore_left));

@@ -11,7 +11,7 @@ use predicates::prelude::*;
 use stablehand::db::Database;
 
 use crate::require_pg;
-use crate::support::{children_named, unique, wait_for, App, Pg, PG_BIN};
+use crate::support::{children_named, unique, wait_for, App, Pg, Session, PG_BIN};
 
 /// The live database's schema fingerprint and row counts, read through the library.
 pub(crate) fn state(url: &str) -> (String, BTreeMap<String, u64>) {
@@ -337,24 +337,9 @@ fn a_failing_swap_leaves_the_live_database_and_drops_the_restored_copy() {
     let live = state(&pg.url(&db));
 
     // A superuser session on the live database that the owner cannot end.
-    let mut holder = Command::new(format!("{PG_BIN}/psql"))
-        .arg(format!(
-            "--dbname={}?application_name=superuser-holder",
-            pg.url(&db)
-        ))
-        .args(["-X", "-q", "-c", "select pg_sleep(60)"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(Duration::from_secs(20), || {
-        (pg.psql("postgres", &format!("select count(*) from pg_stat_activity where datname = '{db}' and application_name = 'superuser-holder'")) == "1").then_some(())
-    })
-    .expect("holder connected");
+    let holder = Session::sleeping(&pg.url(&db), "superuser-holder");
     let out = app.cmd().args(["restore", &id, "--yes"]).output().unwrap();
-    let _ = holder.kill();
-    let _ = holder.wait();
-    pg.psql("postgres", "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'superuser-holder'");
+    drop(holder);
 
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

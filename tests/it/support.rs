@@ -466,48 +466,42 @@ pub fn postgres_ids() -> (u32, u32) {
     (user.uid.as_raw(), user.gid.as_raw())
 }
 
-/// Another session holding ACCESS EXCLUSIVE on a table, so that pg_dump waits: a real
-/// stall. Released (client killed, server session ended) on drop.
-pub struct TableLock {
+/// Another client's session on a database: a psql running `sql` under its own
+/// application name (`<prefix>_<pid>_<n>`). The client is killed and its server session
+/// ended (and waited for) on drop.
+pub struct Session {
     child: std::process::Child,
-    /// Connection URL (no password) of the database, for the release.
+    /// Connection URL (no password) of the database.
     url: String,
-    app_name: String,
+    pub app: String,
 }
 
-impl TableLock {
-    /// Takes the lock on `table` in the database at `url` and waits until it is granted.
-    pub fn hold(url: &str, table: &str) -> TableLock {
-        let app_name = unique("locker");
+impl Session {
+    /// Starts the session and waits until the server shows it connected.
+    pub fn start(url: &str, prefix: &str, sql: &str) -> Session {
+        let app = unique(prefix);
         let child = Command::new(format!("{PG_BIN}/psql"))
-            .arg(format!("--dbname={url}?application_name={app_name}"))
-            .args([
-                "-X",
-                "-q",
-                "-c",
-                &format!(
-                    "begin; lock table {table} in access exclusive mode; select pg_sleep(120);"
-                ),
-            ])
+            .arg(format!("--dbname={url}?application_name={app}"))
+            .args(["-X", "-q", "-c", sql])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let lock = TableLock {
+        let session = Session {
             child,
             url: url.to_string(),
-            app_name,
+            app,
         };
-        let query = format!(
-            "select count(*) from pg_locks l join pg_stat_activity a using (pid) \
-             where a.application_name = '{}' and l.granted and l.mode = 'AccessExclusiveLock'",
-            lock.app_name
-        );
-        wait_for(Duration::from_secs(20), || {
-            (lock.sql(&query) != "0").then_some(())
-        })
-        .expect("the table lock was granted");
-        lock
+        session.wait_until(&format!(
+            "select count(*) > 0 from pg_stat_activity where application_name = '{}'",
+            session.app
+        ));
+        session
+    }
+
+    /// A session that just sits connected (sleeping in a query).
+    pub fn sleeping(url: &str, prefix: &str) -> Session {
+        Session::start(url, prefix, "select pg_sleep(120)")
     }
 
     /// Runs SQL in a session of its own on the same database.
@@ -521,21 +515,63 @@ impl TableLock {
         .trim()
         .to_string()
     }
+
+    /// Polls `query` (a boolean select) until it is true.
+    fn wait_until(&self, query: &str) {
+        wait_for(Duration::from_secs(20), || {
+            (self.sql(query) == "t").then_some(())
+        })
+        .unwrap_or_else(|| panic!("timed out waiting for: {query}"));
+    }
 }
 
-impl Drop for TableLock {
+impl Drop for Session {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = Command::new(format!("{PG_BIN}/psql"))
-            .args(["-X", "-q", "-c"])
-            .arg(format!(
-                "select pg_terminate_backend(pid) from pg_stat_activity where application_name = '{}'",
-                self.app_name
-            ))
-            .arg(format!("--dbname={}", self.url))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        // A killed client leaves its backend running its query: end it, and wait.
+        let gone = format!(
+            "select count(*) = 0 from pg_stat_activity where application_name = '{}'",
+            self.app
+        );
+        let _ = wait_for(Duration::from_secs(10), || {
+            let _ = Command::new(format!("{PG_BIN}/psql"))
+                .args(["-X", "-q", "-c"])
+                .arg(format!(
+                    "select pg_terminate_backend(pid) from pg_stat_activity where application_name = '{}'",
+                    self.app
+                ))
+                .arg(format!("--dbname={}", self.url))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            Command::new(format!("{PG_BIN}/psql"))
+                .args(["-X", "-A", "-t", "-q", "-c", &gone])
+                .arg(format!("--dbname={}", self.url))
+                .output()
+                .ok()
+                .filter(|o| String::from_utf8_lossy(&o.stdout).trim() == "t")
+        });
+    }
+}
+
+/// Another session holding ACCESS EXCLUSIVE on a table, so that pg_dump waits: a real
+/// stall. Released (client killed, server session ended) on drop.
+pub struct TableLock(Session);
+
+impl TableLock {
+    /// Takes the lock on `table` in the database at `url` and waits until it is granted.
+    pub fn hold(url: &str, table: &str) -> TableLock {
+        let session = Session::start(
+            url,
+            "locker",
+            &format!("begin; lock table {table} in access exclusive mode; select pg_sleep(120);"),
+        );
+        session.wait_until(&format!(
+            "select count(*) > 0 from pg_locks l join pg_stat_activity a using (pid) \
+             where a.application_name = '{}' and l.granted and l.mode = 'AccessExclusiveLock'",
+            session.app
+        ));
+        TableLock(session)
     }
 }
