@@ -38,8 +38,8 @@ MAX_RSS_MB=100             # stablehand peak RSS
 RSS_SAME_PCT=25            # large vs small peak RSS: "about the same" = within 25% (or 10 MB)
 RSS_SAME_MB=10
 
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# Helpers shared by the benchmarks (logging, ports, statistics, CPU accounting).
+source "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- preflight
 [[ $EUID -eq 0 ]] || die "run as root: initdb/pg_ctl are run as the postgres user through runuser"
@@ -90,37 +90,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 cd "$WORK"
 
-free_port() {
-  local used p _
-  used=$(ss -Htan | awk '{n = split($4, a, ":"); print a[n]}' | sort -u)
-  for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 40000))
-    grep -qx "$p" <<<"$used" || { echo "$p"; return 0; }
-  done
-  die "found no free port"
-}
-PORT=$(free_port)
-[[ -n $PORT ]] || die "found no free port"
-
-log "initdb + start PostgreSQL 15 on 127.0.0.1:$PORT (socket dir in the temp dir)"
-runuser -u postgres -- "$PGBIN/initdb" -D "$PGDIR/data" -U postgres --auth=trust >"$WORK/initdb.log" 2>&1 ||
-  { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
-CLUSTER_UP=1
-runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/server.log" -w -t 60 \
-  -o "-p $PORT -k $PGDIR -c listen_addresses=127.0.0.1" start >/dev/null ||
-  { cat "$PGDIR/server.log" >&2; die "pg_ctl start failed"; }
-
-PM_PID=$(head -1 "$PGDIR/data/postmaster.pid")
-[[ -r /proc/$PM_PID/stat ]] || die "cannot read the postmaster's /proc entry (pid $PM_PID)"
-# Its long-lived auxiliary processes (checkpointer, walwriter, ...): the fewest children
-# seen over a second of idling.
-sleep 1
-AUX_KIDS=99
-for _ in 1 2 3 4 5 6 7 8 9 10; do
-  n=$(wc -w <"/proc/$PM_PID/task/$PM_PID/children")
-  ((n < AUX_KIDS)) && AUX_KIDS=$n
-  sleep 0.1
-done
+start_cluster
 
 CONN=(-h 127.0.0.1 -p "$PORT" -U postgres)
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 "${CONN[@]}")
@@ -146,15 +116,7 @@ make_dataset() {
 }
 
 # ---------------------------------------------------------------- helpers
-mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 kb2mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-secs_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "nan"; else printf "%.2f", a / b }'; }
-le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
-ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
-lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
-verdict() { if "$@"; then echo PASS; else echo FAIL; fi; }
 
 declare -A DB_BYTES DB_ROWS WALL RSS OWN CPU SRV OTHER SIZE DUMPBYTES
 
@@ -165,12 +127,6 @@ declare -A DB_BYTES DB_ROWS WALL RSS OWN CPU SRV OTHER SIZE DUMPBYTES
 # work by something else on the machine during the run, which skews the figures.
 CLK_TCK=$(getconf CLK_TCK)
 exec {SLEEP_FD}<> <(:) # `read -t` on this never gets data: a sleep without a fork
-pm_children() { # sets PM_KIDS (the postmaster's child pids, as one string) and PM_NKIDS
-  local -a kids=()
-  read -r -a kids <"/proc/$PM_PID/task/$PM_PID/children" || true
-  PM_KIDS="${kids[*]}"
-  PM_NKIDS=${#kids[@]}
-}
 # Wait (up to 2 s) until the postmaster is down to its long-lived auxiliary processes:
 # every backend of an earlier command has exited and been reaped, so its CPU sits in
 # the postmaster's cutime and is neither missed nor counted twice by a snapshot.
@@ -181,26 +137,6 @@ settle_server() {
     ((PM_NKIDS > AUX_KIDS)) || return 0
     read -r -t 0.01 -u "$SLEEP_FD" _ || true
   done
-}
-cpu_snapshot() { # sets SNAP_BUSY SNAP_PG (ticks)
-  local -a f s
-  local c before try
-  for ((try = 0; try < 5; try++)); do
-    pm_children
-    before=$PM_KIDS
-    read -r -a f </proc/stat
-    SNAP_BUSY=$((f[1] + f[2] + f[3] + f[6] + f[7]))
-    read -r -a s <"/proc/$PM_PID/stat"
-    SNAP_PG=$((s[13] + s[14] + s[15] + s[16]))
-    for c in $before; do
-      s=()
-      read -r -a s 2>/dev/null <"/proc/$c/stat" || true
-      ((${#s[@]} > 14)) && SNAP_PG=$((SNAP_PG + s[13] + s[14]))
-    done
-    pm_children
-    [[ $PM_KIDS == "$before" ]] && return 0 # no child came or went while reading
-  done
-  return 0
 }
 begin_run() {
   settle_server
@@ -366,23 +302,6 @@ run_verify() { # DB: stablehand backup verify on the newest backup of that datas
 # Other work on the machine skews every figure. While this script is idle, measure how
 # busy the CPUs are anyway (2 s sample of /proc/stat) and report it with the results.
 LOADS=()
-cpu_busy_pct() {
-  local a b
-  a=$(head -1 /proc/stat)
-  sleep 2
-  b=$(head -1 /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN {
-    n = split(a, x, " "); split(b, y, " "); t = 0
-    for (i = 2; i <= n; i++) t += y[i] - x[i]
-    idle = (y[5] - x[5]) + (y[6] - x[6])
-    printf "%.0f", (t > 0 ? 100 * (t - idle) / t : 0) }'
-}
-note_load() {
-  local busy
-  busy=$(cpu_busy_pct)
-  LOADS+=("$1: CPUs ${busy}% busy with other work (load average $(cut -d' ' -f1-3 /proc/loadavg))")
-  ((busy < 10)) || log "warning: the CPUs are ${busy}% busy with other work; figures will be skewed"
-}
 
 bench_dataset() { # DB GZIP_RUNS
   local db=$1 gzip_runs=$2 i
@@ -423,7 +342,6 @@ range() { # ARRAY KEY: "min-max" of the runs
   # shellcheck disable=SC2086
   printf '%s\n' ${arr[$2]:-} | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) printf "%.2f-%.2f", lo, hi }'
 }
-nruns() { local -n arr=$1; set -- ${arr[$2]:-}; echo $#; }
 
 echo
 echo "## stablehand backup benchmark"
@@ -438,7 +356,6 @@ done
 echo
 echo "| dataset | method | wall s (median) | wall s (min-max) | runs | output MB | peak RSS MB (process tree) | stablehand own peak RSS MB | client CPU s | server CPU s | other CPU s (max) |"
 echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-maxof() { local -n arr=$1; printf '%s\n' ${arr[$2]:-0} | sort -g | tail -1; }
 row() { # DB KEY LABEL
   local key="$1:$2" size own
   size=$(m SIZE "$key")
