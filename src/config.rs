@@ -141,6 +141,8 @@ pub struct HttpProbeConfig {
     pub expect_status: Option<u16>,
     /// A substring the body must contain.
     pub contains: Option<String>,
+    /// A regular expression the body must match.
+    pub matches: Option<String>,
     /// Per-request limit.
     #[serde(default = "default_probe_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
@@ -162,20 +164,83 @@ fn default_probe_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
-/// `[runtime]`: what compose mode needs to reach the database service.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[runtime]`: how the app runs, builds, stops and starts.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
+    /// compose or command; default: command when build/stop/start are set, compose when
+    /// a compose file exists, otherwise none (stablehand does not manage the app).
+    pub kind: Option<RuntimeKind>,
     /// Compose project name; default: compose's own (the directory name).
     pub project: Option<String>,
     /// Compose files, relative to the app directory; default: compose's standard names.
     #[serde(default)]
     pub files: Vec<PathBuf>,
-    /// Shell command that stops the app (run in the app directory) before a restore swaps
-    /// the database; unset: the app is not stopped (its connections are ended).
+    /// Compose services to build, stop and start; default: those with a `build:` section.
+    pub services: Option<Vec<String>>,
+    /// Commits whose images are kept (besides latest-stable's) for rebuild-free rollbacks.
+    #[serde(default = "default_keep_images")]
+    pub keep_images: u32,
+    /// kind = "command": shell command that builds the app (optional).
+    pub build: Option<String>,
+    /// kind = "command": shell command that stops the app.
     pub stop: Option<String>,
-    /// Shell command that starts the app again.
+    /// kind = "command": shell command that starts the app.
     pub start: Option<String>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            kind: None,
+            project: None,
+            files: Vec::new(),
+            services: None,
+            keep_images: default_keep_images(),
+            build: None,
+            stop: None,
+            start: None,
+        }
+    }
+}
+
+fn default_keep_images() -> u32 {
+    5
+}
+
+/// What runs the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// Docker Compose services.
+    Compose,
+    /// Plain build/start/stop shell commands (systemd, a process manager, ...).
+    Command,
+}
+
+/// The file names Compose looks for when no `-f` is given, in its order.
+pub const COMPOSE_FILE_NAMES: &[&str] = &[
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yaml",
+    "docker-compose.yml",
+];
+
+impl RuntimeConfig {
+    /// The runtime in effect for an app in `app_dir`; None when stablehand manages no app.
+    pub fn effective_kind(&self, app_dir: &Path) -> Option<RuntimeKind> {
+        if self.kind.is_some() {
+            return self.kind;
+        }
+        if self.build.is_some() || self.stop.is_some() || self.start.is_some() {
+            return Some(RuntimeKind::Command);
+        }
+        let has_compose_file = !self.files.is_empty()
+            || COMPOSE_FILE_NAMES
+                .iter()
+                .any(|name| app_dir.join(name).is_file());
+        has_compose_file.then_some(RuntimeKind::Compose)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -363,6 +428,11 @@ impl Loaded {
     pub fn backup_dir(&self) -> PathBuf {
         self.app_dir.join(&self.config.backup.dir)
     }
+
+    /// `.stablehand/` in the app directory: journal, lock, history, image record.
+    pub fn state_dir(&self) -> PathBuf {
+        self.app_dir.join(".stablehand")
+    }
 }
 
 /// Reads and validates the config file at `path`.
@@ -425,9 +495,6 @@ const FUTURE_KEYS: &[(&str, &str)] = &[
     ("notify", "notifications"),
     ("alerts", "alerts"),
     ("schedule", "scheduled backups"),
-    ("kind", "the runtime"),
-    ("services", "the runtime"),
-    ("keep_images", "per-commit image retention"),
     ("migrations", "the guarded deploy"),
     ("migrate_command", "the guarded deploy"),
     ("on_rollback", "the guarded deploy"),
@@ -579,6 +646,14 @@ fn validate(c: &Config, text: &str, path: &Path) -> Result<(), ConfigError> {
                 format!("probe {} has an invalid URL: {e}", i + 1),
             )
         })?;
+        if let Some(pattern) = &probe.matches {
+            if let Err(e) = regex::Regex::new(pattern) {
+                return Err(invalid(
+                    "health.matches",
+                    format!("probe {} has an invalid regular expression: {e}", i + 1),
+                ));
+            }
+        }
         if !matches!(parsed.inner().scheme(), "http" | "https") {
             return Err(invalid(
                 "health.http.url",
@@ -590,6 +665,46 @@ fn validate(c: &Config, text: &str, path: &Path) -> Result<(), ConfigError> {
         return Err(invalid(
             "health.consecutive",
             "consecutive, interval and timeout must be greater than zero".into(),
+        ));
+    }
+    let r = &c.runtime;
+    match r.kind {
+        Some(RuntimeKind::Compose) => {
+            for (key, set) in [
+                ("runtime.build", r.build.is_some()),
+                ("runtime.stop", r.stop.is_some()),
+                ("runtime.start", r.start.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(key, "is for kind = \"command\"; with kind = \"compose\" stablehand builds, stops and starts runtime.services itself".into()));
+                }
+            }
+        }
+        Some(RuntimeKind::Command) => {
+            if r.services.is_some() {
+                return Err(invalid("runtime.services", "is for kind = \"compose\"; with kind = \"command\" set runtime.build, runtime.stop and runtime.start".into()));
+            }
+            if r.start.is_none() {
+                return Err(invalid("runtime.kind", "kind = \"command\" needs runtime.start and runtime.stop (and optionally runtime.build)".into()));
+            }
+        }
+        None => {}
+    }
+    if let Some(services) = &r.services {
+        if services.iter().any(|s| s.is_empty()) {
+            return Err(invalid(
+                "runtime.services",
+                "a service name is empty".into(),
+            ));
+        }
+        if c.database.mode == DbMode::Compose && services.contains(&c.database.service) {
+            return Err(invalid("runtime.services", format!("lists the database service {:?}: stablehand never stops or rebuilds the database with the app; remove it", c.database.service)));
+        }
+    }
+    if r.keep_images == 0 {
+        return Err(invalid(
+            "runtime.keep_images",
+            "must be at least 1: the images of the running release are always kept".into(),
         ));
     }
     if c.runtime.stop.is_some() != c.runtime.start.is_some() {
@@ -697,6 +812,69 @@ mod tests {
         let msg = err("[database]\nname = \"a\"\n[runtime]\nstop = \"systemctl stop app\"\n");
         assert!(
             msg.contains("runtime.start: runtime.stop and runtime.start go together"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn runtime_kind_rules() {
+        let db = "[database]\nname = \"a\"\n";
+        let msg = err(&format!(
+            "{db}[runtime]\nkind = \"compose\"\nstop = \"x\"\nstart = \"y\"\n"
+        ));
+        assert!(
+            msg.contains("stablehand.toml:5:1: runtime.stop: is for kind = \"command\""),
+            "{msg}"
+        );
+        let msg = err(&format!(
+            "{db}[runtime]\nkind = \"command\"\nservices = [\"web\"]\n"
+        ));
+        assert!(
+            msg.contains("runtime.services: is for kind = \"compose\""),
+            "{msg}"
+        );
+        let msg = err(&format!("{db}[runtime]\nkind = \"command\"\n"));
+        assert!(
+            msg.contains("needs runtime.start and runtime.stop"),
+            "{msg}"
+        );
+        let msg = err(&format!(
+            "{db}[runtime]\nservices = [\"web\", \"postgres\"]\n"
+        ));
+        assert!(
+            msg.contains("lists the database service \"postgres\""),
+            "{msg}"
+        );
+        let msg = err(&format!("{db}[runtime]\nkeep_images = 0\n"));
+        assert!(
+            msg.contains("runtime.keep_images: must be at least 1"),
+            "{msg}"
+        );
+        let msg = err(&format!("{db}[runtime]\nkind = \"docker\"\n"));
+        assert!(msg.contains("compose") && msg.contains("command"), "{msg}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let kind = |toml: &str| {
+            parse(&format!("{db}{toml}"), Path::new("x"))
+                .unwrap()
+                .runtime
+                .effective_kind(dir.path())
+        };
+        assert_eq!(kind(""), None, "no compose file, no commands: no runtime");
+        assert_eq!(
+            kind("[runtime]\nstart = \"a\"\nstop = \"b\"\n"),
+            Some(RuntimeKind::Command)
+        );
+        std::fs::write(dir.path().join("compose.yaml"), "services: {}\n").unwrap();
+        assert_eq!(kind(""), Some(RuntimeKind::Compose));
+        assert_eq!(parse(db, Path::new("x")).unwrap().runtime.keep_images, 5);
+    }
+
+    #[test]
+    fn an_invalid_body_regex_is_located() {
+        let msg = err("[database]\nname = \"a\"\n[[health.http]]\nurl = \"http://127.0.0.1:1/\"\nmatches = \"ok(\"\n");
+        assert!(
+            msg.contains("health.matches: probe 1 has an invalid regular expression"),
             "{msg}"
         );
     }

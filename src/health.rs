@@ -206,15 +206,25 @@ pub fn probe_http(p: &crate::config::HttpProbeConfig) -> ProbeResult {
             None => " (expected 200-399)".to_string(),
         });
     }
-    if let (true, Some(needle)) = (ok, &p.contains) {
+    if ok && (p.contains.is_some() || p.matches.is_some()) {
         let mut body = String::new();
         let read = std::io::Read::read_to_string(
             &mut std::io::Read::take(response.into_reader(), 1 << 20),
             &mut body,
         );
-        if read.is_err() || !body.contains(needle.as_str()) {
+        if let Err(e) = read {
+            ok = false;
+            detail.push_str(&format!(", body unreadable: {e}"));
+        } else if let Some(needle) = p.contains.as_deref().filter(|n| !body.contains(n)) {
             ok = false;
             detail.push_str(&format!(", body does not contain {needle:?}"));
+        } else if let Some(pattern) = &p.matches {
+            // Validated when the config was loaded.
+            let matched = regex::Regex::new(pattern).is_ok_and(|re| re.is_match(&body));
+            if !matched {
+                ok = false;
+                detail.push_str(&format!(", body does not match /{pattern}/"));
+            }
         }
     }
     ProbeResult {

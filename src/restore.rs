@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
 use jiff::Timestamp;
@@ -23,8 +23,6 @@ use crate::process::Cmd;
 /// Session settings that make a restore faster and are safe for a database that is not
 /// live yet (a crash mid-restore discards it anyway).
 const RESTORE_PGOPTIONS: &str = "-c maintenance_work_mem=256MB -c synchronous_commit=off";
-/// Limit for the app's stop and start commands.
-const APP_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// An error in how restore was called (exit 2).
 pub use crate::UsageError;
@@ -93,6 +91,11 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
     // Refused before anything is touched: size, SHA-256, decompression, contents.
     let prepared = prepare(loaded, &live, &catalog, &manifest, method != "in_place")?;
     let check = &prepared.check;
+    // The runtime is read before anything is touched: a Compose problem stops here.
+    let app = match method {
+        "target" => None,
+        _ => Some(App::new(loaded)?),
+    };
     if method != "target" {
         confirm(&live.name, &manifest, method, req.yes)?;
     }
@@ -132,7 +135,7 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
             let safety = crate::backup::create_backup_locked(loaded, &catalog, &lock, "pre-restore", false)
                 .context("an in-place restore first backs up the current state, and that backup failed; nothing was changed")?;
             report.safety_backup = Some(safety.backup.id.clone());
-            let app = App::new(loaded);
+            let app = app.as_ref().expect("loaded for in-place");
             let stop = app.stop();
             report.app_stopped = stop.as_ref().copied().unwrap_or(true);
             let result = stop.and_then(|_| {
@@ -162,14 +165,14 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
             report.restore_ms = t.elapsed().as_millis() as u64;
             report.restored_into = restore_name.clone();
 
-            let app = App::new(loaded);
+            let app = app.as_ref().expect("loaded for a swap");
             let swapped = app.stop().and_then(|stopped| {
                 report.app_stopped = stopped;
                 live.swap_in(&restore_name, &keep_as)
             });
             // A stop that was attempted (even one that failed half-way) is followed by
             // a start, whatever happens next.
-            report.app_stopped |= loaded.config.runtime.stop.is_some();
+            report.app_stopped |= app.stops_anything();
             match swapped {
                 Ok(took) => {
                     report.swap_ms = Some(took.as_millis() as u64);
@@ -514,47 +517,38 @@ impl Drop for TempDump {
     }
 }
 
-/// The app's stop and start commands (`[runtime] stop/start`).
-struct App<'a> {
-    loaded: &'a Loaded,
-}
+/// The app around a swap: stopped before, started after (`[runtime]`).
+struct App(crate::runtime::Runtime);
 
-impl<'a> App<'a> {
-    fn new(loaded: &'a Loaded) -> Self {
-        App { loaded }
+impl App {
+    fn new(loaded: &Loaded) -> anyhow::Result<App> {
+        crate::runtime::Runtime::load(loaded).map(App)
     }
 
-    fn run(&self, what: &str, command: &str) -> anyhow::Result<()> {
-        Cmd::new("sh")
-            .args(["-c", command])
-            .current_dir(&self.loaded.app_dir)
-            .timeout(APP_COMMAND_TIMEOUT)
-            .cleanup()
-            .output()
-            .with_context(|| format!("{what} the app (runtime.{what}: {command:?})"))?;
-        Ok(())
-    }
-
-    /// Stops the app when a stop command is configured; true when it did.
-    fn stop(&self) -> anyhow::Result<bool> {
-        match &self.loaded.config.runtime.stop {
-            Some(cmd) => self.run("stop", cmd).map(|()| true),
-            None => {
-                tracing::warn!("runtime.stop is not set: the app is not stopped; its database sessions are ended for the swap");
-                Ok(false)
-            }
+    /// Whether stablehand stops anything (runtime.kind, and services for Compose).
+    fn stops_anything(&self) -> bool {
+        match &self.0 {
+            crate::runtime::Runtime::Compose(app) => !app.services.is_empty(),
+            crate::runtime::Runtime::Command(_) => true,
+            crate::runtime::Runtime::None => false,
         }
+    }
+
+    /// Stops the app; true when it did.
+    fn stop(&self) -> anyhow::Result<bool> {
+        let stopped = self.0.stop_app()?;
+        if !stopped {
+            tracing::warn!("no app to stop ([runtime] has no services or commands): the app keeps running; its database sessions are ended for the swap");
+        }
+        Ok(stopped)
     }
 
     /// Starts the app when it was (or may have been) stopped by `stop`.
     fn start_if(&self, stopped: bool) -> anyhow::Result<()> {
-        match (
-            &self.loaded.config.runtime.start,
-            stopped && self.loaded.config.runtime.stop.is_some(),
-        ) {
-            (Some(cmd), true) => self.run("start", cmd),
-            _ => Ok(()),
+        if stopped && self.stops_anything() {
+            self.0.start_app()?;
         }
+        Ok(())
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 
 use crate::config::RuntimeConfig;
 use crate::process::Cmd;
@@ -67,6 +67,135 @@ impl Compose {
             cmd = cmd.arg("-p").arg(p);
         }
         cmd.args(args).current_dir(&self.app_dir)
+    }
+}
+
+/// What the Compose files declare, as far as stablehand needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectSpec {
+    /// The project name Compose uses (and prefixes default image names with).
+    pub name: String,
+    pub services: Vec<ServiceSpec>,
+}
+
+/// One service of the project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// Has a `build:` section: stablehand builds, tags and retains its image.
+    pub build: bool,
+    /// The image the service runs: its `image:`, or the name Compose gives a built image.
+    pub image: String,
+}
+
+impl ProjectSpec {
+    pub fn service(&self, name: &str) -> Option<&ServiceSpec> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+/// Parses `compose config` output (YAML on v1 and v2). `default_project` is the name
+/// Compose picks when the output does not say (v1 never does).
+pub fn parse_config(
+    yaml: &str,
+    flavor: Flavor,
+    default_project: &str,
+) -> anyhow::Result<ProjectSpec> {
+    let doc: serde_norway::Value =
+        serde_norway::from_str(yaml).context("reading the output of `compose config`")?;
+    let name = doc
+        .get("name")
+        .and_then(|n| n.as_str())
+        .unwrap_or(default_project)
+        .to_string();
+    let separator = match flavor {
+        Flavor::V1 => "_",
+        Flavor::V2
+            if std::env::var("COMPOSE_COMPATIBILITY").is_ok_and(|v| v == "true" || v == "1") =>
+        {
+            "_"
+        }
+        Flavor::V2 => "-",
+    };
+    let mut services = Vec::new();
+    if let Some(map) = doc.get("services").and_then(|s| s.as_mapping()) {
+        for (key, spec) in map {
+            let Some(service) = key.as_str() else {
+                continue;
+            };
+            let image = spec.get("image").and_then(|i| i.as_str());
+            services.push(ServiceSpec {
+                name: service.to_string(),
+                build: spec.get("build").is_some(),
+                image: match image {
+                    Some(i) => i.to_string(),
+                    None => format!("{name}{separator}{service}"),
+                },
+            });
+        }
+    }
+    if services.is_empty() {
+        bail!("the Compose files define no services");
+    }
+    Ok(ProjectSpec { name, services })
+}
+
+/// Compose's default project name for a directory: lowercased, with only letters,
+/// digits, '-' and '_' kept.
+pub fn normalize_project_name(raw: &str) -> String {
+    raw.to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+impl Compose {
+    /// The project as Compose sees it (`compose config`, parsed).
+    pub fn project_spec(&self) -> anyhow::Result<ProjectSpec> {
+        // The output is kept in memory only: interpolated env values may be secrets.
+        let yaml = self
+            .cmd(["config"])
+            .timeout(Duration::from_secs(60))
+            .output()
+            .context("reading the Compose files (`compose config`)")?;
+        parse_config(&yaml, self.flavor, &self.default_project_name())
+    }
+
+    /// `-p`, else `COMPOSE_PROJECT_NAME`, else the directory of the first compose file.
+    fn default_project_name(&self) -> String {
+        if let Some(p) = &self.project {
+            return normalize_project_name(p);
+        }
+        if let Ok(p) = std::env::var("COMPOSE_PROJECT_NAME") {
+            if !p.is_empty() {
+                return normalize_project_name(&p);
+            }
+        }
+        let dir = match self.files.first() {
+            Some(f) => self
+                .app_dir
+                .join(f)
+                .parent()
+                .map(Path::to_owned)
+                .unwrap_or_else(|| self.app_dir.clone()),
+            None => self.app_dir.clone(),
+        };
+        let dir = dir.canonicalize().unwrap_or(dir);
+        normalize_project_name(
+            &dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Fails with what to do when the Docker engine does not answer.
+    pub fn ensure_engine(&self) -> anyhow::Result<()> {
+        Cmd::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .timeout(Duration::from_secs(20))
+            .output()
+            .map(drop)
+            .context("the Docker engine does not answer; start it (e.g. `systemctl start docker`) and check that this user may use it (`docker info`)")
     }
 }
 
@@ -151,5 +280,43 @@ impl Compose {
             .timeout(Duration::from_secs(60))
             .output()?;
         Ok(crate::redact::redact_text(&logs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V1: &str = "services:\n  db:\n    image: postgres:15\n  api:\n    build:\n      context: /srv/app\n    image: acme/api:2\n  web:\n    build:\n      context: /srv/app/web\nversion: '2.4'\n";
+
+    #[test]
+    fn v1_config_names_images_with_underscore() {
+        let spec = parse_config(V1, Flavor::V1, "myapp").unwrap();
+        assert_eq!(spec.name, "myapp");
+        let web = spec.service("web").unwrap();
+        assert!(web.build);
+        assert_eq!(web.image, "myapp_web");
+        assert_eq!(spec.service("api").unwrap().image, "acme/api:2");
+        assert!(!spec.service("db").unwrap().build);
+    }
+
+    #[test]
+    fn v2_config_carries_the_project_name_and_uses_a_dash() {
+        let yaml = format!("name: shop\n{V1}");
+        let spec = parse_config(&yaml, Flavor::V2, "ignored").unwrap();
+        assert_eq!(spec.name, "shop");
+        assert_eq!(spec.service("web").unwrap().image, "shop-web");
+    }
+
+    #[test]
+    fn no_services_is_an_error() {
+        assert!(parse_config("version: '3'\n", Flavor::V1, "x").is_err());
+        assert!(parse_config(": : :", Flavor::V1, "x").is_err());
+    }
+
+    #[test]
+    fn project_names_are_normalized_as_compose_does() {
+        assert_eq!(normalize_project_name("My.App"), "myapp");
+        assert_eq!(normalize_project_name("shop_v2-x"), "shop_v2-x");
     }
 }

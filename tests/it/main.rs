@@ -10,4 +10,5 @@ mod cli;
 mod db_primitives;
 mod health;
 mod restore;
+mod runtime;
 mod stable;
