@@ -1,4 +1,4 @@
-.PHONY: demo test bench build
+.PHONY: demo test bench bench-restore bench-rollback build
 
 ## Runs the main job end to end: a throwaway PostgreSQL with sample data, backed up,
 ## listed, verified and pruned. Installs what it needs.
@@ -13,6 +13,14 @@ test:
 ## Side-by-side backup benchmark against pg_dump and the proposal's pg_dump | gzip -9.
 bench:
 	bash bench/backup.sh
+
+## Restore and snapshot benchmark against gunzip | psql, pg_restore and cp -r.
+bench-restore:
+	bash bench/restore.sh
+
+## Rollback of the app containers against the proposal's down; sleep; build; up; sleep.
+bench-rollback:
+	bash bench/rollback.sh
 
 build:
 	cargo build --release
