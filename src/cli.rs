@@ -30,6 +30,44 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The guarded deploy: backup, build, restart, health gate; mark stable or roll back
+    /// code AND database (exit 0 deployed, 10 refused, 11 rolled back, 12 manual)
+    Deploy {
+        /// The commit, tag or branch to deploy [default: the remote branch]
+        #[arg(long = "ref", value_name = "REF")]
+        reference: Option<String>,
+        /// Print the plan and change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Roll code and database back to the last stable release (exit 11 healthy again, 12 not)
+    Rollback {
+        /// Roll back to this commit instead of latest-stable
+        #[arg(long, value_name = "REF")]
+        to: Option<String>,
+        /// Database action: auto (only if the deploy changed it), restore, none
+        #[arg(long, value_enum, value_name = "ACTION")]
+        db: Option<crate::deploy::decision::DbPolicy>,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Finish an interrupted deploy or rollback so code and database match
+    Recover,
+    /// Running commit, stable release, last deploy, backups, kept databases, unfinished work
+    Status,
+    /// The release log: every deploy and rollback, newest first
+    History {
+        /// Show at most this many entries
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Remove the deploy lock of a stuck process
+    Unlock {
+        /// Required: a live holder keeps running
+        #[arg(long)]
+        force: bool,
+    },
     /// Create, list, show, verify, prune and pin database backups
     Backup(BackupArgs),
     /// Run the health gate now (exit 0 healthy, 1 not)

@@ -279,6 +279,27 @@ pub struct DatabaseConfig {
     /// Databases replaced by a restore or snapshot swap that are kept (newest first).
     #[serde(default = "default_keep_replaced")]
     pub keep_replaced_databases: u32,
+    /// The migration tool whose ledger is read: "prisma" or "none".
+    #[serde(default = "default_migrations")]
+    pub migrations: String,
+    /// Shell command a deploy runs to migrate (after the backup, with the app stopped);
+    /// empty: migrations run when the app starts.
+    #[serde(default)]
+    pub migrate_command: String,
+    /// The database action of a rollback: auto, restore or none.
+    #[serde(default = "default_on_rollback")]
+    pub on_rollback: crate::deploy::decision::DbPolicy,
+    /// Snapshot the database (CREATE DATABASE ... TEMPLATE) while the app is stopped
+    /// during a deploy: the database rollback becomes a rename.
+    #[serde(default)]
+    pub snapshot: bool,
+}
+
+fn default_migrations() -> String {
+    "prisma".into()
+}
+fn default_on_rollback() -> crate::deploy::decision::DbPolicy {
+    crate::deploy::decision::DbPolicy::Auto
 }
 
 fn default_maintenance_db() -> String {
@@ -495,10 +516,6 @@ const FUTURE_KEYS: &[(&str, &str)] = &[
     ("notify", "notifications"),
     ("alerts", "alerts"),
     ("schedule", "scheduled backups"),
-    ("migrations", "the guarded deploy"),
-    ("migrate_command", "the guarded deploy"),
-    ("on_rollback", "the guarded deploy"),
-    ("snapshot", "database snapshots"),
     ("remote", "offsite backups"),
     ("encryption", "encrypted backups"),
 ];
@@ -711,6 +728,15 @@ fn validate(c: &Config, text: &str, path: &Path) -> Result<(), ConfigError> {
         return Err(invalid(
             if c.runtime.stop.is_some() { "runtime.start" } else { "runtime.stop" },
             "runtime.stop and runtime.start go together: an app that stablehand stops must be started again".into(),
+        ));
+    }
+    if !matches!(c.database.migrations.as_str(), "prisma" | "none") {
+        return Err(invalid(
+            "database.migrations",
+            format!(
+                "{:?} is not known: use \"prisma\" or \"none\"",
+                c.database.migrations
+            ),
         ));
     }
     if c.database.keep_replaced_databases == 0 {

@@ -361,6 +361,29 @@ impl Repo {
         Ok(())
     }
 
+    /// Fetches `branch` and every tag from the remote (tags forced: `latest-stable` moves).
+    pub fn fetch_branch(&self, branch: &str) -> anyhow::Result<()> {
+        let refspec = format!("+refs/heads/{branch}:refs/remotes/{}/{branch}", self.remote);
+        self.git()
+            .timeout(NETWORK_TIMEOUT)
+            .args([
+                "fetch",
+                "--tags",
+                "--force",
+                "--quiet",
+                &self.remote,
+                &refspec,
+            ])
+            .output()
+            .with_context(|| format!("fetching {branch} and tags from remote {:?}", self.remote))?;
+        Ok(())
+    }
+
+    /// The remote this repository deploys from.
+    pub fn remote(&self) -> &str {
+        &self.remote
+    }
+
     /// The remote's default branch (`origin/HEAD`), asked of the remote when unknown.
     pub fn default_branch(&self) -> anyhow::Result<String> {
         let local = self.run([

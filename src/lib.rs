@@ -5,8 +5,10 @@ pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod deploy;
 pub mod git;
 pub mod health;
+pub mod lock;
 pub mod process;
 pub mod redact;
 pub mod report;
@@ -28,8 +30,26 @@ pub enum Exit {
     Ok = 0,
     Failure = 1,
     Usage = 2,
+    /// deploy: refused before any change.
+    Refused = 10,
+    /// deploy/rollback: rolled back, production healthy on the target.
+    RolledBack = 11,
+    /// deploy/rollback: manual intervention required.
+    Manual = 12,
     Config = 78,
     Interrupted = 130,
+}
+
+impl Exit {
+    fn from_outcome(code: i32) -> Exit {
+        match code {
+            0 => Exit::Ok,
+            10 => Exit::Refused,
+            11 => Exit::RolledBack,
+            12 => Exit::Manual,
+            _ => Exit::Failure,
+        }
+    }
 }
 
 /// An error in how a command was called (exit 2), found after parsing.
@@ -102,7 +122,73 @@ fn load_config(cli: &Cli) -> anyhow::Result<config::Loaded> {
 
 fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
     let show_progress = !cli.quiet && !cli.json && std::io::stderr().is_terminal();
+    let progress = !cli.quiet && !cli.json;
     match &cli.command {
+        Command::Deploy { reference, dry_run } => {
+            let loaded = load_config(cli)?;
+            let outcome = deploy::deploy(
+                &loaded,
+                &deploy::DeployRequest {
+                    reference: reference.as_deref(),
+                    dry_run: *dry_run,
+                    progress,
+                },
+            )?;
+            report::outcome(&outcome, cli.json);
+            Ok(Exit::from_outcome(outcome.exit_code))
+        }
+        Command::Rollback { to, db, yes } => {
+            let loaded = load_config(cli)?;
+            if !*yes {
+                confirm_rollback(&loaded)?;
+            }
+            let outcome = deploy::rollback(
+                &loaded,
+                &deploy::RollbackRequest {
+                    to: to.as_deref(),
+                    db: *db,
+                    progress,
+                },
+            )?;
+            report::outcome(&outcome, cli.json);
+            Ok(Exit::from_outcome(outcome.exit_code))
+        }
+        Command::Recover => {
+            let loaded = load_config(cli)?;
+            let outcome = deploy::recover(&loaded, progress)?;
+            report::outcome(&outcome, cli.json);
+            Ok(Exit::from_outcome(outcome.exit_code))
+        }
+        Command::Status => {
+            let loaded = load_config(cli)?;
+            let status = deploy::status::status(&loaded)?;
+            report::status(&status, cli.json);
+            Ok(if status.unfinished.is_some() {
+                Exit::Failure
+            } else {
+                Exit::Ok
+            })
+        }
+        Command::History { limit } => {
+            let loaded = load_config(cli)?;
+            let mut history = deploy::journal::read_history(&loaded.state_dir())?;
+            history.reverse();
+            history.truncate(*limit);
+            report::history(&history, cli.json);
+            Ok(Exit::Ok)
+        }
+        Command::Unlock { force } => {
+            let loaded = load_config(cli)?;
+            if !*force {
+                return Err(UsageError(
+                    "unlock removes the deploy lock even if its holder still runs; pass --force to confirm".into(),
+                )
+                .into());
+            }
+            let holder = lock::force_unlock(&loaded.state_dir())?;
+            report::unlocked(holder.as_ref(), cli.json);
+            Ok(Exit::Ok)
+        }
         Command::Stable(command) => stable(cli, command),
         Command::Health => {
             let loaded = load_config(cli)?;
@@ -235,6 +321,28 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
     }
 }
 
+/// A rollback by hand may restore the database: confirm on a terminal, refuse without.
+fn confirm_rollback(loaded: &config::Loaded) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    if !std::io::stdin().is_terminal() {
+        return Err(UsageError(
+            "a rollback may restore the database; pass --yes to confirm (no terminal to ask on)"
+                .into(),
+        )
+        .into());
+    }
+    eprint!(
+        "Roll back the app in {} (code, and the database when the deploy changed it)? Type \"rollback\" to confirm: ",
+        loaded.app_dir.display()
+    );
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    if line.trim() != "rollback" {
+        return Err(UsageError("not confirmed; nothing was changed".into()).into());
+    }
+    Ok(())
+}
+
 fn create(
     cli: &Cli,
     loaded: &config::Loaded,
@@ -277,9 +385,10 @@ fn stable(cli: &Cli, command: &StableCommand) -> anyhow::Result<Exit> {
                 latest_stable: repo.latest_stable()?,
                 requested: to.as_deref().map(|r| repo.resolve(r)).transpose()?,
                 current,
-                // The deploy journal and history (the guarded deploy) will supply these.
                 previous: None,
-                failed: Default::default(),
+                failed: deploy::journal::failed_commits(
+                    &deploy::journal::read_history(&loaded.state_dir()).unwrap_or_default(),
+                ),
             };
             let target = git::rollback_target(&inputs);
             let reverted = match &target {

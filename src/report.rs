@@ -587,3 +587,212 @@ pub fn health_verdict(v: &crate::health::Verdict, json: bool) {
         }
     }
 }
+
+/// A deploy, rollback or recover outcome.
+pub fn outcome(o: &crate::deploy::Outcome, json: bool) {
+    if json {
+        print_json(o);
+        return;
+    }
+    let headline = match o.outcome.as_str() {
+        "deployed" => "DEPLOYED",
+        "planned" => "PLAN",
+        "refused" => "REFUSED",
+        "rolled_back" => "ROLLED BACK",
+        "rollback_failed" => "MANUAL INTERVENTION REQUIRED",
+        "nothing_to_do" => "NOTHING TO DO",
+        other => other,
+    };
+    println!("{headline} (exit {}): {}", o.exit_code, o.message);
+    if let Some(plan) = &o.plan {
+        println!(
+            "  running {}  ->  target {}  (latest-stable: {})",
+            crate::git::abbrev(&plan.running, 12),
+            crate::git::abbrev(&plan.target, 12),
+            plan.latest_stable
+                .as_deref()
+                .map_or("none yet", |s| crate::git::abbrev(s, 12))
+        );
+        println!("  commits the deploy brings ({}):", plan.commits.len());
+        for c in &plan.commits {
+            println!("    {} {}", crate::git::abbrev(&c.sha, 7), c.subject);
+        }
+        println!("  backup first: {}", plan.database);
+        println!(
+            "  runtime: {}{}; snapshot: {}",
+            plan.runtime,
+            if plan.services.is_empty() {
+                String::new()
+            } else {
+                format!(" (services {})", plan.services.join(", "))
+            },
+            plan.snapshot
+        );
+    }
+    if let Some(rb) = &o.rollback {
+        if let Some(failed) = &rb.failed_commit {
+            println!("  failed commit: {}", crate::git::abbrev(failed, 12));
+        }
+        println!(
+            "  rollback target: {} ({})",
+            rb.target
+                .as_deref()
+                .map_or("none", |t| crate::git::abbrev(t, 12)),
+            rb.target_reason
+        );
+        if !rb.reverted_commits.is_empty() {
+            println!("  reverted commits:");
+            for c in &rb.reverted_commits {
+                println!("    {} {}", crate::git::abbrev(&c.sha, 7), c.subject);
+            }
+        }
+        if let Some(db) = &rb.db {
+            println!("  database: {}: {}", db.name(), db.reason());
+        }
+        if let Some(w) = rb.writes_since_backup {
+            println!("  writes since the pre-deploy backup: {w}");
+        }
+        if let Some(kept) = &rb.kept_database {
+            println!("  the failed database is kept as {kept} (drop it with `stablehand db drop-kept {kept} --yes`)");
+        }
+        for i in &rb.images {
+            println!("  {}: {} ({})", i.service, i.image, i.source);
+        }
+        println!("  rollback took {:.1}s", rb.took_ms as f64 / 1000.0);
+    }
+    if !o.steps.is_empty() {
+        println!("  steps:");
+        for s in &o.steps {
+            println!(
+                "    {:<16} {:<8} {:>8}{}",
+                s.name,
+                s.status,
+                s.took_ms
+                    .map(|t| format!("{:.1}s", t as f64 / 1000.0))
+                    .unwrap_or_default(),
+                s.detail
+                    .as_deref()
+                    .map(|d| format!("  {d}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    println!("  total {:.1}s", o.total_ms as f64 / 1000.0);
+}
+
+/// `stablehand status`.
+pub fn status(s: &crate::deploy::status::Status, json: bool) {
+    if json {
+        print_json(s);
+        return;
+    }
+    if let Some(j) = &s.unfinished {
+        println!(
+            "UNFINISHED {} {} (started {} by pid {}, phase {:?}, last step {}): run `stablehand recover`",
+            j.command,
+            j.id,
+            j.started_at,
+            j.pid,
+            j.phase,
+            j.steps
+                .last()
+                .map(|st| format!("{} {}", st.name, st.status))
+                .unwrap_or_else(|| "none".into())
+        );
+    }
+    let c = |x: &Option<String>| {
+        x.as_deref()
+            .map_or("-".to_string(), |v| crate::git::abbrev(v, 12).to_string())
+    };
+    println!("running commit:  {}", c(&s.running_commit));
+    println!("latest-stable:   {}", c(&s.latest_stable));
+    match &s.last_release {
+        Some(r) => println!(
+            "last {}:     {} {} ({}, exit {}): {}",
+            r.command,
+            r.outcome,
+            age(r.at, Timestamp::now()),
+            r.trigger,
+            r.exit_code,
+            r.message
+        ),
+        None => println!("last deploy:     none recorded"),
+    }
+    match (&s.last_backup, s.last_backup_at) {
+        (Some(id), Some(at)) => println!(
+            "last backup:     {id} ({}), {} in all",
+            age(at, Timestamp::now()),
+            s.backups
+        ),
+        _ => println!("last backup:     none"),
+    }
+    if s.kept_databases.is_empty() {
+        println!("kept databases:  none");
+    } else {
+        println!("kept databases:");
+        for d in &s.kept_databases {
+            println!("  {} ({}, {})", d.name, d.kind, HumanBytes(d.size_bytes));
+        }
+    }
+    if let Some(h) = &s.lock_holder {
+        println!("deploy lock:     held by {h}");
+    }
+    for p in &s.problems {
+        println!("problem: {p}");
+    }
+}
+
+/// `stablehand history`, newest first.
+pub fn history(h: &[crate::deploy::journal::Release], json: bool) {
+    if json {
+        print_json(h);
+        return;
+    }
+    if h.is_empty() {
+        println!("no deploys or rollbacks recorded yet");
+        return;
+    }
+    let c = |x: &Option<String>| {
+        x.as_deref()
+            .map_or("-".to_string(), |v| crate::git::abbrev(v, 7).to_string())
+    };
+    let rows: Vec<Vec<String>> = h
+        .iter()
+        .map(|r| {
+            vec![
+                short_time(r.at),
+                r.command.clone(),
+                r.trigger.clone(),
+                c(&r.from),
+                c(&r.to),
+                r.outcome.clone(),
+                r.exit_code.to_string(),
+                r.db_action.clone().unwrap_or_else(|| "-".into()),
+                r.backup.clone().unwrap_or_else(|| "-".into()),
+                format!("{:.1}s", r.total_ms as f64 / 1000.0),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "TIME", "COMMAND", "TRIGGER", "FROM", "TO", "OUTCOME", "EXIT", "DATABASE",
+                "BACKUP", "TOOK"
+            ],
+            &rows
+        )
+    );
+}
+
+/// `stablehand unlock --force`.
+pub fn unlocked(holder: Option<&crate::lock::Holder>, json: bool) {
+    if json {
+        print_json(&serde_json::json!({ "ok": true, "removed_holder": holder }));
+        return;
+    }
+    match holder {
+        Some(h) => println!("removed the deploy lock (it named {h})"),
+        None => println!("there was no deploy lock"),
+    }
+}

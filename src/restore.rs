@@ -132,7 +132,7 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
         "in_place" => {
             // Invariant 1: overwriting the live database needs a verified backup of its
             // current state first.
-            let safety = crate::backup::create_backup_locked(loaded, &catalog, &lock, "pre-restore", false)
+            let safety = crate::backup::create_backup_locked(loaded, &catalog, &lock, "pre-restore", None, false)
                 .context("an in-place restore first backs up the current state, and that backup failed; nothing was changed")?;
             report.safety_backup = Some(safety.backup.id.clone());
             let app = app.as_ref().expect("loaded for in-place");
@@ -515,6 +515,62 @@ impl Drop for TempDump {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// What a rollback's restore did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolledBackDatabase {
+    pub backup: String,
+    pub restored_into: String,
+    /// The failed database, kept under `<db>__failed_<stamp>`.
+    pub kept_as: String,
+    pub tables: usize,
+    pub restore_ms: u64,
+    pub swap_ms: u64,
+}
+
+/// The database part of a rollback: restores backup `id` into a new database, checks
+/// it, and swaps it in, keeping the failed database as `<db>__failed_<stamp>`. The
+/// caller has stopped the app. On any failure the live database is unchanged.
+pub fn restore_for_rollback(loaded: &Loaded, id: &str) -> anyhow::Result<RolledBackDatabase> {
+    let catalog = Catalog::new(loaded.backup_dir());
+    let _lock = catalog.lock()?;
+    let manifest = catalog.find(id)?;
+    let live = Database::from_config(loaded)?
+        .with_application_name(&format!("stablehand-rollback-{}", std::process::id()));
+    let prepared = prepare(loaded, &live, &catalog, &manifest, true)?;
+    let _ = live.drop_leftovers();
+    let restore_name = live.fresh_side_name(ops::RESTORE_SUFFIX)?;
+    let keep_as = live.fresh_side_name(ops::FAILED_SUFFIX)?;
+    let t = Instant::now();
+    let tables = restore_into_new(loaded, &live, &restore_name, &prepared)?;
+    let restore_ms = t.elapsed().as_millis() as u64;
+    let swapped = live.swap_in(&restore_name, &keep_as);
+    let took = match swapped {
+        Ok(took) => took,
+        Err(e) => {
+            let committed = live.database_exists(&keep_as).unwrap_or(false)
+                && !live.database_exists(&restore_name).unwrap_or(true);
+            if !committed {
+                let _ = live.drop_side_database(&restore_name);
+                return Err(e.context(format!(
+                    "the live database {} was not changed; the restored copy was dropped",
+                    live.name
+                )));
+            }
+            tracing::warn!("the swap reported an error but had committed: {e:#}");
+            std::time::Duration::ZERO
+        }
+    };
+    let _ = live.prune_replaced(loaded.config.database.keep_replaced_databases);
+    Ok(RolledBackDatabase {
+        backup: manifest.id,
+        restored_into: restore_name,
+        kept_as: keep_as,
+        tables: tables.len(),
+        restore_ms,
+        swap_ms: took.as_millis() as u64,
+    })
 }
 
 /// The app around a swap: stopped before, started after (`[runtime]`).

@@ -62,6 +62,8 @@ fn at(stage: Stage) -> impl FnOnce(anyhow::Error) -> BackupFailed {
 pub struct Request<'a> {
     pub label: &'a str,
     pub app_dir: &'a Path,
+    /// The commit the backup belongs to; default: the app directory's HEAD.
+    pub commit: Option<&'a str>,
     pub settings: &'a BackupConfig,
     pub show_progress: bool,
 }
@@ -93,7 +95,10 @@ pub fn create(
     let fingerprint = db.schema_fingerprint().map_err(at(Stage::Preflight))?;
     let counters = db.write_counters().map_err(at(Stage::Preflight))?;
 
-    let commit = git_commit(req.app_dir);
+    let commit = match req.commit {
+        Some(c) => Some(c.to_string()),
+        None => git_commit(req.app_dir),
+    };
     let created_at = Timestamp::now();
     let id = unique_id(catalog, req.label, created_at, commit.as_deref());
     let file_name = format!("{id}{DATA_SUFFIX}");

@@ -57,7 +57,7 @@ impl PruneOutcome {
 pub fn create_backup(loaded: &Loaded, label: &str, show_progress: bool) -> anyhow::Result<Created> {
     let catalog = Catalog::new(loaded.backup_dir());
     let lock = catalog.lock()?;
-    create_backup_locked(loaded, &catalog, &lock, label, show_progress)
+    create_backup_locked(loaded, &catalog, &lock, label, None, show_progress)
 }
 
 /// `create_backup` for a caller that already holds the backup directory's lock.
@@ -66,12 +66,14 @@ pub fn create_backup_locked(
     catalog: &Catalog,
     lock: &DirLock,
     label: &str,
+    commit: Option<&str>,
     show_progress: bool,
 ) -> anyhow::Result<Created> {
     let db = Database::from_config(loaded)?;
     let request = create::Request {
         label,
         app_dir: &loaded.app_dir,
+        commit,
         settings: &loaded.config.backup,
         show_progress,
     };

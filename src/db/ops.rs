@@ -20,6 +20,8 @@ pub const VERIFY_SUFFIX: &str = "__verify_";
 pub const SNAPSHOT_SUFFIX: &str = "__snap_";
 pub const PRE_RESTORE_SUFFIX: &str = "__pre_restore_";
 pub const PRE_SNAPSHOT_SUFFIX: &str = "__pre_snapshot_";
+/// The database a rollback replaced (the failed deploy's), kept like a replaced one.
+pub const FAILED_SUFFIX: &str = "__failed_";
 
 /// Quotes an identifier for SQL.
 pub fn ident(name: &str) -> String {
@@ -292,7 +294,16 @@ impl Database {
     /// Makes the snapshot live again; the replaced database is kept under
     /// `<db>__pre_snapshot_<stamp>`, whose name is returned.
     pub fn swap_to_snapshot(&self, snapshot: &str) -> anyhow::Result<(String, Duration)> {
-        let keep_as = self.fresh_side_name(PRE_SNAPSHOT_SUFFIX)?;
+        self.swap_to_snapshot_keeping(snapshot, PRE_SNAPSHOT_SUFFIX)
+    }
+
+    /// `swap_to_snapshot`, keeping the replaced database under `<db><suffix><stamp>`.
+    pub fn swap_to_snapshot_keeping(
+        &self,
+        snapshot: &str,
+        suffix: &str,
+    ) -> anyhow::Result<(String, Duration)> {
+        let keep_as = self.fresh_side_name(suffix)?;
         let took = self.swap_in(snapshot, &keep_as)?;
         Ok((keep_as, took))
     }
@@ -323,6 +334,7 @@ impl Database {
                 let rest = name.strip_prefix(&self.name)?;
                 let kind = if rest.starts_with(PRE_RESTORE_SUFFIX)
                     || rest.starts_with(PRE_SNAPSHOT_SUFFIX)
+                    || rest.starts_with(FAILED_SUFFIX)
                 {
                     "replaced"
                 } else if rest.starts_with(SNAPSHOT_SUFFIX) {
@@ -378,6 +390,7 @@ fn stamp_of(db: &str, name: &str) -> (String, u32) {
     let rest = [
         PRE_RESTORE_SUFFIX,
         PRE_SNAPSHOT_SUFFIX,
+        FAILED_SUFFIX,
         RESTORE_SUFFIX,
         VERIFY_SUFFIX,
         SNAPSHOT_SUFFIX,

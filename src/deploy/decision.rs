@@ -1,0 +1,222 @@
+//! The database decision of a rollback: a pure function of what the deploy recorded
+//! and what the database looks like now, with the reason it gives.
+
+use serde::Serialize;
+
+use crate::db::inspect::LedgerDiff;
+
+/// `--db` on the command line, or `database.on_rollback`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DbPolicy {
+    /// Roll the database back only when the deploy changed it.
+    Auto,
+    /// Always return the database to its pre-deploy state.
+    Restore,
+    /// Never touch the database.
+    None,
+}
+
+/// What the deploy recorded and what the database looks like now.
+#[derive(Debug, Clone, Default)]
+pub struct DbFacts {
+    /// Migrations applied, failed or rolled back since the pre-deploy backup.
+    pub ledger_diff: LedgerDiff,
+    /// The schema fingerprint at backup time and now (None when unknown).
+    pub fingerprint_before: Option<String>,
+    pub fingerprint_now: Option<String>,
+    /// A snapshot taken while the app was stopped, if any.
+    pub snapshot: Option<String>,
+    /// The verified pre-deploy backup, if any.
+    pub backup: Option<String>,
+    /// Rows written since the backup (write counters), for the report.
+    pub writes_since_backup: u64,
+}
+
+/// What to do with the database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum DbAction {
+    /// Leave it as it is.
+    None { reason: String },
+    /// Swap the snapshot in (a rename), keeping the failed database.
+    SwapSnapshot { snapshot: String, reason: String },
+    /// Restore the backup into a new database and swap it in, keeping the failed one.
+    Restore { backup: String, reason: String },
+    /// The database changed and there is nothing to return it to.
+    Impossible { reason: String },
+}
+
+impl DbAction {
+    pub fn reason(&self) -> &str {
+        match self {
+            DbAction::None { reason }
+            | DbAction::SwapSnapshot { reason, .. }
+            | DbAction::Restore { reason, .. }
+            | DbAction::Impossible { reason } => reason,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            DbAction::None { .. } => "none",
+            DbAction::SwapSnapshot { .. } => "swap_snapshot",
+            DbAction::Restore { .. } => "restore",
+            DbAction::Impossible { .. } => "impossible",
+        }
+    }
+}
+
+/// Decides the database action of a rollback.
+pub fn decide(policy: DbPolicy, f: &DbFacts) -> DbAction {
+    let writes = match f.writes_since_backup {
+        0 => "no writes were made since the backup".to_string(),
+        1 => "1 row was written since the backup".to_string(),
+        n => format!("{n} rows were written since the backup"),
+    };
+    let changed = database_changed(f);
+    let why = match policy {
+        DbPolicy::None => {
+            return DbAction::None {
+                reason: "database rollback disabled (--db none or database.on_rollback = \"none\")"
+                    .into(),
+            }
+        }
+        DbPolicy::Restore => "database rollback requested (--db restore or database.on_rollback = \"restore\")".to_string(),
+        DbPolicy::Auto => match changed {
+            None => {
+                return DbAction::None {
+                    reason: format!(
+                        "the deploy applied no migration and the schema is unchanged: the database is left alone (restoring would only throw away writes; {writes})"
+                    ),
+                }
+            }
+            Some(what) => what,
+        },
+    };
+    if let Some(snapshot) = &f.snapshot {
+        return DbAction::SwapSnapshot {
+            snapshot: snapshot.clone(),
+            reason: format!("{why}; a snapshot taken while the app was stopped is swapped in ({writes}; they stay in the failed database)"),
+        };
+    }
+    if let Some(backup) = &f.backup {
+        return DbAction::Restore {
+            backup: backup.clone(),
+            reason: format!("{why}; the pre-deploy backup is restored ({writes}; they stay in the failed database)"),
+        };
+    }
+    DbAction::Impossible {
+        reason: format!("{why}, but there is no snapshot or backup of the pre-deploy state: manual intervention"),
+    }
+}
+
+/// Why the database counts as changed by the deploy, or None when it does not.
+fn database_changed(f: &DbFacts) -> Option<String> {
+    let d = &f.ledger_diff;
+    if !d.applied.is_empty() {
+        return Some(format!(
+            "the deploy applied migration(s) {}",
+            d.applied.join(", ")
+        ));
+    }
+    if !d.failed.is_empty() {
+        return Some(format!(
+            "migration(s) {} failed half-way",
+            d.failed.join(", ")
+        ));
+    }
+    if !d.rolled_back.is_empty() {
+        return Some(format!(
+            "migration(s) {} were marked rolled back",
+            d.rolled_back.join(", ")
+        ));
+    }
+    match (&f.fingerprint_before, &f.fingerprint_now) {
+        (Some(a), Some(b)) if a != b => {
+            Some("the schema changed (its fingerprint differs from the backup's)".into())
+        }
+        (None, _) | (_, None) => Some("the schema before the deploy is unknown".into()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(applied: &[&str], fp_now: &str, snapshot: bool, backup: bool) -> DbFacts {
+        DbFacts {
+            ledger_diff: LedgerDiff {
+                applied: applied.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            },
+            fingerprint_before: Some("fp1".into()),
+            fingerprint_now: Some(fp_now.into()),
+            snapshot: snapshot.then(|| "app__snap_1".into()),
+            backup: backup.then(|| "pre-deploy_1".into()),
+            writes_since_backup: 42,
+        }
+    }
+
+    /// The whole table: policy x (migration applied, schema changed) x (snapshot, backup).
+    #[test]
+    fn decision_table() {
+        use DbPolicy::*;
+        // (policy, migrations applied, fingerprint now, snapshot?, backup?, expected)
+        type Case<'a> = (DbPolicy, &'a [&'a str], &'a str, bool, bool, &'a str);
+        let cases: &[Case] = &[
+            // auto: nothing changed -> none, whatever exists
+            (Auto, &[], "fp1", true, true, "none"),
+            (Auto, &[], "fp1", false, false, "none"),
+            // auto: a migration applied -> snapshot first, then backup, else impossible
+            (Auto, &["20260101_add"], "fp2", true, true, "swap_snapshot"),
+            (Auto, &["20260101_add"], "fp2", false, true, "restore"),
+            (Auto, &["20260101_add"], "fp2", false, false, "impossible"),
+            // auto: schema changed without a ledger row (a hand-run ALTER)
+            (Auto, &[], "fp2", false, true, "restore"),
+            // a ledger row with an unchanged fingerprint still counts (data migration)
+            (Auto, &["20260101_data"], "fp1", false, true, "restore"),
+            // restore forced, even when nothing changed
+            (Restore, &[], "fp1", false, true, "restore"),
+            (Restore, &[], "fp1", true, true, "swap_snapshot"),
+            (Restore, &[], "fp1", false, false, "impossible"),
+            // none: never
+            (None, &["20260101_add"], "fp2", true, true, "none"),
+        ];
+        for (policy, applied, fp, snap, backup, want) in cases {
+            let got = decide(*policy, &facts(applied, fp, *snap, *backup));
+            assert_eq!(
+                got.name(),
+                *want,
+                "{policy:?} {applied:?} {fp} snap={snap} backup={backup}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn reasons_say_why_and_count_writes() {
+        let none = decide(DbPolicy::Auto, &facts(&[], "fp1", false, true));
+        assert!(none.reason().contains("applied no migration"), "{none:?}");
+        assert!(none.reason().contains("42 rows were written"), "{none:?}");
+        let restore = decide(DbPolicy::Auto, &facts(&["m1"], "fp2", false, true));
+        assert!(
+            restore.reason().contains("applied migration(s) m1"),
+            "{restore:?}"
+        );
+        assert!(
+            restore.reason().contains("stay in the failed database"),
+            "{restore:?}"
+        );
+        let unknown = DbFacts {
+            fingerprint_before: Option::None,
+            backup: Some("b".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(DbPolicy::Auto, &unknown).name(),
+            "restore",
+            "unknown schema errs toward restoring"
+        );
+    }
+}

@@ -1,0 +1,993 @@
+//! The guarded deploy and the rollback, as named steps recorded in the journal before
+//! and after each runs:
+//!
+//! deploy: preflight -> checkout -> build -> backup -> stop -> [snapshot] -> [migrate]
+//! -> start -> gate -> on pass: mark stable, prune; on fail: roll back.
+//!
+//! rollback: stop the app -> decide the target (git::rollback_target) and the database
+//! action (decision::decide) -> database -> revert code -> start the target's retained
+//! images -> gate again. Exit 11 when production is healthy on the target, 12 when not.
+
+pub mod decision;
+pub mod journal;
+pub mod status;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::backup::catalog::Catalog;
+use crate::config::Loaded;
+use crate::db::inspect::Ledger;
+use crate::db::{ops, Database};
+use crate::git::{self, Repo, Target};
+use crate::health::Verdict;
+use crate::lock::{AppLock, Held};
+use crate::process::Cmd;
+use crate::runtime::Runtime;
+use decision::{DbAction, DbFacts, DbPolicy};
+use journal::{Journal, Phase, Release, Step};
+
+/// Exit codes of deploy and rollback.
+pub const EXIT_DEPLOYED: i32 = 0;
+pub const EXIT_REFUSED: i32 = 10;
+pub const EXIT_ROLLED_BACK: i32 = 11;
+pub const EXIT_MANUAL: i32 = 12;
+
+/// Limit for `database.migrate_command`.
+const MIGRATE_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// How a deploy was asked for.
+pub struct DeployRequest<'a> {
+    pub reference: Option<&'a str>,
+    pub dry_run: bool,
+    /// Print each step to stderr as it runs.
+    pub progress: bool,
+}
+
+/// How a rollback was asked for.
+pub struct RollbackRequest<'a> {
+    pub to: Option<&'a str>,
+    pub db: Option<DbPolicy>,
+    pub progress: bool,
+}
+
+/// What a deploy, rollback or recover did: printed, and the last line of the history.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub command: String,
+    /// deployed, planned, refused, rolled_back, rollback_failed, nothing_to_do.
+    pub outcome: String,
+    pub exit_code: i32,
+    pub message: String,
+    pub from: Option<String>,
+    pub target: Option<String>,
+    pub backup: Option<String>,
+    pub stable_tag: Option<String>,
+    pub gate: Option<Verdict>,
+    pub rollback: Option<RollbackReport>,
+    pub plan: Option<Plan>,
+    pub steps: Vec<Step>,
+    pub total_ms: u64,
+}
+
+/// What `deploy --dry-run` would do.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub running: String,
+    pub target: String,
+    pub latest_stable: Option<String>,
+    /// Commits the deploy brings, newest first.
+    pub commits: Vec<git::CommitLine>,
+    pub database: String,
+    pub runtime: String,
+    pub services: Vec<String>,
+    pub snapshot: bool,
+}
+
+/// The rollback part of an outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackReport {
+    pub trigger: String,
+    pub failed_commit: Option<String>,
+    pub target: Option<String>,
+    pub target_reason: String,
+    /// Commits being reverted, newest first.
+    pub reverted_commits: Vec<git::CommitLine>,
+    pub db: Option<DbAction>,
+    pub writes_since_backup: Option<u64>,
+    pub kept_database: Option<String>,
+    pub database_ms: Option<u64>,
+    pub images: Vec<crate::runtime::ServiceImage>,
+    pub rebuilt: bool,
+    pub gate: Option<Verdict>,
+    pub took_ms: u64,
+}
+
+/// One deploy or rollback in progress: the journal, and what it works with.
+struct Run<'a> {
+    loaded: &'a Loaded,
+    state_dir: PathBuf,
+    journal: Journal,
+    progress: bool,
+    repo: Repo,
+    runtime: Runtime,
+}
+
+impl Run<'_> {
+    fn say(&self, line: &str) {
+        if self.progress {
+            eprintln!("{line}");
+        }
+    }
+
+    /// Runs one named step: journaled (fsynced) before and after.
+    fn step<T>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut Self) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        self.say(&format!("==> {name}"));
+        self.journal.steps.push(Step {
+            name: name.into(),
+            status: "started".into(),
+            started_at: jiff::Timestamp::now(),
+            took_ms: None,
+            detail: None,
+        });
+        self.journal.save(&self.state_dir)?;
+        failpoint(&format!("{name}:start"));
+        let t = Instant::now();
+        let result = f(self);
+        let last = self.journal.steps.last_mut().expect("pushed above");
+        last.took_ms = Some(t.elapsed().as_millis() as u64);
+        match &result {
+            Ok(_) => last.status = "done".into(),
+            Err(e) => {
+                last.status = "failed".into();
+                last.detail = Some(format!("{e:#}"));
+                self.say(&format!("    failed: {e:#}"));
+            }
+        }
+        self.journal.save(&self.state_dir)?;
+        failpoint(&format!("{name}:done"));
+        result
+    }
+
+    fn note(&mut self, detail: String) {
+        self.say(&format!("    {detail}"));
+        if let Some(last) = self.journal.steps.last_mut() {
+            last.detail = Some(detail);
+        }
+    }
+
+    fn gate(&mut self) -> anyhow::Result<Verdict> {
+        let progress = self.progress;
+        crate::health::run_gate(self.loaded, |round, decision| {
+            if progress {
+                crate::report::health_round(round, decision);
+            }
+        })
+    }
+}
+
+/// Kills the process at a named journal point when `STABLEHAND_FAILPOINT` names it
+/// (builds with the `failpoints` feature only: the crash-safety tests).
+fn failpoint(point: &str) {
+    #[cfg(feature = "failpoints")]
+    if std::env::var("STABLEHAND_FAILPOINT").is_ok_and(|p| p == point) {
+        eprintln!("failpoint {point}: killing stablehand");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+    let _ = point;
+}
+
+fn refused(command: &str, message: String, started: Instant) -> Outcome {
+    Outcome {
+        command: command.into(),
+        outcome: "refused".into(),
+        exit_code: EXIT_REFUSED,
+        message,
+        from: None,
+        target: None,
+        backup: None,
+        stable_tag: None,
+        gate: None,
+        rollback: None,
+        plan: None,
+        steps: Vec::new(),
+        total_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+/// Takes the app lock, or explains who has it (exit 10).
+fn lock(loaded: &Loaded, command: &str) -> Result<AppLock, String> {
+    AppLock::acquire(&loaded.state_dir(), command).map_err(|e| match e.downcast_ref::<Held>() {
+        Some(held) => held.to_string(),
+        None => format!("{e:#}"),
+    })
+}
+
+fn unfinished_message(j: &Journal) -> String {
+    format!(
+        "an unfinished {} ({}, started {} by pid {}) is in the journal {}; run `stablehand recover` to finish it first",
+        j.command,
+        j.id,
+        j.started_at,
+        j.pid,
+        ".stablehand/journal.json"
+    )
+}
+
+/// `stablehand deploy`.
+pub fn deploy(loaded: &Loaded, req: &DeployRequest) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let state_dir = loaded.state_dir();
+    let _lock = match lock(loaded, "deploy") {
+        Ok(l) => l,
+        Err(msg) => return Ok(refused("deploy", msg, started)),
+    };
+    if let Some(j) = Journal::load(&state_dir)? {
+        return Ok(refused("deploy", unfinished_message(&j), started));
+    }
+    // Preflight: everything is checked before anything changes; a problem is exit 10.
+    let pre = match preflight(loaded, req.reference) {
+        Ok(p) => p,
+        Err(e) => {
+            return Ok(refused(
+                "deploy",
+                format!("preflight failed; nothing was changed: {e:#}"),
+                started,
+            ))
+        }
+    };
+    if req.dry_run {
+        let mut o = refused("deploy", String::new(), started);
+        o.outcome = "planned".into();
+        o.exit_code = EXIT_DEPLOYED;
+        o.message = format!(
+            "would deploy {} (running {}): back up database {}, build and restart {}, run the health gate; nothing was changed",
+            git::abbrev(&pre.plan.target, 12),
+            git::abbrev(&pre.plan.running, 12),
+            pre.plan.database,
+            if pre.plan.services.is_empty() { pre.plan.runtime.clone() } else { pre.plan.services.join(", ") },
+        );
+        o.from = Some(pre.plan.running.clone());
+        o.target = Some(pre.plan.target.clone());
+        o.plan = Some(pre.plan);
+        return Ok(o);
+    }
+
+    let mut journal = Journal::new("deploy", &pre.plan.target);
+    journal.from = Some(pre.plan.running.clone());
+    journal.stable_before = pre.plan.latest_stable.clone();
+    let mut run = Run {
+        loaded,
+        state_dir,
+        journal,
+        progress: req.progress,
+        repo: pre.repo,
+        runtime: pre.runtime,
+    };
+    run.journal.save(&run.state_dir)?;
+    run.say(&format!(
+        "deploying {} (running {}, latest-stable {})",
+        git::abbrev(&pre.plan.target, 12),
+        git::abbrev(&pre.plan.running, 12),
+        pre.plan
+            .latest_stable
+            .as_deref()
+            .map_or("none yet", |s| git::abbrev(s, 12))
+    ));
+    let outcome = deploy_steps(&mut run, started);
+    finish(&mut run, outcome, started, "deploy")
+}
+
+struct Preflight {
+    repo: Repo,
+    runtime: Runtime,
+    plan: Plan,
+}
+
+fn preflight(loaded: &Loaded, reference: Option<&str>) -> anyhow::Result<Preflight> {
+    let repo = Repo::open(&loaded.app_dir, &loaded.config.git)?;
+    let branch = match &loaded.config.git.branch {
+        Some(b) => b.clone(),
+        None => repo.default_branch()?,
+    };
+    repo.fetch_branch(&branch)?;
+    let reference = reference
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{}/{branch}", repo.remote()));
+    let target = repo
+        .resolve(&reference)
+        .with_context(|| format!("the target {reference:?} does not resolve to a commit"))?;
+    let running = repo.head()?;
+    let changes = repo.local_changes()?;
+    if !changes.is_empty() && !loaded.config.git.discard_local_changes {
+        bail!(
+            "the work tree has local changes to {}: commit or stash them (or set git.discard_local_changes = true)",
+            changes.join(", ")
+        );
+    }
+    let db = Database::from_config(loaded)?;
+    db.server_version()
+        .context("the database does not answer")?;
+    let runtime = Runtime::load(loaded)?;
+    if let Runtime::Compose(app) = &runtime {
+        app.compose.ensure_engine()?;
+    }
+    check_disk_room(loaded)?;
+    let commits = repo.commits_between(&running, &target).unwrap_or_default();
+    let services = match &runtime {
+        Runtime::Compose(app) => app.services.clone(),
+        _ => Vec::new(),
+    };
+    let plan = Plan {
+        running,
+        latest_stable: repo.latest_stable()?,
+        target,
+        commits,
+        database: db.describe(),
+        runtime: runtime.kind_name().into(),
+        services,
+        snapshot: loaded.config.database.snapshot,
+    };
+    Ok(Preflight {
+        repo,
+        runtime,
+        plan,
+    })
+}
+
+/// Room for a backup: twice the newest backup's size free in the backup directory.
+fn check_disk_room(loaded: &Loaded) -> anyhow::Result<()> {
+    let catalog = Catalog::new(loaded.backup_dir());
+    catalog.ensure_dir()?;
+    let newest = catalog
+        .list()
+        .ok()
+        .and_then(|l| l.backups.first().map(|m| m.size_bytes))
+        .unwrap_or(0);
+    let stat = nix::sys::statvfs::statvfs(&catalog.dir)
+        .with_context(|| format!("reading free space of {}", catalog.dir.display()))?;
+    let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+    let need = newest.saturating_mul(2);
+    if free < need {
+        bail!(
+            "only {} MiB free in {} and the last backup took {} MiB: free some space (or prune backups) first",
+            free >> 20,
+            catalog.dir.display(),
+            newest >> 20
+        );
+    }
+    Ok(())
+}
+
+/// The deploy's steps after preflight; returns the outcome (a rollback included).
+fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Outcome> {
+    let target = run.journal.target.clone();
+    let running = run.journal.from.clone().expect("set by deploy");
+    let mut outcome = Outcome {
+        command: "deploy".into(),
+        outcome: String::new(),
+        exit_code: EXIT_DEPLOYED,
+        message: String::new(),
+        from: Some(running.clone()),
+        target: Some(target.clone()),
+        backup: None,
+        stable_tag: None,
+        gate: None,
+        rollback: None,
+        plan: None,
+        steps: Vec::new(),
+        total_ms: 0,
+    };
+
+    // Steps that change nothing production sees: a failure is a refusal, and the code
+    // goes back to the running commit.
+    let before_change = (|| -> anyhow::Result<String> {
+        run.step("checkout", |r| {
+            let adopted = r.runtime.adopt_running(&running)?;
+            if !adopted.is_empty() {
+                r.note(format!(
+                    "kept the running release's images as {}",
+                    adopted.join(", ")
+                ));
+            }
+            r.repo
+                .reset_hard(&target, r.loaded.config.git.discard_local_changes)
+        })?;
+        run.step("build", |r| {
+            let built = r.runtime.build(&target)?;
+            if !built.tagged.is_empty() {
+                r.note(format!("built and tagged {}", built.tagged.join(", ")));
+            }
+            Ok(())
+        })?;
+        run.step("backup", |r| {
+            let created = crate::backup::create_backup_locked(
+                r.loaded,
+                &Catalog::new(r.loaded.backup_dir()),
+                &Catalog::new(r.loaded.backup_dir()).lock()?,
+                "pre-deploy",
+                Some(&running),
+                false,
+            )?;
+            r.note(format!(
+                "backup {} ({} bytes, verified)",
+                created.backup.id, created.backup.size_bytes
+            ));
+            Ok(created.backup.id)
+        })
+    })();
+    let backup = match before_change {
+        Ok(id) => id,
+        Err(e) => {
+            // Back to the running commit's code; its containers never stopped.
+            let reverted = run
+                .repo
+                .reset_hard(&running, true)
+                .map_err(|r| format!("; and resetting the code to {running} failed: {r:#}"))
+                .err()
+                .unwrap_or_default();
+            outcome.outcome = "refused".into();
+            outcome.exit_code = EXIT_REFUSED;
+            outcome.message =
+                format!("the deploy was refused before any change to production: {e:#}{reverted}");
+            return Ok(outcome);
+        }
+    };
+    run.journal.backup = Some(backup.clone());
+    run.journal.save(&run.state_dir)?;
+    outcome.backup = Some(backup.clone());
+
+    // From here production changes: any failure rolls back.
+    let changed = (|| -> anyhow::Result<Verdict> {
+        run.step("stop", |r| r.runtime.stop_app().map(drop))?;
+        if run.loaded.config.database.snapshot {
+            let snapshot = run.step("snapshot", |r| {
+                let db = Database::from_config(r.loaded)?;
+                db.drop_leftovers()?;
+                let id = ops::stamp();
+                let name = db.snapshot(&id)?;
+                r.note(format!("snapshot {name}"));
+                Ok(name)
+            })?;
+            run.journal.snapshot = Some(snapshot);
+            run.journal.save(&run.state_dir)?;
+        }
+        let migrate = run.loaded.config.database.migrate_command.clone();
+        if !migrate.trim().is_empty() {
+            run.step("migrate", |r| {
+                Cmd::new("sh")
+                    .args(["-c", &migrate])
+                    .current_dir(&r.loaded.app_dir)
+                    .timeout(MIGRATE_TIMEOUT)
+                    .output()
+                    .with_context(|| format!("database.migrate_command {migrate:?} failed"))
+                    .map(drop)
+            })?;
+        }
+        run.step("start", |r| r.runtime.start_app())?;
+        run.step("gate", |r| r.gate())
+    })();
+
+    match changed {
+        Ok(verdict) if verdict.passed => {
+            outcome.gate = Some(verdict);
+            run.journal.phase = Phase::Passed;
+            run.journal.save(&run.state_dir)?;
+            let tag = run.step("mark_stable", |r| {
+                let marked = r
+                    .repo
+                    .mark_stable(&target, Some(&backup), jiff::Timestamp::now())?;
+                Ok(marked.tag)
+            })?;
+            outcome.stable_tag = Some(tag.clone());
+            run.step("prune", |r| after_success(r, &target))?;
+            outcome.outcome = "deployed".into();
+            outcome.message = format!(
+                "deployed {} and marked it stable ({tag}); pre-deploy backup {backup}",
+                git::abbrev(&target, 12)
+            );
+            let _ = started;
+            Ok(outcome)
+        }
+        other => {
+            let why = match other {
+                Ok(verdict) => {
+                    let why = verdict
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "the health gate failed".into());
+                    outcome.gate = Some(verdict);
+                    format!("the health gate failed: {why}")
+                }
+                Err(e) => format!("the deploy failed: {e:#}"),
+            };
+            run.say(&format!("{why}; rolling back"));
+            let report = roll_back(run, "automatic", Some(target.clone()), None, None)?;
+            outcome.exit_code = report_exit(&report);
+            outcome.outcome = if outcome.exit_code == EXIT_ROLLED_BACK {
+                "rolled_back".into()
+            } else {
+                "rollback_failed".into()
+            };
+            outcome.message = rollback_message(&why, &report);
+            outcome.rollback = Some(report);
+            Ok(outcome)
+        }
+    }
+}
+
+/// After a passed gate: prune images (keeping the new stable release and the one
+/// before), drop the snapshot.
+fn after_success(run: &mut Run, target: &str) -> anyhow::Result<()> {
+    let mut protected = vec![target.to_string()];
+    protected.extend(run.journal.from.clone());
+    let pruned = run.runtime.prune_images(&protected)?;
+    if !pruned.removed.is_empty() {
+        run.note(format!("removed old images {}", pruned.removed.join(", ")));
+    }
+    if let Some(snapshot) = run.journal.snapshot.clone() {
+        Database::from_config(run.loaded)?.drop_snapshot(&snapshot)?;
+    }
+    Ok(())
+}
+
+fn report_exit(r: &RollbackReport) -> i32 {
+    match &r.gate {
+        Some(v) if v.passed => EXIT_ROLLED_BACK,
+        _ => EXIT_MANUAL,
+    }
+}
+
+fn rollback_message(why: &str, r: &RollbackReport) -> String {
+    let target = r
+        .target
+        .as_deref()
+        .map_or("nowhere".to_string(), |t| git::abbrev(t, 12).to_string());
+    let db =
+        r.db.as_ref()
+            .map(|d| format!("database: {} ({})", d.name(), d.reason()))
+            .unwrap_or_else(|| "database: untouched".into());
+    match report_exit(r) {
+        EXIT_ROLLED_BACK => format!(
+            "{why}; rolled back to {target} ({}), which passed the health gate; {db}",
+            r.target_reason
+        ),
+        _ => format!(
+            "{why}; MANUAL INTERVENTION REQUIRED: {}; {db}. Next: check `stablehand status` and the app's logs, fix the release, then `stablehand deploy --ref <good commit>` or `stablehand rollback --to <commit>`",
+            match &r.gate {
+                Some(v) => format!(
+                    "the rollback to {target} did not pass the health gate ({})",
+                    v.reason.as_deref().unwrap_or("failed")
+                ),
+                None => r.target_reason.clone(),
+            }
+        ),
+    }
+}
+
+/// Rolls back to the decided target: code, database and app, then the gate again.
+/// `failed` is the commit that failed its gate (None for a rollback by hand).
+fn roll_back(
+    run: &mut Run,
+    trigger: &str,
+    failed: Option<String>,
+    requested: Option<String>,
+    policy: Option<DbPolicy>,
+) -> anyhow::Result<RollbackReport> {
+    let started = Instant::now();
+    run.journal.phase = Phase::RollingBack;
+    run.journal.failed_commit = failed.clone();
+    run.journal.save(&run.state_dir)?;
+    let mut report = RollbackReport {
+        trigger: trigger.into(),
+        failed_commit: failed.clone(),
+        target: None,
+        target_reason: String::new(),
+        reverted_commits: Vec::new(),
+        db: None,
+        writes_since_backup: None,
+        kept_database: None,
+        database_ms: None,
+        images: Vec::new(),
+        rebuilt: false,
+        gate: None,
+        took_ms: 0,
+    };
+
+    let current = run.repo.head()?;
+    let history = journal::read_history(&run.state_dir).unwrap_or_default();
+    let mut failed_set: HashSet<String> = journal::failed_commits(&history);
+    failed_set.extend(failed.clone());
+    let inputs = git::TargetInputs {
+        current: current.clone(),
+        latest_stable: run.repo.latest_stable()?,
+        previous: run.journal.from.clone().filter(|p| *p != current),
+        failed: failed_set,
+        requested,
+    };
+    // A rollback already under way (recover) keeps its target.
+    let decided = match (&run.journal.rollback_to, &run.journal.rollback_reason) {
+        (Some(t), reason) => Target::Commit {
+            commit: t.clone(),
+            reason: reason
+                .clone()
+                .unwrap_or_else(|| "the interrupted rollback's target".into()),
+        },
+        _ => git::rollback_target(&inputs),
+    };
+    let target = match decided {
+        Target::Commit { commit, reason } => {
+            report.target_reason = reason;
+            commit
+        }
+        Target::None { reason } => {
+            // Nothing is destroyed: the database stays, the app is started again.
+            report.target_reason = reason;
+            let _ = run.step("restart", |r| r.runtime.start_app());
+            report.took_ms = started.elapsed().as_millis() as u64;
+            return Ok(report);
+        }
+    };
+    report.target = Some(target.clone());
+    report.reverted_commits = run
+        .repo
+        .commits_between(&target, &current)
+        .unwrap_or_default();
+    run.journal.rollback_to = Some(target.clone());
+    run.journal.rollback_reason = Some(report.target_reason.clone());
+    run.journal.save(&run.state_dir)?;
+    run.say(&format!(
+        "rolling back to {} ({}), reverting {} commit(s): {}",
+        git::abbrev(&target, 12),
+        report.target_reason,
+        report.reverted_commits.len(),
+        report
+            .reverted_commits
+            .iter()
+            .map(|c| format!("{} {}", git::abbrev(&c.sha, 7), c.subject))
+            .collect::<Vec<_>>()
+            .join("; ")
+    ));
+
+    let result = (|| -> anyhow::Result<()> {
+        run.step("stop_app", |r| r.runtime.stop_app().map(drop))?;
+        let action = run.step("database", |r| {
+            let (action, writes) = decide_database(r, policy)?;
+            r.note(format!("{}: {}", action.name(), action.reason()));
+            Ok((action, writes))
+        })?;
+        report.writes_since_backup = action.1;
+        let action = action.0;
+        run.journal.db_action = Some(action.clone());
+        run.journal.save(&run.state_dir)?;
+        report.db = Some(action.clone());
+        let t = Instant::now();
+        match &action {
+            DbAction::None { .. } => {}
+            DbAction::Impossible { reason } => bail!("{reason}"),
+            DbAction::SwapSnapshot { snapshot, .. } => {
+                let kept = run.step("database_swap", |r| {
+                    let db = Database::from_config(r.loaded)?;
+                    db.end_sessions()?;
+                    let (kept, took) = db.swap_to_snapshot_keeping(snapshot, ops::FAILED_SUFFIX)?;
+                    r.note(format!(
+                        "snapshot swapped in ({} ms); the failed database is kept as {kept}",
+                        took.as_millis()
+                    ));
+                    Ok(kept)
+                })?;
+                report.kept_database = Some(kept);
+            }
+            DbAction::Restore { backup, .. } => {
+                let restored = run.step("database_restore", |r| {
+                    let done = crate::restore::restore_for_rollback(r.loaded, backup)?;
+                    r.note(format!(
+                        "backup {} restored ({} tables, {} ms) and swapped in ({} ms); the failed database is kept as {}",
+                        done.backup, done.tables, done.restore_ms, done.swap_ms, done.kept_as
+                    ));
+                    Ok(done)
+                })?;
+                report.kept_database = Some(restored.kept_as);
+            }
+        }
+        report.database_ms = Some(t.elapsed().as_millis() as u64);
+        run.step("revert_code", |r| r.repo.reset_hard(&target, true))?;
+        let switched = run.step("switch", |r| {
+            let s = r.runtime.switch_to(&target)?;
+            if s.rebuilt {
+                r.note("rebuilt: no retained images for the target".into());
+            }
+            Ok(s)
+        })?;
+        report.images = switched.images;
+        report.rebuilt = switched.rebuilt;
+        let verdict = run.step("gate", |r| r.gate())?;
+        report.gate = Some(verdict);
+        Ok(())
+    })();
+    if let Err(e) = result {
+        report.target_reason = format!("{}; the rollback failed: {e:#}", report.target_reason);
+    }
+    report.took_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// The facts of the database decision, from the pre-deploy backup and the live database.
+fn decide_database(run: &Run, policy: Option<DbPolicy>) -> anyhow::Result<(DbAction, Option<u64>)> {
+    let policy = policy.unwrap_or(run.loaded.config.database.on_rollback);
+    let db = Database::from_config(run.loaded)?;
+    let manifest = match &run.journal.backup {
+        Some(id) => Some(Catalog::new(run.loaded.backup_dir()).find(id)?),
+        None => None,
+    };
+    let ledger_before: Ledger = manifest
+        .as_ref()
+        .and_then(|m| m.prisma_migrations.clone())
+        .map(|rows| serde_json::from_value(rows).map(|rows| Ledger { rows }))
+        .transpose()
+        .context("reading the backup's migration ledger")?
+        .unwrap_or_default();
+    let ledger_now = db.migration_ledger()?;
+    let writes = match manifest.as_ref().and_then(|m| m.write_counters.clone()) {
+        Some(before) => Some(db.write_counters()?.since(&before)),
+        None => None,
+    };
+    let facts = DbFacts {
+        ledger_diff: ledger_before.diff(&ledger_now),
+        fingerprint_before: manifest.as_ref().and_then(|m| m.schema_fingerprint.clone()),
+        fingerprint_now: Some(db.schema_fingerprint()?),
+        snapshot: run.journal.snapshot.clone(),
+        backup: run.journal.backup.clone(),
+        writes_since_backup: writes.unwrap_or(0),
+    };
+    // A rollback by hand without a journaled backup: use the newest backup of the
+    // target commit? No: without a recorded pre-deploy state the database stays.
+    let action = if manifest.is_none() && facts.snapshot.is_none() {
+        match policy {
+            DbPolicy::Restore => DbAction::Impossible {
+                reason: "--db restore, but this rollback has no pre-deploy backup; restore one by hand with `stablehand restore ID`".into(),
+            },
+            _ => DbAction::None {
+                reason: "no pre-deploy backup is recorded for this rollback: the database is left alone (restore one by hand with `stablehand restore ID` if needed)".into(),
+            },
+        }
+    } else {
+        decision::decide(policy, &facts)
+    };
+    Ok((action, writes))
+}
+
+/// Records the outcome in the history, removes the journal, and fills the steps.
+fn finish(
+    run: &mut Run,
+    outcome: anyhow::Result<Outcome>,
+    started: Instant,
+    trigger: &str,
+) -> anyhow::Result<Outcome> {
+    let mut outcome = outcome?;
+    outcome.steps = run.journal.steps.clone();
+    outcome.total_ms = started.elapsed().as_millis() as u64;
+    let rb = outcome.rollback.as_ref();
+    let release = Release {
+        at: jiff::Timestamp::now(),
+        command: outcome.command.clone(),
+        trigger: trigger.into(),
+        from: outcome.from.clone(),
+        to: match outcome.outcome.as_str() {
+            "deployed" => outcome.target.clone(),
+            "refused" => outcome.from.clone(),
+            _ => rb.and_then(|r| r.target.clone()),
+        },
+        outcome: outcome.outcome.clone(),
+        exit_code: outcome.exit_code,
+        backup: outcome.backup.clone(),
+        stable_tag: outcome.stable_tag.clone(),
+        failed_commit: rb.and_then(|r| r.failed_commit.clone()),
+        db_action: rb.and_then(|r| r.db.as_ref().map(|d| d.name().to_string())),
+        db_reason: rb.and_then(|r| r.db.as_ref().map(|d| d.reason().to_string())),
+        writes_since_backup: rb.and_then(|r| r.writes_since_backup),
+        kept_database: rb.and_then(|r| r.kept_database.clone()),
+        reverted_commits: rb
+            .map(|r| r.reverted_commits.iter().map(|c| c.sha.clone()).collect())
+            .unwrap_or_default(),
+        message: outcome.message.clone(),
+        total_ms: outcome.total_ms,
+        rollback_ms: rb.map(|r| r.took_ms),
+    };
+    journal::append_history(&run.state_dir, &release)?;
+    failpoint("history:done");
+    Journal::finish(&run.state_dir)?;
+    Ok(outcome)
+}
+
+/// `stablehand rollback`: by hand, to latest-stable (or `--to`).
+pub fn rollback(loaded: &Loaded, req: &RollbackRequest) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let state_dir = loaded.state_dir();
+    let _lock = match lock(loaded, "rollback") {
+        Ok(l) => l,
+        Err(msg) => return Ok(refused("rollback", msg, started)),
+    };
+    if let Some(j) = Journal::load(&state_dir)? {
+        return Ok(refused("rollback", unfinished_message(&j), started));
+    }
+    let repo = Repo::open(&loaded.app_dir, &loaded.config.git)?;
+    let runtime = Runtime::load(loaded)?;
+    let current = repo.head()?;
+    let requested = match req.to {
+        Some(r) => Some(
+            repo.resolve(r)
+                .with_context(|| format!("--to {r:?} does not resolve to a commit"))?,
+        ),
+        None => None,
+    };
+    // The pre-deploy backup of the last deploy of the running commit, if it is known.
+    let history = journal::read_history(&state_dir).unwrap_or_default();
+    let last_deploy = history.iter().rev().find(|r| {
+        r.command == "deploy"
+            && r.outcome == "deployed"
+            && r.to.as_deref() == Some(current.as_str())
+    });
+    let mut journal = Journal::new("rollback", requested.as_deref().unwrap_or(""));
+    journal.from = last_deploy.and_then(|r| r.from.clone());
+    journal.backup = last_deploy.and_then(|r| r.backup.clone());
+    journal.stable_before = repo.latest_stable()?;
+    let mut run = Run {
+        loaded,
+        state_dir,
+        journal,
+        progress: req.progress,
+        repo,
+        runtime,
+    };
+    run.journal.save(&run.state_dir)?;
+    let report = roll_back(&mut run, "manual", None, requested, req.db);
+    let outcome = report.map(|report| {
+        let exit_code = report_exit(&report);
+        Outcome {
+            command: "rollback".into(),
+            outcome: if exit_code == EXIT_ROLLED_BACK {
+                "rolled_back"
+            } else {
+                "rollback_failed"
+            }
+            .into(),
+            exit_code,
+            message: rollback_message("rollback requested", &report),
+            from: Some(current.clone()),
+            target: report.target.clone(),
+            backup: run.journal.backup.clone(),
+            stable_tag: None,
+            gate: None,
+            rollback: Some(report),
+            plan: None,
+            steps: Vec::new(),
+            total_ms: 0,
+        }
+    });
+    finish(&mut run, outcome, started, "manual")
+}
+
+/// `stablehand recover`: finishes an interrupted deploy or rollback so code and
+/// database match: after a passed gate, the marking; otherwise the rollback.
+pub fn recover(loaded: &Loaded, progress: bool) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let state_dir = loaded.state_dir();
+    let _lock = match lock(loaded, "recover") {
+        Ok(l) => l,
+        Err(msg) => return Ok(refused("recover", msg, started)),
+    };
+    let Some(journal) = Journal::load(&state_dir)? else {
+        let mut o = refused(
+            "recover",
+            "no unfinished deploy or rollback: nothing to do".into(),
+            started,
+        );
+        o.outcome = "nothing_to_do".into();
+        o.exit_code = 0;
+        return Ok(o);
+    };
+    let repo = Repo::open(&loaded.app_dir, &loaded.config.git)?;
+    let runtime = Runtime::load(loaded)?;
+    let phase = journal.phase;
+    let mut run = Run {
+        loaded,
+        state_dir,
+        journal,
+        progress,
+        repo,
+        runtime,
+    };
+    run.say(&format!(
+        "recovering {} {} (phase {:?}, last step {})",
+        run.journal.command,
+        run.journal.id,
+        phase,
+        run.journal
+            .steps
+            .last()
+            .map(|s| format!("{} {}", s.name, s.status))
+            .unwrap_or_else(|| "none".into())
+    ));
+    let target = run.journal.target.clone();
+    let mut outcome = Outcome {
+        command: "recover".into(),
+        outcome: String::new(),
+        exit_code: 0,
+        message: String::new(),
+        from: run.journal.from.clone(),
+        target: Some(target.clone()),
+        backup: run.journal.backup.clone(),
+        stable_tag: None,
+        gate: None,
+        rollback: None,
+        plan: None,
+        steps: Vec::new(),
+        total_ms: 0,
+    };
+    let result = match phase {
+        Phase::Passed => (|| {
+            let backup = run.journal.backup.clone();
+            let tag = match run.repo.latest_stable()? {
+                Some(s) if s == target => None,
+                _ => Some(run.step("mark_stable", |r| {
+                    Ok(r.repo
+                        .mark_stable(&target, backup.as_deref(), jiff::Timestamp::now())?
+                        .tag)
+                })?),
+            };
+            run.step("prune", |r| after_success(r, &target))?;
+            outcome.outcome = "deployed".into();
+            outcome.stable_tag = tag;
+            outcome.message = format!(
+                "finished the interrupted deploy of {}: its gate had passed; it is marked stable",
+                git::abbrev(&target, 12)
+            );
+            Ok(outcome.clone())
+        })(),
+        Phase::Deploying | Phase::RollingBack => (|| {
+            // Nothing had changed yet: back to the running code, the containers serve.
+            let changed = run.journal.steps.iter().any(|s| s.name == "stop");
+            if run.journal.command == "deploy" && !changed {
+                let from = run
+                    .journal
+                    .from
+                    .clone()
+                    .context("the journal has no running commit")?;
+                run.step("revert_code", |r| r.repo.reset_hard(&from, true))?;
+                run.step("start", |r| r.runtime.start_app())?;
+                outcome.outcome = "refused".into();
+                outcome.exit_code = EXIT_REFUSED;
+                outcome.message = format!(
+                    "the interrupted deploy of {} had not changed production; the code is back at {}",
+                    git::abbrev(&target, 12),
+                    git::abbrev(&from, 12)
+                );
+                return Ok(outcome.clone());
+            }
+            // Only a commit that failed its gate counts as failed; one whose deploy was
+            // interrupted is just not proven.
+            let failed = run.journal.failed_commit.clone();
+            let report = roll_back(&mut run, "recover", failed, None, None)?;
+            outcome.exit_code = report_exit(&report);
+            outcome.outcome = if outcome.exit_code == EXIT_ROLLED_BACK {
+                "rolled_back"
+            } else {
+                "rollback_failed"
+            }
+            .into();
+            outcome.message = rollback_message("recovering an interrupted deploy", &report);
+            outcome.rollback = Some(report);
+            Ok(outcome.clone())
+        })(),
+    };
+    finish(&mut run, result, started, "recover")
+}
