@@ -303,9 +303,19 @@ impl Database {
         snapshot: &str,
         suffix: &str,
     ) -> anyhow::Result<(String, Duration)> {
-        let keep_as = self.fresh_side_name(suffix)?;
-        let took = self.swap_in(snapshot, &keep_as)?;
-        Ok((keep_as, took))
+        // One round trip in the common case: a name with this second's stamp is almost
+        // always free; when it is not, the rename fails before changing anything and a
+        // checked name is used.
+        let keep_as = derived_name(&self.name, suffix, &stamp())?;
+        match self.swap_in(snapshot, &keep_as) {
+            Ok(took) => Ok((keep_as, took)),
+            Err(e) if e.to_string().contains("already exists") => {
+                let keep_as = self.fresh_side_name(suffix)?;
+                let took = self.swap_in(snapshot, &keep_as)?;
+                Ok((keep_as, took))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Drops a snapshot.

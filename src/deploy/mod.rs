@@ -115,9 +115,18 @@ struct Run<'a> {
     progress: bool,
     repo: Repo,
     runtime: Runtime,
+    /// The live database, connected once (Compose detection costs a second on v1).
+    db: Option<Database>,
 }
 
 impl Run<'_> {
+    fn db(&mut self) -> anyhow::Result<&Database> {
+        if self.db.is_none() {
+            self.db = Some(Database::from_config(self.loaded)?);
+        }
+        Ok(self.db.as_ref().expect("set above"))
+    }
+
     fn say(&self, line: &str) {
         if self.progress {
             eprintln!("{line}");
@@ -271,6 +280,7 @@ pub fn deploy(loaded: &Loaded, req: &DeployRequest) -> anyhow::Result<Outcome> {
         progress: req.progress,
         repo: pre.repo,
         runtime: pre.runtime,
+        db: None,
     };
     run.journal.save(&run.state_dir)?;
     run.say(&format!(
@@ -450,7 +460,7 @@ fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Outcome> {
         run.step("stop", |r| r.runtime.stop_app().map(drop))?;
         if run.loaded.config.database.snapshot {
             let snapshot = run.step("snapshot", |r| {
-                let db = Database::from_config(r.loaded)?;
+                let db = r.db()?;
                 db.drop_leftovers()?;
                 let id = ops::stamp();
                 let name = db.snapshot(&id)?;
@@ -534,7 +544,7 @@ fn after_success(run: &mut Run, target: &str) -> anyhow::Result<()> {
         run.note(format!("removed old images {}", pruned.removed.join(", ")));
     }
     if let Some(snapshot) = run.journal.snapshot.clone() {
-        Database::from_config(run.loaded)?.drop_snapshot(&snapshot)?;
+        run.db()?.drop_snapshot(&snapshot)?;
     }
     Ok(())
 }
@@ -675,9 +685,10 @@ fn roll_back(
             DbAction::Impossible { reason } => bail!("{reason}"),
             DbAction::SwapSnapshot { snapshot, .. } => {
                 let kept = run.step("database_swap", |r| {
-                    let db = Database::from_config(r.loaded)?;
-                    db.end_sessions()?;
-                    let (kept, took) = db.swap_to_snapshot_keeping(snapshot, ops::FAILED_SUFFIX)?;
+                    // swap_in ends the sessions itself, inside the same statement.
+                    let (kept, took) = r
+                        .db()?
+                        .swap_to_snapshot_keeping(snapshot, ops::FAILED_SUFFIX)?;
                     r.note(format!(
                         "snapshot swapped in ({} ms); the failed database is kept as {kept}",
                         took.as_millis()
@@ -721,11 +732,16 @@ fn roll_back(
 }
 
 /// The facts of the database decision, from the pre-deploy backup and the live database.
-fn decide_database(run: &Run, policy: Option<DbPolicy>) -> anyhow::Result<(DbAction, Option<u64>)> {
+fn decide_database(
+    run: &mut Run,
+    policy: Option<DbPolicy>,
+) -> anyhow::Result<(DbAction, Option<u64>)> {
     let policy = policy.unwrap_or(run.loaded.config.database.on_rollback);
-    let db = Database::from_config(run.loaded)?;
-    let manifest = match &run.journal.backup {
-        Some(id) => Some(Catalog::new(run.loaded.backup_dir()).find(id)?),
+    let loaded = run.loaded;
+    let journal = run.journal.clone();
+    let db = run.db()?;
+    let manifest = match &journal.backup {
+        Some(id) => Some(Catalog::new(loaded.backup_dir()).find(id)?),
         None => None,
     };
     let ledger_before: Ledger = manifest
@@ -744,8 +760,8 @@ fn decide_database(run: &Run, policy: Option<DbPolicy>) -> anyhow::Result<(DbAct
         ledger_diff: ledger_before.diff(&ledger_now),
         fingerprint_before: manifest.as_ref().and_then(|m| m.schema_fingerprint.clone()),
         fingerprint_now: Some(db.schema_fingerprint()?),
-        snapshot: run.journal.snapshot.clone(),
-        backup: run.journal.backup.clone(),
+        snapshot: journal.snapshot.clone(),
+        backup: journal.backup.clone(),
         writes_since_backup: writes.unwrap_or(0),
     };
     // A rollback by hand without a journaled backup: use the newest backup of the
@@ -847,6 +863,7 @@ pub fn rollback(loaded: &Loaded, req: &RollbackRequest) -> anyhow::Result<Outcom
         progress: req.progress,
         repo,
         runtime,
+        db: None,
     };
     run.journal.save(&run.state_dir)?;
     let report = roll_back(&mut run, "manual", None, requested, req.db);
@@ -905,6 +922,7 @@ pub fn recover(loaded: &Loaded, progress: bool) -> anyhow::Result<Outcome> {
         progress,
         repo,
         runtime,
+        db: None,
     };
     run.say(&format!(
         "recovering {} {} (phase {:?}, last step {})",

@@ -8,6 +8,7 @@ mod backup_direct;
 mod backup_failures;
 mod cli;
 mod db_primitives;
+mod deploy;
 mod health;
 mod restore;
 mod runtime;

@@ -5,13 +5,12 @@
 //! configured set.
 
 use std::fs;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use stablehand::runtime::Runtime;
 
-use crate::support::{busybox_image, docker_available, free_port, unique, wait_for, App};
+use crate::support::{busybox_image, docker_available, free_port, git, unique, wait_for, App};
 
 /// A git repo whose app service `web` is built from a Dockerfile and serves
 /// `/www/version.txt` with httpd; a `sidecar` service runs a plain image.
@@ -19,17 +18,6 @@ struct BuiltApp {
     app: App,
     project: String,
     port: u16,
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.test"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 impl BuiltApp {

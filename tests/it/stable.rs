@@ -4,31 +4,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use predicates::prelude::*;
 use stablehand::config::GitConfig;
 use stablehand::git::Repo;
 
-use crate::support::write_script;
+use crate::support::{git, write_script};
 
 const CONFIG: &str = "[database]\nmode = \"direct\"\n";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=Dev", "-c", "user.email=dev@example.test"])
-        .args(args)
-        .current_dir(dir)
-        .env_remove("GIT_DIR")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A bare remote and a work clone with one pushed commit.
 struct Fixture {

@@ -1,0 +1,677 @@
+//! The guarded deploy end to end, through the real binary: a git work tree cloned from a
+//! bare remote, PostgreSQL in a compose service, and a web app built from a Dockerfile
+//! whose entrypoint applies its migrations into `_prisma_migrations` (as `prisma migrate
+//! deploy` does when the backend starts) and then serves `/health` with httpd. A broken
+//! release ships without its health file (404).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{
+    busybox_image, docker_available, free_port, git, postgres_ids, unique, wait_for, PG_BIN,
+};
+
+/// The stack: `remote.git` (bare), `dev/` (where releases are authored and pushed),
+/// `app/` (the deploy work tree, with stablehand.toml), `pgdata/` beside them.
+pub struct Stack {
+    root: tempfile::TempDir,
+    pub project: String,
+    pub db_port: u16,
+    pub web_port: u16,
+}
+
+const START_SH: &str = r#"#!/bin/sh
+# The app's entrypoint: apply pending migrations (recorded in _prisma_migrations, as
+# Prisma does), then serve /app/www (its /health is the health check).
+set -e
+P="psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $DB_PORT -U app -d appdb"
+$P -c "create table if not exists _prisma_migrations (id varchar(36) primary key, checksum varchar(64) not null, finished_at timestamptz, migration_name varchar(255) not null, logs text, rolled_back_at timestamptz, started_at timestamptz not null default now(), applied_steps_count integer not null default 0)"
+for dir in /app/migrations/*/; do
+  [ -d "$dir" ] || continue
+  name=$(basename "$dir")
+  applied=$($P -At -c "select count(*) from _prisma_migrations where migration_name = '$name' and finished_at is not null and rolled_back_at is null")
+  if [ "$applied" = "0" ]; then
+    echo "applying migration $name"
+    $P -1 -f "$dir/migration.sql"
+    $P -c "insert into _prisma_migrations (id, checksum, finished_at, migration_name, applied_steps_count) values (md5('$name'), md5('$name'), now(), '$name', 1)"
+  fi
+done
+if [ -f /flags/broken ]; then rm -f /app/www/health; fi
+echo "serving on $WEB_PORT"
+exec httpd -f -p "$WEB_PORT" -h /app/www
+"#;
+
+impl Stack {
+    /// Builds the repositories and starts PostgreSQL (with 100 existing messages);
+    /// `extra_config` is appended to stablehand.toml. The web app is not running yet.
+    pub fn new(extra_config: &str) -> Option<Stack> {
+        if !docker_available() {
+            return None;
+        }
+        let image = busybox_image();
+        let root = tempfile::Builder::new()
+            .prefix("stablehand-deploy")
+            .tempdir()
+            .unwrap();
+        let stack = Stack {
+            root,
+            project: unique("shdeploy").replace('_', ""),
+            db_port: free_port(),
+            web_port: free_port(),
+        };
+        let r = stack.root.path();
+        let (uid, gid) = postgres_ids();
+        fs::create_dir(r.join("pgdata")).unwrap();
+        nix::unistd::chown(&r.join("pgdata"), Some(uid.into()), Some(gid.into())).unwrap();
+        fs::create_dir(r.join("flags")).unwrap();
+        git(r, &["init", "-q", "--bare", "-b", "main", "remote.git"]);
+        git(r, &["clone", "-q", "remote.git", "dev"]);
+        let dev = stack.dev();
+        let (db_port, web_port, project) = (stack.db_port, stack.web_port, &stack.project);
+        fs::write(
+            dev.join("docker-compose.yml"),
+            format!(
+                r#"version: "2.4"
+services:
+  postgres:
+    image: {image}
+    network_mode: host
+    user: "{uid}:{gid}"
+    environment:
+      PATH: /usr/lib/postgresql/15/bin:/bin
+      PGHOST: /pgdata
+      PGPORT: "{db_port}"
+    volumes: ["/usr:/usr:ro", "/lib:/lib:ro", "/lib64:/lib64:ro", "/etc/passwd:/etc/passwd:ro", "/etc/group:/etc/group:ro", "../pgdata:/pgdata"]
+    command: ["/bin/sh", "-c", "[ -f /pgdata/PG_VERSION ] || initdb -D /pgdata -U app --auth=trust >/dev/null; exec postgres -D /pgdata -p {db_port} -k /pgdata -c listen_addresses=127.0.0.1"]
+  web:
+    build: .
+    init: true
+    network_mode: host
+    environment:
+      PATH: /usr/lib/postgresql/15/bin:/bin
+      DB_PORT: "{db_port}"
+      WEB_PORT: "{web_port}"
+    volumes: ["/usr:/usr:ro", "/lib:/lib:ro", "/lib64:/lib64:ro", "../flags:/flags:ro"]
+    command: ["/bin/sh", "/app/start.sh"]
+"#
+            ),
+        )
+        .unwrap();
+        fs::write(
+            dev.join("Dockerfile"),
+            format!("FROM {image}\nCOPY app/ /app/\n"),
+        )
+        .unwrap();
+        fs::write(dev.join(".gitignore"), "backups/\n.stablehand/\n").unwrap();
+        fs::write(
+            dev.join("stablehand.toml"),
+            format!(
+                r#"[runtime]
+project = "{project}"
+
+[health]
+containers = ["web"]
+consecutive = 2
+stable_for = "2s"
+timeout = "10s"
+interval = "300ms"
+[[health.http]]
+url = "http://127.0.0.1:{web_port}/health"
+timeout = "1s"
+
+[database]
+mode = "compose"
+service = "postgres"
+user = "app"
+name = "appdb"
+{extra_config}"#
+            ),
+        )
+        .unwrap();
+        fs::create_dir_all(dev.join("app/www")).unwrap();
+        fs::write(dev.join("app/start.sh"), START_SH).unwrap();
+        fs::write(dev.join("app/www/health"), "ok\n").unwrap();
+        stack.add_migration(
+            "001_init",
+            "create table if not exists messages (id serial primary key, body text not null);",
+        );
+        stack.commit("v1: messages");
+        git(r, &["clone", "-q", "remote.git", "app"]);
+
+        let up = stack.compose(&["up", "-d", "postgres"]).status().unwrap();
+        assert!(up.success(), "compose up postgres");
+        wait_for(Duration::from_secs(90), || {
+            Command::new(format!("{PG_BIN}/pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &db_port.to_string()])
+                .status()
+                .unwrap()
+                .success()
+                .then_some(())
+        })
+        .expect("PostgreSQL in the compose service became ready");
+        stack.psql("postgres", "create database appdb");
+        // Production data that predates stablehand.
+        stack.psql(
+            "appdb",
+            "create table messages (id serial primary key, body text not null); \
+             insert into messages (body) select 'old ' || g from generate_series(1, 100) g",
+        );
+        Some(stack)
+    }
+
+    pub fn dev(&self) -> PathBuf {
+        self.root.path().join("dev")
+    }
+
+    pub fn app(&self) -> PathBuf {
+        self.root.path().join("app")
+    }
+
+    pub fn add_migration(&self, name: &str, sql: &str) {
+        let dir = self.dev().join("app/migrations").join(name);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("migration.sql"), sql).unwrap();
+    }
+
+    /// Ships a release without its health file (or with it again).
+    pub fn set_healthy(&self, healthy: bool) {
+        let f = self.dev().join("app/www/health");
+        if healthy {
+            fs::write(f, "ok\n").unwrap();
+        } else {
+            let _ = fs::remove_file(f);
+        }
+    }
+
+    /// Commits everything in dev/ and pushes; returns the sha.
+    pub fn commit(&self, message: &str) -> String {
+        let dev = self.dev();
+        // A file that changes every release: each one builds a distinct image.
+        fs::write(dev.join("app/www/version"), format!("{message}\n")).unwrap();
+        git(&dev, &["add", "-A"]);
+        git(&dev, &["commit", "-q", "-m", message]);
+        git(&dev, &["push", "-q", "origin", "main"]);
+        git(&dev, &["rev-parse", "HEAD"])
+    }
+
+    pub fn compose(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("docker-compose");
+        c.args(["-p", &self.project])
+            .args(args)
+            .current_dir(self.app_or_dev())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    }
+
+    fn app_or_dev(&self) -> PathBuf {
+        if self.app().join("docker-compose.yml").exists() {
+            self.app()
+        } else {
+            self.dev()
+        }
+    }
+
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new(format!("{PG_BIN}/psql"))
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+            .arg(format!(
+                "--dbname=postgresql://app@127.0.0.1:{}/{db}",
+                self.db_port
+            ))
+            .args(["-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn count(&self, sql: &str) -> u64 {
+        self.psql("appdb", sql).parse().unwrap()
+    }
+
+    pub fn table_exists(&self, db: &str, table: &str) -> bool {
+        self.psql(db, &format!("select to_regclass('{table}') is not null")) == "t"
+    }
+
+    /// Databases whose names start with `prefix`.
+    pub fn databases_like(&self, prefix: &str) -> Vec<String> {
+        let out = self.psql(
+            "postgres",
+            &format!("select datname from pg_database where datname like '{prefix}%' order by 1"),
+        );
+        out.lines().map(str::to_string).collect()
+    }
+
+    /// `stablehand ARGS` in the app directory; returns (exit code, stdout JSON or text, stderr).
+    pub fn stablehand(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.stablehand_cmd(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn stablehand_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_stablehand"));
+        c.args(args)
+            .current_dir(self.app())
+            .env_remove("STABLEHAND_CONFIG")
+            .env_remove("DATABASE_URL");
+        c
+    }
+
+    /// `stablehand --json deploy ARGS`: exit code and the outcome.
+    pub fn deploy(&self, args: &[&str]) -> (i32, serde_json::Value) {
+        let mut all = vec!["--json", "deploy"];
+        all.extend_from_slice(args);
+        let (code, stdout, stderr) = self.stablehand(&all);
+        let v = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{e}: stdout {stdout}\nstderr {stderr}"));
+        (code, v)
+    }
+
+    pub fn head(&self) -> String {
+        git(&self.app(), &["rev-parse", "HEAD"])
+    }
+
+    /// Where latest-stable points on the remote.
+    pub fn remote_stable(&self) -> Option<String> {
+        let out = Command::new("git")
+            .args(["rev-parse", "-q", "--verify", "latest-stable^{commit}"])
+            .current_dir(self.root.path().join("remote.git"))
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// What the app answers on /health right now.
+    pub fn health_status(&self) -> Option<u16> {
+        let url = format!("http://127.0.0.1:{}/health", self.web_port);
+        match ureq::get(&url).timeout(Duration::from_secs(2)).call() {
+            Ok(r) => Some(r.status()),
+            Err(ureq::Error::Status(code, _)) => Some(code),
+            Err(_) => None,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.root.path()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.compose(&["down", "-t", "2"]).status();
+        let out = Command::new("docker")
+            .args([
+                "image",
+                "ls",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+                &format!("{}_web", self.project),
+            ])
+            .output();
+        if let Ok(out) = out {
+            for reference in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = Command::new("docker")
+                    .args(["image", "rm", reference])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+fn steps(v: &serde_json::Value) -> Vec<String> {
+    v["steps"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    format!(
+                        "{}:{}",
+                        s["name"].as_str().unwrap(),
+                        s["status"].as_str().unwrap()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_good_deploy_is_backed_up_gated_and_marked_stable() {
+    let Some(s) = Stack::new("") else { return };
+    let v1 = git(&s.dev(), &["rev-parse", "HEAD"]);
+
+    let (code, plan) = s.deploy(&["--dry-run"]);
+    assert_eq!(code, 0, "{plan}");
+    assert_eq!(plan["outcome"], "planned");
+    assert_eq!(plan["plan"]["target"], v1);
+    assert!(
+        !s.path().join("app/.stablehand/history.jsonl").exists(),
+        "a dry run records nothing"
+    );
+
+    let (code, v) = s.deploy(&[]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["outcome"], "deployed");
+    assert_eq!(
+        steps(&v),
+        [
+            "checkout:done",
+            "build:done",
+            "backup:done",
+            "stop:done",
+            "start:done",
+            "gate:done",
+            "mark_stable:done",
+            "prune:done"
+        ]
+    );
+    assert_eq!(
+        s.remote_stable().as_deref(),
+        Some(v1.as_str()),
+        "latest-stable pushed"
+    );
+    let backup = v["backup"].as_str().unwrap();
+    let tag_message = git(
+        &s.app(),
+        &[
+            "tag",
+            "-l",
+            "--format=%(contents)",
+            v["stable_tag"].as_str().unwrap(),
+        ],
+    );
+    assert!(tag_message.contains(backup), "{tag_message}");
+    assert_eq!(s.health_status(), Some(200));
+    assert_eq!(s.count("select count(*) from messages"), 100);
+    assert!(
+        !s.app().join(".stablehand/journal.json").exists(),
+        "the journal is finished"
+    );
+
+    let (code, history, _) = s.stablehand(&["--json", "history"]);
+    assert_eq!(code, 0);
+    let history: serde_json::Value = serde_json::from_str(&history).unwrap();
+    assert_eq!(history[0]["outcome"], "deployed");
+    assert_eq!(history[0]["backup"], backup);
+    let (code, status, _) = s.stablehand(&["status"]);
+    assert_eq!(code, 0, "{status}");
+    assert!(
+        status.contains(&format!("latest-stable:   {}", &v1[..12])),
+        "{status}"
+    );
+}
+
+#[test]
+fn a_failing_deploy_with_a_migration_gets_code_and_database_back() {
+    let Some(s) = Stack::new("") else { return };
+    let v1 = git(&s.dev(), &["rev-parse", "HEAD"]);
+    assert_eq!(s.deploy(&[]).0, 0);
+    s.psql(
+        "appdb",
+        "insert into messages (body) values ('written before v2')",
+    );
+
+    s.add_migration("002_audit", "create table audit (id serial primary key, what text); alter table messages add column flagged boolean;");
+    s.set_healthy(false);
+    let v2 = s.commit("v2: audit table, broken health");
+    let (code, v) = s.deploy(&[]);
+    assert_eq!(code, 11, "{v:#}");
+    assert_eq!(v["outcome"], "rolled_back");
+    let rb = &v["rollback"];
+    assert_eq!(rb["failed_commit"], v2);
+    assert_eq!(rb["target"], v1);
+    assert_eq!(rb["db"]["action"], "restore", "{rb:#}");
+    assert!(
+        rb["db"]["reason"].as_str().unwrap().contains("002_audit"),
+        "{rb:#}"
+    );
+    assert_eq!(rb["reverted_commits"][0]["sha"], v2);
+
+    // Code and database are v1's again; the rows from before the backup are there.
+    assert_eq!(s.head(), v1);
+    assert!(
+        !s.table_exists("appdb", "audit"),
+        "the migration's table is gone"
+    );
+    assert_eq!(s.count("select count(*) from messages"), 101);
+    assert_eq!(
+        s.count("select count(*) from messages where body = 'written before v2'"),
+        1
+    );
+    // The failed database is kept, with the migration in it.
+    let kept = rb["kept_database"].as_str().unwrap();
+    assert!(kept.starts_with("appdb__failed_"), "{kept}");
+    assert!(s.table_exists(kept, "audit"));
+    assert_eq!(s.health_status(), Some(200));
+    assert_eq!(
+        s.remote_stable().as_deref(),
+        Some(v1.as_str()),
+        "latest-stable did not move"
+    );
+    let (_, history, _) = s.stablehand(&["--json", "history"]);
+    let history: serde_json::Value = serde_json::from_str(&history).unwrap();
+    assert_eq!(history[0]["outcome"], "rolled_back");
+    assert_eq!(history[0]["failed_commit"], v2);
+    assert_eq!(history[0]["db_action"], "restore");
+}
+
+#[test]
+fn a_failing_deploy_without_a_migration_leaves_the_database_and_its_new_rows() {
+    let Some(s) = Stack::new("") else { return };
+    let v1 = git(&s.dev(), &["rev-parse", "HEAD"]);
+    assert_eq!(s.deploy(&[]).0, 0);
+    s.set_healthy(false);
+    s.commit("v2: broken health, no migration");
+
+    // Rows written while the new release runs (after the backup): they must survive.
+    let mut child = s
+        .stablehand_cmd(&["--json", "deploy"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let journal = s.app().join(".stablehand/journal.json");
+    wait_for(Duration::from_secs(120), || {
+        let j = fs::read_to_string(&journal).ok()?;
+        j.contains("\"name\": \"gate\"").then_some(())
+    })
+    .expect("the deploy reached its gate");
+    s.psql(
+        "appdb",
+        "insert into messages (body) select 'during the deploy ' || g from generate_series(1, 5) g",
+    );
+    let out = child.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(11), "{v:#}");
+    assert_eq!(v["rollback"]["db"]["action"], "none", "{v:#}");
+    assert!(v["rollback"]["db"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("applied no migration"));
+    assert_eq!(
+        s.count("select count(*) from messages where body like 'during the deploy%'"),
+        5
+    );
+    assert_eq!(s.head(), v1);
+    assert!(
+        s.databases_like("appdb__failed_").is_empty(),
+        "nothing was kept aside"
+    );
+    assert_eq!(s.health_status(), Some(200));
+}
+
+#[test]
+fn failures_in_a_row_always_return_to_the_first_stable_release() {
+    let Some(s) = Stack::new("") else { return };
+    let v1 = git(&s.dev(), &["rev-parse", "HEAD"]);
+    assert_eq!(s.deploy(&[]).0, 0);
+    s.set_healthy(false);
+    for n in 2..=3 {
+        s.commit(&format!("v{n}: broken"));
+        let (code, v) = s.deploy(&[]);
+        assert_eq!(code, 11, "v{n}: {v:#}");
+        assert_eq!(
+            v["rollback"]["target"], v1,
+            "v{n} goes back to v1, never to a failed release"
+        );
+        assert_eq!(s.head(), v1);
+    }
+    // v4 fixes it: the stable release moves.
+    s.set_healthy(true);
+    let v4 = s.commit("v4: fixed");
+    let (code, v) = s.deploy(&[]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(s.remote_stable().as_deref(), Some(v4.as_str()));
+}
+
+#[test]
+fn without_a_stable_release_the_rollback_returns_to_the_commit_running_before() {
+    let Some(s) = Stack::new("") else { return };
+    let v1 = git(&s.dev(), &["rev-parse", "HEAD"]);
+    // v1 runs, started by hand before stablehand (no stable tag).
+    assert!(s
+        .compose(&["up", "-d", "--build", "web"])
+        .status()
+        .unwrap()
+        .success());
+    wait_for(Duration::from_secs(30), || {
+        (s.health_status() == Some(200)).then_some(())
+    })
+    .expect("v1 serves");
+    s.set_healthy(false);
+    s.commit("v2: broken");
+    let (code, v) = s.deploy(&[]);
+    assert_eq!(code, 11, "{v:#}");
+    assert_eq!(v["rollback"]["target"], v1);
+    assert!(v["rollback"]["target_reason"]
+        .as_str()
+        .unwrap()
+        .contains("no stable release yet"));
+    assert_eq!(
+        v["rollback"]["images"][0]["source"], "retained",
+        "v1's running image was kept: {v:#}"
+    );
+    assert_eq!(s.head(), v1);
+    assert_eq!(s.health_status(), Some(200));
+    assert_eq!(s.remote_stable(), None);
+}
+
+#[test]
+fn the_stable_release_itself_failing_needs_manual_intervention_and_destroys_nothing() {
+    let Some(s) = Stack::new("") else { return };
+    let v1 = git(&s.dev(), &["rev-parse", "HEAD"]);
+    assert_eq!(s.deploy(&[]).0, 0);
+    // The environment breaks under the stable release: redeploying it fails its gate.
+    fs::write(s.path().join("flags/broken"), "").unwrap();
+    let (code, v) = s.deploy(&["--ref", &v1]);
+    assert_eq!(code, 12, "{v:#}");
+    assert_eq!(v["outcome"], "rollback_failed");
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.contains("MANUAL INTERVENTION REQUIRED"),
+        "{message}"
+    );
+    assert!(message.contains("stable release"), "{message}");
+    assert_eq!(s.head(), v1);
+    assert_eq!(
+        s.count("select count(*) from messages"),
+        100,
+        "the database is untouched"
+    );
+    assert!(s.databases_like("appdb__failed_").is_empty());
+}
+
+#[test]
+fn a_second_deploy_while_one_runs_is_refused_with_exit_10() {
+    let Some(s) = Stack::new("") else { return };
+    let mut first = s
+        .stablehand_cmd(&["deploy"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let journal = s.app().join(".stablehand/journal.json");
+    wait_for(Duration::from_secs(60), || journal.exists().then_some(()))
+        .expect("the first deploy started");
+    let (code, v) = s.deploy(&[]);
+    assert_eq!(code, 10, "{v:#}");
+    assert_eq!(v["outcome"], "refused");
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("pid {}", first.id())),
+        "names the holder: {message}"
+    );
+    assert!(message.contains("deploy"), "{message}");
+    assert!(first.wait().unwrap().success(), "the first deploy finished");
+}
+
+#[test]
+fn a_failed_backup_refuses_the_deploy_and_changes_nothing() {
+    // A backup smaller than min_size does not count: a real failure of the backup step.
+    let Some(s) = Stack::new("\n[backup]\nmin_size = \"1GiB\"\n") else {
+        return;
+    };
+    let before = s.head();
+    let (code, v) = s.deploy(&[]);
+    assert_eq!(code, 10, "{v:#}");
+    assert_eq!(v["outcome"], "refused");
+    assert!(
+        v["message"].as_str().unwrap().contains("before any change"),
+        "{v:#}"
+    );
+    assert_eq!(s.head(), before);
+    assert_eq!(s.remote_stable(), None);
+    assert!(s.health_status().is_none(), "the app was never started");
+    let (_, history, _) = s.stablehand(&["--json", "history"]);
+    let history: serde_json::Value = serde_json::from_str(&history).unwrap();
+    assert_eq!(history[0]["outcome"], "refused");
+}
+
+#[test]
+fn snapshot_mode_rolls_the_database_back_by_rename_in_under_a_second() {
+    let Some(s) = Stack::new("snapshot = true\n") else {
+        return;
+    };
+    let v1 = git(&s.dev(), &["rev-parse", "HEAD"]);
+    assert_eq!(s.deploy(&[]).0, 0);
+    assert!(
+        s.databases_like("appdb__snap_").is_empty(),
+        "a passed deploy drops its snapshot"
+    );
+    s.add_migration("002_audit", "create table audit (id serial primary key);");
+    s.set_healthy(false);
+    s.commit("v2: broken with a migration");
+    let (code, v) = s.deploy(&[]);
+    assert_eq!(code, 11, "{v:#}");
+    let rb = &v["rollback"];
+    assert_eq!(rb["db"]["action"], "swap_snapshot", "{rb:#}");
+    let swap = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "database_swap")
+        .expect("a database_swap step");
+    assert!(
+        swap["took_ms"].as_u64().unwrap() < 1000,
+        "database part {swap}"
+    );
+    assert!(!s.table_exists("appdb", "audit"));
+    assert_eq!(s.count("select count(*) from messages"), 100);
+    assert_eq!(s.head(), v1);
+    assert!(s.table_exists(rb["kept_database"].as_str().unwrap(), "audit"));
+}
