@@ -479,7 +479,7 @@ fn a_failing_deploy_without_a_migration_leaves_the_database_and_its_new_rows() {
     s.commit("v2: broken health, no migration");
 
     // Rows written while the new release runs (after the backup): they must survive.
-    let mut child = s
+    let child = s
         .stablehand_cmd(&["--json", "deploy"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
