@@ -135,6 +135,10 @@ impl Journal {
 /// One finished deploy or rollback, as the history records it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Release {
+    /// The journal id of the deploy or rollback (recover uses it to see that a run was
+    /// recorded before it was killed).
+    #[serde(default)]
+    pub id: String,
     pub at: Timestamp,
     /// deploy, rollback, recover.
     pub command: String,

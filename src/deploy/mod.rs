@@ -437,10 +437,12 @@ fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Outcome> {
     let backup = match before_change {
         Ok(id) => id,
         Err(e) => {
-            // Back to the running commit's code; its containers never stopped.
+            // Back to the running commit's code and image names; its containers never
+            // stopped.
             let reverted = run
                 .repo
                 .reset_hard(&running, true)
+                .and_then(|()| run.runtime.restore_image_names(&running))
                 .map_err(|r| format!("; and resetting the code to {running} failed: {r:#}"))
                 .err()
                 .unwrap_or_default();
@@ -483,14 +485,22 @@ fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Outcome> {
             })?;
         }
         run.step("start", |r| r.runtime.start_app())?;
-        run.step("gate", |r| r.gate())
+        // The verdict is journaled with the step: a crash right after it is recovered
+        // by marking (passed) or by rolling back a commit known to have failed.
+        run.step("gate", |r| {
+            let verdict = r.gate()?;
+            if verdict.passed {
+                r.journal.phase = Phase::Passed;
+            } else {
+                r.journal.failed_commit = Some(r.journal.target.clone());
+            }
+            Ok(verdict)
+        })
     })();
 
     match changed {
         Ok(verdict) if verdict.passed => {
             outcome.gate = Some(verdict);
-            run.journal.phase = Phase::Passed;
-            run.journal.save(&run.state_dir)?;
             let tag = run.step("mark_stable", |r| {
                 let marked = r
                     .repo
@@ -720,7 +730,7 @@ fn roll_back(
         })?;
         report.images = switched.images;
         report.rebuilt = switched.rebuilt;
-        let verdict = run.step("gate", |r| r.gate())?;
+        let verdict = run.step("rollback_gate", |r| r.gate())?;
         report.gate = Some(verdict);
         Ok(())
     })();
@@ -793,6 +803,7 @@ fn finish(
     outcome.total_ms = started.elapsed().as_millis() as u64;
     let rb = outcome.rollback.as_ref();
     let release = Release {
+        id: run.journal.id.clone(),
         at: jiff::Timestamp::now(),
         command: outcome.command.clone(),
         trigger: trigger.into(),
@@ -902,16 +913,27 @@ pub fn recover(loaded: &Loaded, progress: bool) -> anyhow::Result<Outcome> {
         Ok(l) => l,
         Err(msg) => return Ok(refused("recover", msg, started)),
     };
-    let Some(journal) = Journal::load(&state_dir)? else {
-        let mut o = refused(
-            "recover",
-            "no unfinished deploy or rollback: nothing to do".into(),
-            started,
-        );
+    let nothing_to_do = |message: String| {
+        let mut o = refused("recover", message, started);
         o.outcome = "nothing_to_do".into();
         o.exit_code = 0;
-        return Ok(o);
+        o
     };
+    let Some(journal) = Journal::load(&state_dir)? else {
+        return Ok(nothing_to_do(
+            "no unfinished deploy or rollback: nothing to do".into(),
+        ));
+    };
+    // Killed after recording its outcome, before removing the journal: it finished.
+    let history = journal::read_history(&state_dir)?;
+    if let Some(done) = history.iter().rev().find(|r| r.id == journal.id) {
+        let message = format!(
+            "the {} {} had finished ({}) before it was interrupted; nothing to do",
+            journal.command, journal.id, done.outcome
+        );
+        Journal::finish(&state_dir)?;
+        return Ok(nothing_to_do(message));
+    }
     let repo = Repo::open(&loaded.app_dir, &loaded.config.git)?;
     let runtime = Runtime::load(loaded)?;
     let phase = journal.phase;
@@ -980,8 +1002,10 @@ pub fn recover(loaded: &Loaded, progress: bool) -> anyhow::Result<Outcome> {
                     .from
                     .clone()
                     .context("the journal has no running commit")?;
-                run.step("revert_code", |r| r.repo.reset_hard(&from, true))?;
-                run.step("start", |r| r.runtime.start_app())?;
+                run.step("revert_code", |r| {
+                    r.repo.reset_hard(&from, true)?;
+                    r.runtime.restore_image_names(&from)
+                })?;
                 outcome.outcome = "refused".into();
                 outcome.exit_code = EXIT_REFUSED;
                 outcome.message = format!(

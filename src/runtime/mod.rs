@@ -206,6 +206,22 @@ impl Runtime {
         })
     }
 
+    /// Points the image names Compose runs back at `commit`'s retained images (after a
+    /// build that is abandoned), without building or starting anything. Services with no
+    /// image retained for `commit` are left as they are.
+    pub fn restore_image_names(&self, commit: &str) -> anyhow::Result<()> {
+        let Runtime::Compose(app) = self else {
+            return Ok(());
+        };
+        for s in app.built_services() {
+            let retained = images::commit_tag(&s.image, commit);
+            if images::image_id(&retained)?.is_some() {
+                images::tag(&retained, &s.image)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Tags the images the app's containers run now as `commit`'s, when none are tagged
     /// for it yet: the release running before stablehand's first deploy can be rolled
     /// back to without a build. Returns the tags made.

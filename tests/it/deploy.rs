@@ -47,6 +47,14 @@ impl Stack {
     /// Builds the repositories and starts PostgreSQL (with 100 existing messages);
     /// `extra_config` is appended to stablehand.toml. The web app is not running yet.
     pub fn new(extra_config: &str) -> Option<Stack> {
+        Stack::with_health(
+            "consecutive = 2\nstable_for = \"2s\"\ntimeout = \"10s\"\ninterval = \"300ms\"\n",
+            extra_config,
+        )
+    }
+
+    /// `new` with the gate's timing (`[health]` keys besides the probe) given.
+    pub fn with_health(health: &str, extra_config: &str) -> Option<Stack> {
         if !docker_available() {
             return None;
         }
@@ -113,11 +121,7 @@ project = "{project}"
 
 [health]
 containers = ["web"]
-consecutive = 2
-stable_for = "2s"
-timeout = "10s"
-interval = "300ms"
-[[health.http]]
+{health}[[health.http]]
 url = "http://127.0.0.1:{web_port}/health"
 timeout = "1s"
 

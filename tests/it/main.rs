@@ -7,6 +7,7 @@ mod backup_compose;
 mod backup_direct;
 mod backup_failures;
 mod cli;
+mod crash;
 mod db_primitives;
 mod deploy;
 mod health;
