@@ -371,7 +371,7 @@ fn compose_mode_interrupted_restores_and_failing_swaps_leave_the_live_database()
     stack.psql("ownerdb", "delete from big where id <= 10");
     let live = crate::restore::state(&url);
 
-    // 1. The `compose exec` client feeding pg_restore is killed mid-restore.
+    // 1. The exec client feeding pg_restore is killed mid-restore.
     let start = |app: &App| {
         let child = app
             .std_cmd()
@@ -382,7 +382,11 @@ fn compose_mode_interrupted_restores_and_failing_swaps_leave_the_live_database()
             .unwrap();
         let parent = child.id();
         let exec = wait_for(Duration::from_secs(60), || {
-            let pid = children_named(parent, "docker-compose").into_iter().find(|pid| {
+            // The exec client: `docker exec` into the service's container (or
+            // `docker-compose exec` when the container was not found).
+            let mut clients = children_named(parent, "docker");
+            clients.extend(children_named(parent, "docker-compose"));
+            let pid = clients.into_iter().find(|pid| {
                 let argv = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
                 String::from_utf8_lossy(&argv).contains("--exit-on-error")
             })?;
