@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# The main job end to end on a throwaway PostgreSQL cluster with sample data:
-# back it up four times (retention prunes after each), list, verify, show what
-# retention decides and why, prune, show; then delete rows, restore (swap), and run a
-# restore test.
-# Everything lives in a temp directory that is removed at the end (DEMO_KEEP=1 keeps it).
+# The story a newcomer runs on a fresh machine (`make demo`): a sample compose app
+# (examples/demo-app: a busybox web server that migrates its database when it starts,
+# and PostgreSQL in compose), a local git repository with a bare remote, then:
+#   v1 deploys and is marked stable;
+#   v2 adds a migration and breaks the health check: rolled back automatically, code
+#      AND database (the migration's table is gone, every row written before is there);
+#   v3 fails again: back to v1, not to v2;
+#   v4 fixes it: the stable release moves.
+# It ends with `status`, `history` and the backups. Everything lives in a temp directory
+# that is removed at the end (DEMO_KEEP=1 keeps it and leaves the stack running).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -13,70 +18,77 @@ echo "==> building stablehand (release)"
 cargo build --release -q
 SH="$ROOT/target/release/stablehand"
 
-PGBIN=/usr/lib/postgresql/15/bin
+source "$ROOT/bench/lib.sh"
+source "$ROOT/examples/demo-app/stack.sh"
+[[ $EUID -eq 0 ]] || die "the demo needs root (PostgreSQL's data directory belongs to the postgres user)"
+
 WORK=$(mktemp -d /tmp/stablehand-demo.XXXXXX)
 chmod 755 "$WORK"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-
+PROJECT="shdemo$$"
 cleanup() {
-  as_pg "$PGBIN/pg_ctl" -D "$WORK/pg/data" -m fast stop >/dev/null 2>&1 || true
-  if [ "${DEMO_KEEP:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+  local rc=$?
+  if [[ ${DEMO_KEEP:-0} == 1 ]]; then
+    echo "kept $WORK (compose project $PROJECT is still running)"
+  else
+    stack_destroy
+    rm -rf "$WORK"
+  fi
+  exit "$rc"
 }
 trap cleanup EXIT
 
-echo "==> starting a throwaway PostgreSQL 15 on 127.0.0.1:$PORT"
-mkdir -p "$WORK/pg"
-[ "$(id -u)" = 0 ] && chown postgres:postgres "$WORK/pg"
-as_pg "$PGBIN/initdb" -D "$WORK/pg/data" -U postgres --auth=trust >/dev/null
-as_pg "$PGBIN/pg_ctl" -D "$WORK/pg/data" -w -l "$WORK/pg/log" \
-  -o "-p $PORT -k $WORK/pg -c listen_addresses=127.0.0.1" start >/dev/null
+say() { printf '\n\033[1m### %s\033[0m\n' "$*"; }
+run() { # runs stablehand in the app directory, shows the command, returns its exit code
+  printf '\n$ stablehand %s\n' "$*"
+  local code=0
+  (cd "$APP" && "$SH" "$@") || code=$?
+  echo "(exit $code)"
+  return "$code"
+}
+expect() { # CODE COMMAND...: runs it and checks the exit code
+  local want=$1 code=0
+  shift
+  run "$@" || code=$?
+  [[ $code == "$want" ]] || die "expected exit $want, got $code"
+}
 
-echo "==> loading sample data (pgbench scale 5 + 50k chat messages)"
-"$PGBIN/psql" -qX -h 127.0.0.1 -p "$PORT" -U postgres -c "create database shop" >/dev/null
-"$PGBIN/pgbench" -q -i -s 5 -h 127.0.0.1 -p "$PORT" -U postgres shop >/dev/null 2>&1
-"$PGBIN/psql" -qX -h 127.0.0.1 -p "$PORT" -U postgres -d shop >/dev/null <<'SQL'
-create table messages (id bigserial primary key, room int, body text, meta jsonb, created_at timestamptz default now());
-insert into messages (room, body, meta)
-  select g % 97, 'message ' || g || ' ' || repeat(md5(g::text), 3), jsonb_build_object('n', g, 'tag', 'demo')
-  from generate_series(1, 50000) g;
-SQL
+say "Setting up: a bare remote, a developer clone, the server's work tree, PostgreSQL in compose"
+stack_create
+stack_up_db 5000
+echo "app directory: $APP (compose project $PROJECT; PostgreSQL on 127.0.0.1:$DB_PORT, the app on :$WEB_PORT)"
+echo "production data before stablehand: $(stack_psql 'select count(*) from messages') messages"
 
-APP="$WORK/app"
-mkdir -p "$APP"
-cat > "$APP/stablehand.toml" <<TOML
-# A direct-mode config: the URL comes from DATABASE_URL, never from this file.
-[database]
-mode = "direct"
+say "v1: the first deploy. Backup, build, start, health gate, then latest-stable is tagged and pushed"
+expect 0 deploy
 
-[backup]
-dir = "backups/database"
-keep_last = 2          # keep the newest two ...
-keep_within = "0s"     # ... and nothing else, so the demo shows pruning
-TOML
-export DATABASE_URL="postgresql://postgres@127.0.0.1:$PORT/shop"
-cd "$APP"
+say "Users keep writing"
+stack_psql "insert into messages (body) select 'written after v1 ' || g from generate_series(1, 250) g"
+echo "messages: $(stack_psql 'select count(*) from messages')"
 
-run() { printf '\n$ %s\n' "$*"; "$@"; }
-run "$SH" backup --label nightly
-run "$SH" backup --label pre-deploy
-run "$SH" backup pin "$("$SH" --json backup list | python3 -c 'import json,sys; print(json.load(sys.stdin)["backups"][-1]["id"])')"
-run "$SH" backup --label pre-deploy
-run "$SH" backup --label pre-deploy
-run "$SH" backup list
-run "$SH" backup verify --all
-run "$SH" backup prune --dry-run
-run "$SH" backup prune
-run "$SH" backup show latest
-printf '\n$ ls -l backups/database\n'; ls -l backups/database
-
+say "v2: adds a migration (a new table and column) and breaks /health. The gate fails: code AND database go back"
+stack_release v2 no 002_audit "create table audit (id serial primary key, what text); alter table messages add column flagged boolean;" >/dev/null
+expect 11 deploy
 echo
-echo "==> an accident: 1000 messages deleted, then restore the latest backup"
-"$PGBIN/psql" -qX -h 127.0.0.1 -p "$PORT" -U postgres -d shop -c "delete from messages where id <= 1000"
-"$PGBIN/psql" -qXAt -h 127.0.0.1 -p "$PORT" -U postgres -d shop -c "select 'messages now: ' || count(*) from messages"
-run "$SH" restore latest --yes
-"$PGBIN/psql" -qXAt -h 127.0.0.1 -p "$PORT" -U postgres -d shop -c "select 'messages after the restore: ' || count(*) from messages"
-run "$SH" backup list --databases
-run "$SH" backup verify --restore-test --latest
+echo "after the rollback: table audit exists? $(stack_psql "select to_regclass('audit') is not null")" \
+  "| messages: $(stack_psql 'select count(*) from messages')" \
+  "| column flagged exists? $(stack_psql "select count(*) > 0 from information_schema.columns where table_name = 'messages' and column_name = 'flagged'")"
+echo "the failed database is kept aside: $(stack_psql "select string_agg(datname, ', ') from pg_database where datname like 'appdb\_\_failed\_%'" postgres)"
+
+say "v3: still broken (and still carries v2's migration). Back to v1 again, not to v2"
+stack_release v3 no >/dev/null
+expect 11 deploy
+
+say "v4: fixed. It deploys, migrates, passes the gate, and becomes the stable release"
+stack_release v4 yes >/dev/null
+expect 0 deploy
 echo
-printf "demo done: 4 backups made; retention (keep_last = 2) deleted the oldest unpinned one\nafter the last backup, the pinned one survived, every remaining backup verified; the\nrestore swapped the backup in and kept the damaged database beside it; the restore test\nrestored the latest backup into a scratch database and dropped it.\n"
+echo "the app serves: $(curl -fsS "http://127.0.0.1:$WEB_PORT/version") | audit table now: $(stack_psql "select to_regclass('audit') is not null")"
+
+say "Where production stands"
+expect 0 status
+say "The release log"
+expect 0 history
+say "The backups (one verified pre-deploy backup per deploy)"
+expect 0 backup list
+
+say "Done: four deploys, two automatic rollbacks of code and database, nothing lost"

@@ -181,3 +181,51 @@ pub fn force_unlock(state_dir: &Path) -> anyhow::Result<Option<Holder>> {
         Err(e) => Err(e).context("removing the lock file"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_holder_at_a_time_named_in_the_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = AppLock::acquire(dir.path(), "deploy").unwrap();
+        assert!(first.took_over.is_none());
+        assert!(is_held(dir.path()));
+        let err = AppLock::acquire(dir.path(), "rollback").err().unwrap();
+        let held = err.downcast_ref::<Held>().expect("a Held error");
+        assert!(
+            held.holder.contains(&format!("pid {}", std::process::id())),
+            "{held}"
+        );
+        assert!(held.holder.contains("`deploy`"), "{held}");
+        drop(first);
+        assert!(!is_held(dir.path()));
+        let again = AppLock::acquire(dir.path(), "deploy").unwrap();
+        assert!(
+            again.took_over.is_none(),
+            "a clean release leaves no holder behind"
+        );
+    }
+
+    #[test]
+    fn a_lock_left_by_a_dead_process_is_taken_over_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = Holder {
+            pid: 999_999,
+            host: "old-host".into(),
+            command: "deploy".into(),
+            started_at: "2026-01-01T00:00:00Z".into(),
+            heartbeat_at: "2026-01-01T00:00:05Z".into(),
+        };
+        std::fs::write(path(dir.path()), serde_json::to_vec(&stale).unwrap()).unwrap();
+        let lock = AppLock::acquire(dir.path(), "deploy").unwrap();
+        assert_eq!(lock.took_over.as_ref().map(|h| h.pid), Some(999_999));
+        assert_eq!(read_holder(dir.path()).unwrap().pid, std::process::id());
+        drop(lock);
+        assert!(
+            force_unlock(dir.path()).unwrap().is_none(),
+            "released: nothing named"
+        );
+    }
+}

@@ -773,7 +773,7 @@ pub fn history(h: &[crate::deploy::journal::Release], json: bool) {
             ]
         })
         .collect();
-    print!(
+    println!(
         "{}",
         table(
             &[

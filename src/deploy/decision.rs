@@ -31,6 +31,10 @@ pub struct DbFacts {
     pub backup: Option<String>,
     /// Rows written since the backup (write counters), for the report.
     pub writes_since_backup: u64,
+    /// The commit whose database state the backup and snapshot hold, and the rollback
+    /// target: a database rollback only makes sense when they are the same.
+    pub state_of: Option<String>,
+    pub target: String,
 }
 
 /// What to do with the database.
@@ -70,9 +74,13 @@ impl DbAction {
 /// Decides the database action of a rollback.
 pub fn decide(policy: DbPolicy, f: &DbFacts) -> DbAction {
     let writes = match f.writes_since_backup {
-        0 => "no writes were made since the backup".to_string(),
+        0 => "no rows were written since the backup".to_string(),
         1 => "1 row was written since the backup".to_string(),
         n => format!("{n} rows were written since the backup"),
+    };
+    let kept = match f.writes_since_backup {
+        0 => writes.clone(),
+        _ => format!("{writes}: they stay in the failed database, kept aside"),
     };
     let changed = database_changed(f);
     let why = match policy {
@@ -94,16 +102,27 @@ pub fn decide(policy: DbPolicy, f: &DbFacts) -> DbAction {
             Some(what) => what,
         },
     };
+    if let Some(state) = f.state_of.as_deref().filter(|s| *s != f.target) {
+        return DbAction::Impossible {
+            reason: format!(
+                "{why}, but the pre-deploy backup holds the database of {}, not of the rollback target {}: manual intervention (restore a backup of the target's release with `stablehand restore ID`, or roll back with --db none)",
+                crate::git::abbrev(state, 12),
+                crate::git::abbrev(&f.target, 12)
+            ),
+        };
+    }
     if let Some(snapshot) = &f.snapshot {
         return DbAction::SwapSnapshot {
             snapshot: snapshot.clone(),
-            reason: format!("{why}; a snapshot taken while the app was stopped is swapped in ({writes}; they stay in the failed database)"),
+            reason: format!(
+                "{why}; a snapshot taken while the app was stopped is swapped in ({kept})"
+            ),
         };
     }
     if let Some(backup) = &f.backup {
         return DbAction::Restore {
             backup: backup.clone(),
-            reason: format!("{why}; the pre-deploy backup is restored ({writes}; they stay in the failed database)"),
+            reason: format!("{why}; the pre-deploy backup is restored ({kept})"),
         };
     }
     DbAction::Impossible {
@@ -156,6 +175,8 @@ mod tests {
             snapshot: snapshot.then(|| "app__snap_1".into()),
             backup: backup.then(|| "pre-deploy_1".into()),
             writes_since_backup: 42,
+            state_of: Some("c1".into()),
+            target: "c1".into(),
         }
     }
 
@@ -208,6 +229,17 @@ mod tests {
             restore.reason().contains("stay in the failed database"),
             "{restore:?}"
         );
+        let mut elsewhere = facts(&["m1"], "fp2", true, true);
+        elsewhere.target = "c0".into();
+        let d = decide(DbPolicy::Auto, &elsewhere);
+        assert_eq!(
+            d.name(),
+            "impossible",
+            "a backup of another release is never restored: {d:?}"
+        );
+        elsewhere.ledger_diff = LedgerDiff::default();
+        elsewhere.fingerprint_now = Some("fp1".into());
+        assert_eq!(decide(DbPolicy::Auto, &elsewhere).name(), "none");
         let unknown = DbFacts {
             fingerprint_before: Option::None,
             backup: Some("b".into()),

@@ -428,8 +428,9 @@ fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Outcome> {
                 false,
             )?;
             r.note(format!(
-                "backup {} ({} bytes, verified)",
-                created.backup.id, created.backup.size_bytes
+                "backup {} ({}, verified)",
+                created.backup.id,
+                indicatif::HumanBytes(created.backup.size_bytes)
             ));
             Ok(created.backup.id)
         })
@@ -773,6 +774,11 @@ fn decide_database(
         snapshot: journal.snapshot.clone(),
         backup: journal.backup.clone(),
         writes_since_backup: writes.unwrap_or(0),
+        state_of: manifest
+            .as_ref()
+            .and_then(|m| m.git_commit.clone())
+            .or_else(|| journal.from.clone()),
+        target: journal.rollback_to.clone().unwrap_or_default(),
     };
     // A rollback by hand without a journaled backup: use the newest backup of the
     // target commit? No: without a recorded pre-deploy state the database stays.

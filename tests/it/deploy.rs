@@ -679,3 +679,31 @@ fn snapshot_mode_rolls_the_database_back_by_rename_in_under_a_second() {
     assert_eq!(s.head(), v1);
     assert!(s.table_exists(rb["kept_database"].as_str().unwrap(), "audit"));
 }
+
+#[test]
+fn a_rollback_by_hand_returns_code_and_database_to_the_release_asked_for() {
+    let Some(s) = Stack::new("") else { return };
+    let v1 = git(&s.dev(), &["rev-parse", "HEAD"]);
+    assert_eq!(s.deploy(&[]).0, 0);
+    s.add_migration("002_audit", "create table audit (id serial primary key);");
+    let v2 = s.commit("v2: healthy, with a migration");
+    assert_eq!(s.deploy(&[]).0, 0);
+    assert!(s.table_exists("appdb", "audit"));
+
+    // No terminal and no --yes: refused, nothing changed.
+    let (code, _, stderr) = s.stablehand(&["rollback", "--to", &v1]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--yes"), "{stderr}");
+    assert_eq!(s.head(), v2);
+
+    let (code, stdout, stderr) = s.stablehand(&["--json", "rollback", "--to", &v1, "--yes"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    assert_eq!(code, 11, "{v:#}");
+    assert_eq!(v["rollback"]["target"], v1);
+    assert_eq!(v["rollback"]["db"]["action"], "restore", "{v:#}");
+    assert_eq!(s.head(), v1);
+    assert!(!s.table_exists("appdb", "audit"));
+    assert_eq!(s.count("select count(*) from messages"), 100);
+    assert_eq!(s.health_status(), Some(200));
+}
