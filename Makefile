@@ -1,7 +1,7 @@
-.PHONY: demo test bench bench-restore bench-rollback build
+.PHONY: demo test bench bench-restore bench-rollback bench-deploy build
 
-## Runs the main job end to end: a throwaway PostgreSQL with sample data, backed up,
-## listed, verified and pruned. Installs what it needs.
+## Runs the main job end to end: the demo app deployed, a broken release rolled back
+## (code and database), status and history. Installs what it needs.
 demo:
 	bash scripts/demo.sh
 
@@ -21,6 +21,11 @@ bench-restore:
 ## Rollback of the app containers against the proposal's down; sleep; build; up; sleep.
 bench-rollback:
 	bash bench/rollback.sh
+
+## From a failed health gate to a healthy stable release, against the proposal's
+## rollback and restore scripts on the same stack.
+bench-deploy:
+	bash bench/deploy.sh
 
 build:
 	cargo build --release

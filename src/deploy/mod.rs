@@ -506,6 +506,12 @@ fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Outcome> {
                 let marked = r
                     .repo
                     .mark_stable(&target, Some(&backup), jiff::Timestamp::now())?;
+                let push_wanted = r.loaded.config.git.push;
+                if let (false, true, Some(e)) = (marked.pushed, push_wanted, &marked.push_error) {
+                    // The release is stable here; the remote learns it on the next push.
+                    r.note(format!("tagged locally; the push failed: {e}"));
+                    tracing::warn!("stable tags not pushed: {e}");
+                }
                 Ok(marked.tag)
             })?;
             outcome.stable_tag = Some(tag.clone());

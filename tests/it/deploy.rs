@@ -525,7 +525,7 @@ fn failures_in_a_row_always_return_to_the_first_stable_release() {
     let v1 = git(&s.dev(), &["rev-parse", "HEAD"]);
     assert_eq!(s.deploy(&[]).0, 0);
     s.set_healthy(false);
-    for n in 2..=3 {
+    for n in 2..=4 {
         s.commit(&format!("v{n}: broken"));
         let (code, v) = s.deploy(&[]);
         assert_eq!(code, 11, "v{n}: {v:#}");
@@ -535,12 +535,12 @@ fn failures_in_a_row_always_return_to_the_first_stable_release() {
         );
         assert_eq!(s.head(), v1);
     }
-    // v4 fixes it: the stable release moves.
+    // v5 fixes it: the stable release moves.
     s.set_healthy(true);
-    let v4 = s.commit("v4: fixed");
+    let v5 = s.commit("v5: fixed");
     let (code, v) = s.deploy(&[]);
     assert_eq!(code, 0, "{v:#}");
-    assert_eq!(s.remote_stable().as_deref(), Some(v4.as_str()));
+    assert_eq!(s.remote_stable().as_deref(), Some(v5.as_str()));
 }
 
 #[test]
@@ -706,4 +706,24 @@ fn a_rollback_by_hand_returns_code_and_database_to_the_release_asked_for() {
     assert!(!s.table_exists("appdb", "audit"));
     assert_eq!(s.count("select count(*) from messages"), 100);
     assert_eq!(s.health_status(), Some(200));
+}
+
+#[test]
+fn a_failing_migrate_command_rolls_back() {
+    let Some(s) = Stack::new("migrate_command = \"echo migrating; exit 3\"\n") else {
+        return;
+    };
+    let before = s.head();
+    let (code, v) = s.deploy(&[]);
+    // Production was changed (the app was stopped): a rollback, not a refusal. There is
+    // no stable release yet and nothing ran before: the code returns to where it was.
+    assert!(code == 11 || code == 12, "{v:#}");
+    let message = v["message"].as_str().unwrap();
+    assert!(message.contains("database.migrate_command"), "{message}");
+    assert!(
+        message.contains("exit status 3") || message.contains("exited with status 3"),
+        "{message}"
+    );
+    assert_eq!(s.head(), before);
+    assert_eq!(s.count("select count(*) from messages"), 100);
 }
