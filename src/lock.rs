@@ -71,6 +71,19 @@ fn write_holder(file: &mut File, holder: &Holder) -> std::io::Result<()> {
     file.sync_data()
 }
 
+/// Opens (creating, 0600, never truncating) a file that is locked with flock.
+pub fn open_lock_file(path: &Path) -> anyhow::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
 /// Reads the holder recorded in the lock file, if any.
 pub fn read_holder(state_dir: &Path) -> Option<Holder> {
     let text = std::fs::read_to_string(path(state_dir)).ok()?;
@@ -91,17 +104,9 @@ pub fn is_held(state_dir: &Path) -> bool {
 impl AppLock {
     /// Takes the lock for `command`, or fails at once with `Held` naming the holder.
     pub fn acquire(state_dir: &Path, command: &str) -> anyhow::Result<AppLock> {
-        use std::os::unix::fs::OpenOptionsExt;
         fs_err::create_dir_all(state_dir)?;
         let path = path(state_dir);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
+        let file = open_lock_file(&path)?;
         let mut lock =
             match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => lock,

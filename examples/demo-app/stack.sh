@@ -27,7 +27,7 @@ stack_create() {
   APP="$WORK/app"
   local busybox
   busybox=$(command -v busybox) || die "busybox (static) is required: apt-get install busybox-static"
-  mkdir -p "$WORK/pgdata" "$WORK/base"
+  mkdir -p "$WORK/pgdata" "$WORK/base" "$WORK/flags"
   chown postgres:postgres "$WORK/pgdata"
   cp "$busybox" "$WORK/base/busybox"
   printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n' >"$WORK/base/Dockerfile"

@@ -56,20 +56,12 @@ impl Catalog {
     /// stablehand process to finish; released when the guard drops (or the holder dies).
     pub fn lock(&self) -> anyhow::Result<DirLock> {
         use std::io::{Read, Seek, Write};
-        use std::os::unix::fs::OpenOptionsExt;
         self.ensure_dir()?;
         let path = self.dir.join(LOCK_FILE);
         let started = std::time::Instant::now();
         let mut announced = false;
         loop {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .read(true)
-                .write(true)
-                .mode(0o600)
-                .open(&path)
-                .with_context(|| format!("opening {}", path.display()))?;
+            let file = crate::lock::open_lock_file(&path)?;
             match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
                 Ok(mut lock) => {
                     let holder = format!(

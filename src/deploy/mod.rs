@@ -194,30 +194,62 @@ fn failpoint(point: &str) {
     let _ = point;
 }
 
+impl Outcome {
+    /// An outcome with nothing filled in but the command.
+    fn new(command: &str) -> Outcome {
+        Outcome {
+            command: command.into(),
+            outcome: String::new(),
+            exit_code: EXIT_DEPLOYED,
+            message: String::new(),
+            from: None,
+            target: None,
+            backup: None,
+            stable_tag: None,
+            gate: None,
+            rollback: None,
+            plan: None,
+            steps: Vec::new(),
+            total_ms: 0,
+        }
+    }
+}
+
 fn refused(command: &str, message: String, started: Instant) -> Outcome {
     Outcome {
-        command: command.into(),
         outcome: "refused".into(),
         exit_code: EXIT_REFUSED,
         message,
-        from: None,
-        target: None,
-        backup: None,
-        stable_tag: None,
-        gate: None,
-        rollback: None,
-        plan: None,
-        steps: Vec::new(),
         total_ms: started.elapsed().as_millis() as u64,
+        ..Outcome::new(command)
     }
 }
 
 /// Takes the app lock, or explains who has it (exit 10).
-fn lock(loaded: &Loaded, command: &str) -> Result<AppLock, String> {
-    AppLock::acquire(&loaded.state_dir(), command).map_err(|e| match e.downcast_ref::<Held>() {
-        Some(held) => held.to_string(),
-        None => format!("{e:#}"),
-    })
+/// Takes the app lock for `command` and, unless `journal_ok`, checks that no deploy is
+/// unfinished. `Err` is the refusal (exit 10) to report instead.
+fn exclusive(
+    loaded: &Loaded,
+    command: &str,
+    journal_ok: bool,
+    started: Instant,
+) -> anyhow::Result<Result<AppLock, Outcome>> {
+    let lock = match AppLock::acquire(&loaded.state_dir(), command) {
+        Ok(lock) => lock,
+        Err(e) => {
+            let msg = match e.downcast_ref::<Held>() {
+                Some(held) => held.to_string(),
+                None => format!("{e:#}"),
+            };
+            return Ok(Err(refused(command, msg, started)));
+        }
+    };
+    if !journal_ok {
+        if let Some(j) = Journal::load(&loaded.state_dir())? {
+            return Ok(Err(refused(command, unfinished_message(&j), started)));
+        }
+    }
+    Ok(Ok(lock))
 }
 
 fn unfinished_message(j: &Journal) -> String {
@@ -235,13 +267,10 @@ fn unfinished_message(j: &Journal) -> String {
 pub fn deploy(loaded: &Loaded, req: &DeployRequest) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let state_dir = loaded.state_dir();
-    let _lock = match lock(loaded, "deploy") {
-        Ok(l) => l,
-        Err(msg) => return Ok(refused("deploy", msg, started)),
+    let _lock = match exclusive(loaded, "deploy", false, started)? {
+        Ok(lock) => lock,
+        Err(refusal) => return Ok(refusal),
     };
-    if let Some(j) = Journal::load(&state_dir)? {
-        return Ok(refused("deploy", unfinished_message(&j), started));
-    }
     // Preflight: everything is checked before anything changes; a problem is exit 10.
     let pre = match preflight(loaded, req.reference) {
         Ok(p) => p,
@@ -382,19 +411,9 @@ fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Outcome> {
     let target = run.journal.target.clone();
     let running = run.journal.from.clone().expect("set by deploy");
     let mut outcome = Outcome {
-        command: "deploy".into(),
-        outcome: String::new(),
-        exit_code: EXIT_DEPLOYED,
-        message: String::new(),
         from: Some(running.clone()),
         target: Some(target.clone()),
-        backup: None,
-        stable_tag: None,
-        gate: None,
-        rollback: None,
-        plan: None,
-        steps: Vec::new(),
-        total_ms: 0,
+        ..Outcome::new("deploy")
     };
 
     // Steps that change nothing production sees: a failure is a refusal, and the code
@@ -851,13 +870,10 @@ fn finish(
 pub fn rollback(loaded: &Loaded, req: &RollbackRequest) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let state_dir = loaded.state_dir();
-    let _lock = match lock(loaded, "rollback") {
-        Ok(l) => l,
-        Err(msg) => return Ok(refused("rollback", msg, started)),
+    let _lock = match exclusive(loaded, "rollback", false, started)? {
+        Ok(lock) => lock,
+        Err(refusal) => return Ok(refusal),
     };
-    if let Some(j) = Journal::load(&state_dir)? {
-        return Ok(refused("rollback", unfinished_message(&j), started));
-    }
     let repo = Repo::open(&loaded.app_dir, &loaded.config.git)?;
     let runtime = Runtime::load(loaded)?;
     let current = repo.head()?;
@@ -893,7 +909,6 @@ pub fn rollback(loaded: &Loaded, req: &RollbackRequest) -> anyhow::Result<Outcom
     let outcome = report.map(|report| {
         let exit_code = report_exit(&report);
         Outcome {
-            command: "rollback".into(),
             outcome: if exit_code == EXIT_ROLLED_BACK {
                 "rolled_back"
             } else {
@@ -905,12 +920,8 @@ pub fn rollback(loaded: &Loaded, req: &RollbackRequest) -> anyhow::Result<Outcom
             from: Some(current.clone()),
             target: report.target.clone(),
             backup: run.journal.backup.clone(),
-            stable_tag: None,
-            gate: None,
             rollback: Some(report),
-            plan: None,
-            steps: Vec::new(),
-            total_ms: 0,
+            ..Outcome::new("rollback")
         }
     });
     finish(&mut run, outcome, started, "manual")
@@ -921,9 +932,9 @@ pub fn rollback(loaded: &Loaded, req: &RollbackRequest) -> anyhow::Result<Outcom
 pub fn recover(loaded: &Loaded, progress: bool) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let state_dir = loaded.state_dir();
-    let _lock = match lock(loaded, "recover") {
-        Ok(l) => l,
-        Err(msg) => return Ok(refused("recover", msg, started)),
+    let _lock = match exclusive(loaded, "recover", true, started)? {
+        Ok(lock) => lock,
+        Err(refusal) => return Ok(refusal),
     };
     let nothing_to_do = |message: String| {
         let mut o = refused("recover", message, started);
@@ -971,19 +982,10 @@ pub fn recover(loaded: &Loaded, progress: bool) -> anyhow::Result<Outcome> {
     ));
     let target = run.journal.target.clone();
     let mut outcome = Outcome {
-        command: "recover".into(),
-        outcome: String::new(),
-        exit_code: 0,
-        message: String::new(),
         from: run.journal.from.clone(),
         target: Some(target.clone()),
         backup: run.journal.backup.clone(),
-        stable_tag: None,
-        gate: None,
-        rollback: None,
-        plan: None,
-        steps: Vec::new(),
-        total_ms: 0,
+        ..Outcome::new("recover")
     };
     let result = match phase {
         Phase::Passed => (|| {

@@ -85,21 +85,7 @@ services:
     }
 
     fn psql(&self, db: &str, sql: &str) -> String {
-        let out = Command::new(format!("{PG_BIN}/psql"))
-            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
-            .arg(format!(
-                "--dbname=postgresql://app@127.0.0.1:{}/{db}",
-                self.port
-            ))
-            .args(["-c", sql])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        crate::support::psql_at(self.port, "app", db, sql)
     }
 }
 

@@ -1,8 +1,8 @@
 //! The guarded deploy end to end, through the real binary: a git work tree cloned from a
 //! bare remote, PostgreSQL in a compose service, and a web app built from a Dockerfile
 //! whose entrypoint applies its migrations into `_prisma_migrations` (as `prisma migrate
-//! deploy` does when the backend starts) and then serves `/health` with httpd. A broken
-//! release ships without its health file (404).
+//! deploy` does when the backend starts) and then serves `/health` with httpd: the demo
+//! app of examples/demo-app. A broken release ships without its health file (404).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::{
-    busybox_image, docker_available, free_port, git, postgres_ids, unique, wait_for, PG_BIN,
+    busybox_image, docker_available, free_port, git, postgres_ids, psql_at,
+    remove_image_repository, unique, wait_for, PG_BIN,
 };
 
 /// The stack: `remote.git` (bare), `dev/` (where releases are authored and pushed),
@@ -22,26 +23,17 @@ pub struct Stack {
     pub web_port: u16,
 }
 
-const START_SH: &str = r#"#!/bin/sh
-# The app's entrypoint: apply pending migrations (recorded in _prisma_migrations, as
-# Prisma does), then serve /app/www (its /health is the health check).
-set -e
-P="psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $DB_PORT -U app -d appdb"
-$P -c "create table if not exists _prisma_migrations (id varchar(36) primary key, checksum varchar(64) not null, finished_at timestamptz, migration_name varchar(255) not null, logs text, rolled_back_at timestamptz, started_at timestamptz not null default now(), applied_steps_count integer not null default 0)"
-for dir in /app/migrations/*/; do
-  [ -d "$dir" ] || continue
-  name=$(basename "$dir")
-  applied=$($P -At -c "select count(*) from _prisma_migrations where migration_name = '$name' and finished_at is not null and rolled_back_at is null")
-  if [ "$applied" = "0" ]; then
-    echo "applying migration $name"
-    $P -1 -f "$dir/migration.sql"
-    $P -c "insert into _prisma_migrations (id, checksum, finished_at, migration_name, applied_steps_count) values (md5('$name'), md5('$name'), now(), '$name', 1)"
-  fi
-done
-if [ -f /flags/broken ]; then rm -f /app/www/health; fi
-echo "serving on $WEB_PORT"
-exec httpd -f -p "$WEB_PORT" -h /app/www
-"#;
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
 
 impl Stack {
     /// Builds the repositories and starts PostgreSQL (with 100 existing messages);
@@ -78,40 +70,23 @@ impl Stack {
         git(r, &["clone", "-q", "remote.git", "dev"]);
         let dev = stack.dev();
         let (db_port, web_port, project) = (stack.db_port, stack.web_port, &stack.project);
-        fs::write(
-            dev.join("docker-compose.yml"),
-            format!(
-                r#"version: "2.4"
-services:
-  postgres:
-    image: {image}
-    network_mode: host
-    user: "{uid}:{gid}"
-    environment:
-      PATH: /usr/lib/postgresql/15/bin:/bin
-      PGHOST: /pgdata
-      PGPORT: "{db_port}"
-    volumes: ["/usr:/usr:ro", "/lib:/lib:ro", "/lib64:/lib64:ro", "/etc/passwd:/etc/passwd:ro", "/etc/group:/etc/group:ro", "../pgdata:/pgdata"]
-    command: ["/bin/sh", "-c", "[ -f /pgdata/PG_VERSION ] || initdb -D /pgdata -U app --auth=trust >/dev/null; exec postgres -D /pgdata -p {db_port} -k /pgdata -c listen_addresses=127.0.0.1"]
-  web:
-    build: .
-    init: true
-    network_mode: host
-    environment:
-      PATH: /usr/lib/postgresql/15/bin:/bin
-      DB_PORT: "{db_port}"
-      WEB_PORT: "{web_port}"
-    volumes: ["/usr:/usr:ro", "/lib:/lib:ro", "/lib64:/lib64:ro", "../flags:/flags:ro"]
-    command: ["/bin/sh", "/app/start.sh"]
-"#
-            ),
-        )
-        .unwrap();
-        fs::write(
-            dev.join("Dockerfile"),
-            format!("FROM {image}\nCOPY app/ /app/\n"),
-        )
-        .unwrap();
+        // The demo app (examples/demo-app): its compose file, Dockerfile and app/.
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-app");
+        let compose = fs::read_to_string(example.join("docker-compose.yml.in"))
+            .unwrap()
+            .replace("@BASE_IMAGE@", image)
+            .replace("@PG_UID@", &uid.to_string())
+            .replace("@PG_GID@", &gid.to_string())
+            .replace("@DB_PORT@", &db_port.to_string())
+            .replace("@WEB_PORT@", &web_port.to_string());
+        fs::write(dev.join("docker-compose.yml"), compose).unwrap();
+        fs::copy(example.join("Dockerfile"), dev.join("Dockerfile")).unwrap();
+        copy_dir(&example.join("app"), &dev.join("app"));
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("busybox-static is installed (make test installs it)");
+        fs::copy(busybox, dev.join("busybox")).unwrap();
         fs::write(dev.join(".gitignore"), "backups/\n.stablehand/\n").unwrap();
         fs::write(
             dev.join("stablehand.toml"),
@@ -134,13 +109,6 @@ name = "appdb"
             ),
         )
         .unwrap();
-        fs::create_dir_all(dev.join("app/www")).unwrap();
-        fs::write(dev.join("app/start.sh"), START_SH).unwrap();
-        fs::write(dev.join("app/www/health"), "ok\n").unwrap();
-        stack.add_migration(
-            "001_init",
-            "create table if not exists messages (id serial primary key, body text not null);",
-        );
         stack.commit("v1: messages");
         git(r, &["clone", "-q", "remote.git", "app"]);
 
@@ -219,21 +187,7 @@ name = "appdb"
     }
 
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        let out = Command::new(format!("{PG_BIN}/psql"))
-            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
-            .arg(format!(
-                "--dbname=postgresql://app@127.0.0.1:{}/{db}",
-                self.db_port
-            ))
-            .args(["-c", sql])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        psql_at(self.db_port, "app", db, sql)
     }
 
     pub fn count(&self, sql: &str) -> u64 {
@@ -316,24 +270,7 @@ name = "appdb"
 impl Drop for Stack {
     fn drop(&mut self) {
         let _ = self.compose(&["down", "-t", "2"]).status();
-        let out = Command::new("docker")
-            .args([
-                "image",
-                "ls",
-                "--format",
-                "{{.Repository}}:{{.Tag}}",
-                &format!("{}_web", self.project),
-            ])
-            .output();
-        if let Ok(out) = out {
-            for reference in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = Command::new("docker")
-                    .args(["image", "rm", reference])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
+        remove_image_repository(&format!("{}_web", self.project));
     }
 }
 

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use stablehand::runtime::Runtime;
 
-use crate::support::{busybox_image, docker_available, free_port, git, unique, wait_for, App};
+use crate::support::{
+    busybox_image, docker_available, free_port, git, remove_image_repository, unique, wait_for, App,
+};
 
 /// A git repo whose app service `web` is built from a Dockerfile and serves
 /// `/www/version.txt` with httpd; a `sidecar` service runs a plain image.
@@ -153,24 +155,7 @@ impl Drop for BuiltApp {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        let out = Command::new("docker")
-            .args([
-                "image",
-                "ls",
-                "--format",
-                "{{.Repository}}:{{.Tag}}",
-                &self.image_repo(),
-            ])
-            .output();
-        if let Ok(out) = out {
-            for reference in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = Command::new("docker")
-                    .args(["image", "rm", reference])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
+        remove_image_repository(&self.image_repo());
     }
 }
 

@@ -592,3 +592,44 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// psql as `user` on 127.0.0.1:`port`, database `db`: unaligned tuples, asserting success.
+pub fn psql_at(port: u16, user: &str, db: &str, sql: &str) -> String {
+    let out = Command::new(format!("{PG_BIN}/psql"))
+        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+        .arg(format!(
+            "--dbname=postgresql://{user}@127.0.0.1:{port}/{db}"
+        ))
+        .args(["-c", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Removes every tag of an image repository a test built (best effort).
+pub fn remove_image_repository(repository: &str) {
+    let Ok(out) = Command::new("docker")
+        .args([
+            "image",
+            "ls",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            repository,
+        ])
+        .output()
+    else {
+        return;
+    };
+    for reference in String::from_utf8_lossy(&out.stdout).lines() {
+        let _ = Command::new("docker")
+            .args(["image", "rm", reference])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
