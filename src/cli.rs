@@ -54,6 +54,9 @@ pub enum Command {
     },
     /// Finish an interrupted deploy or rollback so code and database match
     Recover,
+    /// Exit 1, saying why, when an alert condition holds (stale or failed backups, an
+    /// unfinished deploy, an unhealthy stable release)
+    Check,
     /// Running commit, stable release, last deploy, backups, kept databases, unfinished work
     Status,
     /// The release log: every deploy and rollback, newest first

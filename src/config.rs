@@ -46,6 +46,93 @@ pub struct Config {
     pub database: DatabaseConfig,
     #[serde(default)]
     pub backup: BackupConfig,
+    #[serde(default)]
+    pub notify: NotifyConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// `[alerts]`: when `stablehand check` fails.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// The newest backup may be at most this old.
+    #[serde(default = "default_max_backup_age", deserialize_with = "de_duration")]
+    pub max_backup_age: Duration,
+    /// The newest passing verification may be at most this old.
+    #[serde(default = "default_max_verify_age", deserialize_with = "de_duration")]
+    pub max_verify_age: Duration,
+    /// Environment variable holding a dead-man's-switch URL pinged after each successful
+    /// backup (healthchecks.io and the like).
+    pub ping_url_env: Option<String>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            max_backup_age: default_max_backup_age(),
+            max_verify_age: default_max_verify_age(),
+            ping_url_env: None,
+        }
+    }
+}
+
+fn default_max_backup_age() -> Duration {
+    Duration::from_secs(26 * 3600)
+}
+fn default_max_verify_age() -> Duration {
+    Duration::from_secs(8 * 86400)
+}
+
+/// `[notify]`: where outcomes are announced. Webhook URLs come from an environment
+/// variable or a file, never from this file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Environment variable holding a Slack incoming-webhook URL.
+    pub slack_webhook_env: Option<String>,
+    /// File (relative to the app directory) holding the Slack webhook URL.
+    pub slack_webhook_file: Option<PathBuf>,
+    /// Environment variable holding a generic JSON webhook URL.
+    pub webhook_url_env: Option<String>,
+    /// File holding the generic webhook URL.
+    pub webhook_url_file: Option<PathBuf>,
+    /// Shell commands run on events (the event in STABLEHAND_* variables and as JSON
+    /// on stdin).
+    pub on_deploy: Option<String>,
+    pub on_rollback: Option<String>,
+    pub on_failure: Option<String>,
+    pub on_backup_failure: Option<String>,
+    /// Attempts per webhook delivery.
+    #[serde(default = "default_notify_attempts")]
+    pub attempts: u32,
+    /// Time bound per channel, retries included.
+    #[serde(default = "default_notify_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            slack_webhook_env: None,
+            slack_webhook_file: None,
+            webhook_url_env: None,
+            webhook_url_file: None,
+            on_deploy: None,
+            on_rollback: None,
+            on_failure: None,
+            on_backup_failure: None,
+            attempts: default_notify_attempts(),
+            timeout: default_notify_timeout(),
+        }
+    }
+}
+
+fn default_notify_attempts() -> u32 {
+    4
+}
+fn default_notify_timeout() -> Duration {
+    Duration::from_secs(15)
 }
 
 /// `[git]`: the remote, and the names of the stable tags.
@@ -513,8 +600,6 @@ fn parse_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
 
 /// Keys of PRODUCT.md's contract whose features this version does not have yet.
 const FUTURE_KEYS: &[(&str, &str)] = &[
-    ("notify", "notifications"),
-    ("alerts", "alerts"),
     ("schedule", "scheduled backups"),
     ("remote", "offsite backups"),
     ("encryption", "encrypted backups"),
@@ -522,6 +607,16 @@ const FUTURE_KEYS: &[(&str, &str)] = &[
 
 fn future_key_hint(message: &str) -> Option<String> {
     let key = message.strip_prefix("unknown field `")?.split('`').next()?;
+    if matches!(
+        key,
+        "slack_webhook" | "slack_webhook_url" | "webhook_url" | "webhook"
+    ) {
+        return Some(format!(
+            "\n  secrets never go in the config file: put the URL in an environment variable and name it with `{}_env` (or a file, with `{}_file`)",
+            if key.starts_with("slack") { "slack_webhook" } else { "webhook_url" },
+            if key.starts_with("slack") { "slack_webhook" } else { "webhook_url" }
+        ));
+    }
     FUTURE_KEYS.iter().find(|(k, _)| *k == key).map(|(k, feature)| {
         format!(
             "\n  `{k}` belongs to {feature}, which this version of stablehand does not have yet; remove it for now"
@@ -739,6 +834,41 @@ fn validate(c: &Config, text: &str, path: &Path) -> Result<(), ConfigError> {
             ),
         ));
     }
+    for (key, env, file) in [
+        (
+            "notify.slack_webhook_env",
+            &c.notify.slack_webhook_env,
+            &c.notify.slack_webhook_file,
+        ),
+        (
+            "notify.webhook_url_env",
+            &c.notify.webhook_url_env,
+            &c.notify.webhook_url_file,
+        ),
+    ] {
+        if env.is_some() && file.is_some() {
+            return Err(invalid(
+                key,
+                "set the variable or the file, not both".into(),
+            ));
+        }
+        if let Some(name) = env {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+                || name.contains("://")
+            {
+                return Err(invalid(key, "is not an environment variable name (letters, digits and _); the URL itself goes in the environment, e.g. SLACK_WEBHOOK_URL, and its name here".into()));
+            }
+        }
+    }
+    if c.notify.attempts == 0 || c.notify.timeout.is_zero() {
+        return Err(invalid(
+            "notify.attempts",
+            "attempts and timeout must be greater than zero".into(),
+        ));
+    }
     if c.database.keep_replaced_databases == 0 {
         return Err(invalid(
             "database.keep_replaced_databases",
@@ -921,9 +1051,24 @@ mod tests {
 
     #[test]
     fn contract_keys_of_later_features_say_so() {
-        let msg = err("[database]\nname = \"a\"\n[notify]\nslack_webhook_env = \"X\"\n");
-        assert!(msg.contains("unknown field `notify`"), "{msg}");
-        assert!(msg.contains("belongs to notifications"), "{msg}");
+        let msg = err("[database]\nname = \"a\"\n[schedule]\nbackup = \"0 3 * * *\"\n");
+        assert!(msg.contains("unknown field `schedule`"), "{msg}");
+        assert!(msg.contains("belongs to scheduled backups"), "{msg}");
+    }
+
+    #[test]
+    fn webhook_urls_never_go_in_the_config() {
+        let msg = err("[database]\nname = \"a\"\n[notify]\nslack_webhook = \"https://hooks.slack.com/services/T/B/x\"\n");
+        assert!(msg.contains("secrets never go in the config file"), "{msg}");
+        assert!(msg.contains("slack_webhook_env"), "{msg}");
+        let msg = err(
+            "[database]\nname = \"a\"\n[notify]\nwebhook_url_env = \"https://example.test/hook\"\n",
+        );
+        assert!(msg.contains("is not an environment variable name"), "{msg}");
+        assert!(
+            !msg.contains("example.test"),
+            "the value is not echoed: {msg}"
+        );
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub struct Repo {
 }
 
 /// One commit, as shown in reports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct CommitLine {
     pub sha: String,
     pub subject: String,

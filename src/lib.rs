@@ -2,6 +2,7 @@
 //! `run` parses the command line, loads the config, dispatches, and maps errors to exit codes.
 
 pub mod backup;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -9,6 +10,7 @@ pub mod deploy;
 pub mod git;
 pub mod health;
 pub mod lock;
+pub mod notify;
 pub mod process;
 pub mod redact;
 pub mod report;
@@ -153,6 +155,12 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
             report::outcome(&outcome, cli.json);
             Ok(Exit::from_outcome(outcome.exit_code))
         }
+        Command::Check => {
+            let loaded = load_config(cli)?;
+            let report = check::check(&loaded)?;
+            report::check(&report, cli.json);
+            Ok(if report.ok { Exit::Ok } else { Exit::Failure })
+        }
         Command::Recover => {
             let loaded = load_config(cli)?;
             let outcome = deploy::recover(&loaded, progress)?;
@@ -283,6 +291,15 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
                     if *restore_test {
                         let results = restore::restore_test(&loaded, id.as_deref(), *all)?;
                         report::restore_tests(&results, cli.json);
+                        let failures: Vec<(String, String)> = results
+                            .iter()
+                            .filter(|r| !r.ok)
+                            .map(|r| (r.id.clone(), r.problem.clone().unwrap_or_default()))
+                            .collect();
+                        if !failures.is_empty() {
+                            let event = notify::Event::verification_failed(&loaded, &failures);
+                            notify::send(&loaded, &event);
+                        }
                         return Ok(if results.iter().all(|r| r.ok) {
                             Exit::Ok
                         } else {
@@ -291,6 +308,15 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
                     }
                     let results = backup::verify(&loaded, id.as_deref(), *all)?;
                     report::verify(&results, cli.json);
+                    let failures: Vec<(String, String)> = results
+                        .iter()
+                        .filter(|r| !r.ok)
+                        .map(|r| (r.id.clone(), r.problem.clone().unwrap_or_default()))
+                        .collect();
+                    if !failures.is_empty() {
+                        let event = notify::Event::verification_failed(&loaded, &failures);
+                        notify::send(&loaded, &event);
+                    }
                     Ok(if results.iter().all(|r| r.ok) {
                         Exit::Ok
                     } else {
@@ -349,8 +375,38 @@ fn create(
     label: &str,
     show_progress: bool,
 ) -> anyhow::Result<Exit> {
-    let created = backup::create_backup(loaded, label, show_progress)?;
+    let created = match backup::create_backup(loaded, label, show_progress) {
+        Ok(c) => c,
+        Err(e) => {
+            // Loud: the failure is announced (and the error still decides the exit code).
+            let event = notify::Event::backup_failed(loaded, &format!("{e:#}"));
+            notify::send(loaded, &event);
+            return Err(e);
+        }
+    };
     report::created(&created, cli.json, cli.quiet);
+    if let Some(var) = &loaded.config.alerts.ping_url_env {
+        // The dead-man's switch: "a backup succeeded just now".
+        match std::env::var(var) {
+            Ok(url) if !url.trim().is_empty() => {
+                let d = notify::post_json(
+                    "ping",
+                    url.trim(),
+                    &serde_json::json!({ "backup": created.backup.id }),
+                    loaded.config.notify.attempts,
+                    loaded.config.notify.timeout,
+                );
+                if !d.ok {
+                    tracing::warn!(
+                        "the backup succeeded but the ping to {} failed: {}",
+                        d.target,
+                        d.error.unwrap_or_default()
+                    );
+                }
+            }
+            _ => tracing::warn!("alerts.ping_url_env names {var}, which is not set: no ping sent"),
+        }
+    }
     Ok(Exit::Ok)
 }
 

@@ -796,3 +796,19 @@ pub fn unlocked(holder: Option<&crate::lock::Holder>, json: bool) {
         None => println!("there was no deploy lock"),
     }
 }
+
+/// `stablehand check`.
+pub fn check(r: &crate::check::Report, json: bool) {
+    if json {
+        print_json(r);
+        return;
+    }
+    if r.ok {
+        println!("ok: backups fresh and verified, no unfinished deploy, the release is healthy");
+        return;
+    }
+    println!("ALERT: {} condition(s) hold", r.problems.len());
+    for p in &r.problems {
+        println!("  {}: {}\n    fix: {}", p.condition, p.detail, p.fix);
+    }
+}

@@ -653,6 +653,7 @@ pub fn restore_test(
                     tables: Some(tables.len() as u64),
                     rows: Some(rows),
                 });
+                m.verification_failure = None;
                 m.write_atomic(&catalog.dir)?;
                 RestoreTest {
                     id: m.id.clone(),
@@ -671,6 +672,10 @@ pub fn restore_test(
                 // scratch database says nothing about the backup.
                 if format!("{e:#}").contains("is damaged and was refused") {
                     m.verification = None;
+                    m.verification_failure = Some(crate::backup::manifest::VerificationFailure {
+                        at: Timestamp::now(),
+                        problem: format!("{e:#}"),
+                    });
                     m.write_atomic(&catalog.dir)?;
                 }
                 RestoreTest {

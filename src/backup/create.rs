@@ -188,6 +188,7 @@ pub fn create(
         schema_fingerprint: Some(fingerprint),
         write_counters: Some(counters),
         pinned: false,
+        verification_failure: None,
         verification: Some(Verification {
             at: Timestamp::now(),
             method: "structural".into(),

@@ -51,6 +51,16 @@ pub struct Manifest {
     pub pinned: bool,
     #[serde(default)]
     pub verification: Option<Verification>,
+    /// The last verification that found the backup damaged (cleared by a passing one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_failure: Option<VerificationFailure>,
+}
+
+/// A verification that found the backup damaged.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VerificationFailure {
+    pub at: Timestamp,
+    pub problem: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -213,12 +213,17 @@ pub fn verify(loaded: &Loaded, id: Option<&str>, all: bool) -> anyhow::Result<Ve
                     tables: None,
                     rows: None,
                 });
+                m.verification_failure = None;
                 m.write_atomic(&catalog.dir)?;
                 (true, None, Some(toc_entries), Some(at))
             }
             Err(CheckError::Damaged(e)) => {
                 // A damaged backup no longer counts as verified.
                 m.verification = None;
+                m.verification_failure = Some(manifest::VerificationFailure {
+                    at: Timestamp::now(),
+                    problem: format!("{e:#}"),
+                });
                 m.write_atomic(&catalog.dir)?;
                 (false, Some(format!("{e:#}")), None, None)
             }

@@ -158,7 +158,10 @@ pub struct Release {
     pub writes_since_backup: Option<u64>,
     /// The database kept aside by a database rollback.
     pub kept_database: Option<String>,
-    pub reverted_commits: Vec<String>,
+    pub reverted_commits: Vec<crate::git::CommitLine>,
+    /// What each notification channel did with this outcome.
+    #[serde(default)]
+    pub notifications: Vec<crate::notify::Delivery>,
     pub message: String,
     pub total_ms: u64,
     pub rollback_ms: Option<u64>,

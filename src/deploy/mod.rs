@@ -833,7 +833,7 @@ fn finish(
     outcome.steps = run.journal.steps.clone();
     outcome.total_ms = started.elapsed().as_millis() as u64;
     let rb = outcome.rollback.as_ref();
-    let release = Release {
+    let mut release = Release {
         id: run.journal.id.clone(),
         at: jiff::Timestamp::now(),
         command: outcome.command.clone(),
@@ -853,13 +853,18 @@ fn finish(
         db_reason: rb.and_then(|r| r.db.as_ref().map(|d| d.reason().to_string())),
         writes_since_backup: rb.and_then(|r| r.writes_since_backup),
         kept_database: rb.and_then(|r| r.kept_database.clone()),
-        reverted_commits: rb
-            .map(|r| r.reverted_commits.iter().map(|c| c.sha.clone()).collect())
-            .unwrap_or_default(),
+        reverted_commits: rb.map(|r| r.reverted_commits.clone()).unwrap_or_default(),
         message: outcome.message.clone(),
         total_ms: outcome.total_ms,
         rollback_ms: rb.map(|r| r.took_ms),
+        notifications: Vec::new(),
     };
+    // Loud: notifications and CI outputs; their failures are recorded, never change the
+    // outcome or the exit code.
+    if let Some(event) = crate::notify::Event::from_release(run.loaded, &release) {
+        release.notifications = crate::notify::send(run.loaded, &event);
+        crate::notify::github_actions(&event);
+    }
     journal::append_history(&run.state_dir, &release)?;
     failpoint("history:done");
     Journal::finish(&run.state_dir)?;

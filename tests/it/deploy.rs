@@ -18,6 +18,8 @@ use crate::support::{
 /// `app/` (the deploy work tree, with stablehand.toml), `pgdata/` beside them.
 pub struct Stack {
     root: tempfile::TempDir,
+    /// Extra environment for stablehand.
+    pub env: Vec<(String, String)>,
     pub project: String,
     pub db_port: u16,
     pub web_port: u16,
@@ -57,6 +59,7 @@ impl Stack {
             .unwrap();
         let stack = Stack {
             root,
+            env: Vec::new(),
             project: unique("shdeploy").replace('_', ""),
             db_port: free_port(),
             web_port: free_port(),
@@ -222,7 +225,10 @@ name = "appdb"
         c.args(args)
             .current_dir(self.app())
             .env_remove("STABLEHAND_CONFIG")
-            .env_remove("DATABASE_URL");
+            .env_remove("DATABASE_URL")
+            .env_remove("GITHUB_OUTPUT")
+            .env_remove("GITHUB_STEP_SUMMARY")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
@@ -359,7 +365,18 @@ fn a_good_deploy_is_backed_up_gated_and_marked_stable() {
 
 #[test]
 fn a_failing_deploy_with_a_migration_gets_code_and_database_back() {
-    let Some(s) = Stack::new("") else { return };
+    let Some(mut s) = Stack::new("\n[notify]\nwebhook_url_env = \"DEPLOY_WEBHOOK_URL\"\n") else {
+        return;
+    };
+    let rx = crate::notify::Receiver::start(crate::notify::Mode::Accept);
+    let outputs = s.path().join("github-output");
+    let summary = s.path().join("github-summary.md");
+    s.env
+        .push(("DEPLOY_WEBHOOK_URL".into(), format!("{}/deploys", rx.base)));
+    s.env
+        .push(("GITHUB_OUTPUT".into(), outputs.display().to_string()));
+    s.env
+        .push(("GITHUB_STEP_SUMMARY".into(), summary.display().to_string()));
     let v1 = git(&s.dev(), &["rev-parse", "HEAD"]);
     assert_eq!(s.deploy(&[]).0, 0);
     s.psql(
@@ -409,6 +426,28 @@ fn a_failing_deploy_with_a_migration_gets_code_and_database_back() {
     assert_eq!(history[0]["outcome"], "rolled_back");
     assert_eq!(history[0]["failed_commit"], v2);
     assert_eq!(history[0]["db_action"], "restore");
+
+    // Announced: the webhook got the deploy and the rollback, CI got its outputs.
+    let events = rx.bodies("/deploys");
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert_eq!(events[0]["event"], "deploy_succeeded");
+    let rollback = &events[1];
+    assert_eq!(rollback["event"], "rollback_succeeded");
+    assert_eq!(rollback["failed_commit"], v2);
+    assert_eq!(rollback["to"], v1);
+    assert_eq!(rollback["database"]["action"], "restore");
+    assert_eq!(rollback["reverted_commits"][0]["sha"], v2);
+    assert_eq!(
+        history[0]["notifications"][0]["ok"], true,
+        "{:#}",
+        history[0]
+    );
+    let out = fs::read_to_string(&outputs).unwrap();
+    assert!(out.contains("outcome=rolled_back"), "{out}");
+    assert!(out.contains(&format!("deployed_commit={v1}")), "{out}");
+    let md = fs::read_to_string(&summary).unwrap();
+    assert!(md.contains("## stablehand: rollback succeeded"), "{md}");
+    assert!(md.contains(&format!("`{}`", &v2[..12])), "{md}");
 }
 
 #[test]

@@ -1,0 +1,148 @@
+//! `stablehand check` through the real binary against a real PostgreSQL: exit 0 when
+//! all is well, exit 1 naming each alert condition: no backup, a stale backup, a failed
+//! verification, a stale verification, an unfinished deploy, an unhealthy release.
+
+use std::fs;
+use std::time::Duration;
+
+use crate::support::{free_port, pg, App};
+
+fn check(app: &App) -> (i32, serde_json::Value) {
+    let out = app.cmd().args(["--json", "check"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap(), v)
+}
+
+fn conditions(v: &serde_json::Value) -> Vec<String> {
+    v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["condition"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn check_exits_1_for_each_alert_condition_and_0_when_all_is_well() {
+    let Some(pg) = pg() else { return };
+    let db = pg.sample_db();
+    let app = App::direct(&pg.url(&db), "");
+
+    // No backup yet.
+    let (code, v) = check(&app);
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(conditions(&v), ["no_backup"]);
+
+    // A fresh backup (verified when it was written): all is well.
+    let id = app.json(&["backup"])["backup"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, v) = check(&app);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["ok"], true);
+
+    // A backup that fails verification.
+    let path = app.backup_dir().join(format!("{id}.dump.zst"));
+    let len = fs::metadata(&path).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    assert_eq!(
+        app.cmd()
+            .args(["backup", "verify", &id])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(1)
+    );
+    let (code, v) = check(&app);
+    assert_eq!(code, 1, "{v:#}");
+    let c = conditions(&v);
+    assert!(c.contains(&"verification_failed".to_string()), "{v:#}");
+    assert!(
+        c.contains(&"verification_stale".to_string()),
+        "no passing verification is left: {v:#}"
+    );
+    fs::remove_file(&path).unwrap();
+    fs::remove_file(app.backup_dir().join(format!("{id}.manifest.json"))).unwrap();
+
+    // An unfinished deploy (its journal).
+    app.json(&["backup"]);
+    let state = app.path().join(".stablehand");
+    fs::create_dir_all(&state).unwrap();
+    fs::write(
+        state.join("journal.json"),
+        r#"{"id":"deploy-20261130-000000","command":"deploy","pid":1,"started_at":"2026-11-30T00:00:00Z","phase":"deploying","from":null,"target":"abc","stable_before":null,"backup":null,"snapshot":null,"rollback_to":null,"rollback_reason":null,"failed_commit":null,"db_action":null,"steps":[]}"#,
+    )
+    .unwrap();
+    let (code, v) = check(&app);
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(conditions(&v), ["unfinished_deploy"]);
+    assert!(v["problems"][0]["fix"]
+        .as_str()
+        .unwrap()
+        .contains("stablehand recover"));
+    fs::remove_file(state.join("journal.json")).unwrap();
+    assert_eq!(check(&app).0, 0);
+}
+
+#[test]
+fn check_alerts_on_stale_backups_and_verifications() {
+    let Some(pg) = pg() else { return };
+    let db = pg.sample_db();
+    let app = App::direct(
+        &pg.url(&db),
+        "\n[alerts]\nmax_backup_age = \"1s\"\nmax_verify_age = \"1s\"\n",
+    );
+    app.json(&["backup"]);
+    std::thread::sleep(Duration::from_millis(2100));
+    let (code, v) = check(&app);
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(conditions(&v), ["backup_stale", "verification_stale"]);
+    assert!(
+        v["problems"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_backup_age = 1s"),
+        "{v:#}"
+    );
+}
+
+#[test]
+fn check_alerts_when_the_release_is_unhealthy() {
+    let Some(pg) = pg() else { return };
+    let db = pg.sample_db();
+    // Nothing listens on this port: the probe fails.
+    let port = free_port();
+    let app = App::direct(
+        &pg.url(&db),
+        &format!("\n[[health.http]]\nurl = \"http://127.0.0.1:{port}/health\"\ntimeout = \"1s\"\n"),
+    );
+    app.json(&["backup"]);
+    let (code, v) = check(&app);
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(conditions(&v), ["stable_unhealthy"]);
+    assert!(
+        v["problems"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("/health"),
+        "{v:#}"
+    );
+    // The human view says the same.
+    let out = app.cmd().arg("check").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ALERT: 1 condition(s) hold"), "{text}");
+    assert!(text.contains("stable_unhealthy"), "{text}");
+}
