@@ -50,6 +50,17 @@ pub struct Config {
     pub notify: NotifyConfig,
     #[serde(default)]
     pub alerts: AlertsConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: Prometheus metrics.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A node_exporter textfile (relative to the app directory, or absolute) rewritten
+    /// after every command.
+    pub textfile: Option<PathBuf>,
 }
 
 /// `[alerts]`: when `stablehand check` fails.

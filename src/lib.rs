@@ -10,6 +10,7 @@ pub mod deploy;
 pub mod git;
 pub mod health;
 pub mod lock;
+pub mod metrics;
 pub mod notify;
 pub mod process;
 pub mod redact;
@@ -70,7 +71,12 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
     };
     init_logging(&cli);
     process::install_interrupt_handler();
-    match dispatch(&cli) {
+    let result = dispatch(&cli);
+    // The metrics textfile reflects whatever this command did (success or not).
+    if let Ok(loaded) = load_config(&cli) {
+        metrics::write_textfile(&loaded);
+    }
+    match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(err) => {
             let code = classify(&err);
@@ -381,6 +387,7 @@ fn create(
             // Loud: the failure is announced (and the error still decides the exit code).
             let event = notify::Event::backup_failed(loaded, &format!("{e:#}"));
             notify::send(loaded, &event);
+            metrics::Counters::note_backup_failure(&loaded.state_dir());
             return Err(e);
         }
     };

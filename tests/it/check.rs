@@ -146,3 +146,77 @@ fn check_alerts_when_the_release_is_unhealthy() {
     assert!(text.contains("ALERT: 1 condition(s) hold"), "{text}");
     assert!(text.contains("stable_unhealthy"), "{text}");
 }
+
+#[test]
+fn the_metrics_textfile_parses_and_tracks_backups_and_failures() {
+    let Some(pg) = pg() else { return };
+    let db = pg.sample_db();
+    let app = App::direct(
+        &pg.url(&db),
+        "\n[metrics]\ntextfile = \"metrics/stablehand.prom\"\n",
+    );
+    fs::create_dir_all(app.path().join("metrics")).unwrap();
+    let id = app.json(&["backup"])["backup"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let read = || {
+        let path = app.path().join("metrics/stablehand.prom");
+        let text = fs::read_to_string(&path).unwrap();
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&path).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o644, "readable by node_exporter");
+        let lines = text.lines().map(|l| Ok(l.to_string()));
+        let scrape = prometheus_parse::Scrape::parse(lines).expect("the textfile parses");
+        (text, scrape)
+    };
+    let value = |scrape: &prometheus_parse::Scrape, name: &str| -> f64 {
+        let s = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .unwrap_or_else(|| panic!("no {name}"));
+        match s.value {
+            prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => panic!("{name}: unexpected type"),
+        }
+    };
+    let (text, scrape) = read();
+    let size = app.json(&["backup", "show", &id])["size_bytes"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(
+        value(&scrape, "stablehand_backup_last_size_bytes"),
+        size,
+        "{text}"
+    );
+    let now = jiff::Timestamp::now().as_second() as f64;
+    let at = value(&scrape, "stablehand_backup_last_success_timestamp_seconds");
+    assert!((now - at).abs() < 120.0, "{text}");
+    assert!(value(&scrape, "stablehand_backup_last_verified_timestamp_seconds") >= at);
+    assert_eq!(
+        value(&scrape, "stablehand_backup_failures_total"),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(value(&scrape, "stablehand_backups"), 1.0);
+
+    // A failed backup (the database is gone) counts.
+    pg.psql("postgres", &format!("drop database {db}"));
+    assert_eq!(
+        app.cmd().arg("backup").output().unwrap().status.code(),
+        Some(1)
+    );
+    let (text, scrape) = read();
+    assert_eq!(
+        value(&scrape, "stablehand_backup_failures_total"),
+        1.0,
+        "{text}"
+    );
+    assert!(
+        text.contains("stablehand_deploys_total{outcome=\"deployed\"} 0"),
+        "{text}"
+    );
+}
