@@ -54,6 +54,12 @@ pub enum Command {
     },
     /// Finish an interrupted deploy or rollback so code and database match
     Recover,
+    /// Dashboard, /metrics and /api/status, and the [schedule] jobs (runs until stopped)
+    Serve {
+        /// Address to listen on [default: serve.listen, 127.0.0.1:9750]
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
     /// Exit 1, saying why, when an alert condition holds (stale or failed backups, an
     /// unfinished deploy, an unhealthy stable release)
     Check,

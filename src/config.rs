@@ -52,6 +52,48 @@ pub struct Config {
     pub alerts: AlertsConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub serve: ServeConfig,
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+}
+
+/// `[serve]`: the dashboard and /metrics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Address to listen on; `serve --listen` overrides it.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Environment variable holding the access token; required for a non-loopback
+    /// address, checked on every request (`Authorization: Bearer`, or `?token=`).
+    pub token_env: Option<String>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: default_listen(),
+            token_env: None,
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9750".into()
+}
+
+/// `[schedule]`: jobs `serve` runs, as cron expressions (5 fields, or 6 with seconds
+/// first), in UTC.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// A backup (then retention).
+    pub backup: Option<String>,
+    /// A restore test of the newest backup.
+    pub verify: Option<String>,
+    /// Retention alone.
+    pub prune: Option<String>,
 }
 
 /// `[metrics]`: Prometheus metrics.
@@ -611,7 +653,6 @@ fn parse_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
 
 /// Keys of PRODUCT.md's contract whose features this version does not have yet.
 const FUTURE_KEYS: &[(&str, &str)] = &[
-    ("schedule", "scheduled backups"),
     ("remote", "offsite backups"),
     ("encryption", "encrypted backups"),
 ];
@@ -880,6 +921,29 @@ fn validate(c: &Config, text: &str, path: &Path) -> Result<(), ConfigError> {
             "attempts and timeout must be greater than zero".into(),
         ));
     }
+    for (key, expr) in [
+        ("schedule.backup", &c.schedule.backup),
+        ("schedule.verify", &c.schedule.verify),
+        ("schedule.prune", &c.schedule.prune),
+    ] {
+        if let Some(expr) = expr {
+            if let Err(e) = expr.parse::<croner::Cron>() {
+                return Err(invalid(
+                    key,
+                    format!("{expr:?} is not a cron expression ({e}); write it like \"0 3 * * *\" (minute hour day month weekday, UTC)"),
+                ));
+            }
+        }
+    }
+    if c.serve.listen.parse::<std::net::SocketAddr>().is_err() {
+        return Err(invalid(
+            "serve.listen",
+            format!(
+                "{:?} is not an address like \"127.0.0.1:9750\"",
+                c.serve.listen
+            ),
+        ));
+    }
     if c.database.keep_replaced_databases == 0 {
         return Err(invalid(
             "database.keep_replaced_databases",
@@ -1062,9 +1126,14 @@ mod tests {
 
     #[test]
     fn contract_keys_of_later_features_say_so() {
-        let msg = err("[database]\nname = \"a\"\n[schedule]\nbackup = \"0 3 * * *\"\n");
-        assert!(msg.contains("unknown field `schedule`"), "{msg}");
-        assert!(msg.contains("belongs to scheduled backups"), "{msg}");
+        let msg = err("[database]\nname = \"a\"\n[backup]\nremote = []\n");
+        assert!(msg.contains("unknown field `remote`"), "{msg}");
+        assert!(msg.contains("belongs to offsite backups"), "{msg}");
+        let msg = err("[database]\nname = \"a\"\n[schedule]\nbackup = \"every day\"\n");
+        assert!(
+            msg.contains("schedule.backup: \"every day\" is not a cron expression"),
+            "{msg}"
+        );
     }
 
     #[test]

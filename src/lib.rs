@@ -17,6 +17,7 @@ pub mod redact;
 pub mod report;
 pub mod restore;
 pub mod runtime;
+pub mod serve;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -161,6 +162,11 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
             report::outcome(&outcome, cli.json);
             Ok(Exit::from_outcome(outcome.exit_code))
         }
+        Command::Serve { listen } => {
+            let loaded = load_config(cli)?;
+            serve::serve(loaded, listen.as_deref())?;
+            Ok(Exit::Ok)
+        }
         Command::Check => {
             let loaded = load_config(cli)?;
             let report = check::check(&loaded)?;
@@ -297,15 +303,12 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
                     if *restore_test {
                         let results = restore::restore_test(&loaded, id.as_deref(), *all)?;
                         report::restore_tests(&results, cli.json);
-                        let failures: Vec<(String, String)> = results
-                            .iter()
-                            .filter(|r| !r.ok)
-                            .map(|r| (r.id.clone(), r.problem.clone().unwrap_or_default()))
-                            .collect();
-                        if !failures.is_empty() {
-                            let event = notify::Event::verification_failed(&loaded, &failures);
-                            notify::send(&loaded, &event);
-                        }
+                        notify::announce_failed_verifications(
+                            &loaded,
+                            results
+                                .iter()
+                                .map(|r| (r.id.as_str(), r.ok, r.problem.as_ref())),
+                        );
                         return Ok(if results.iter().all(|r| r.ok) {
                             Exit::Ok
                         } else {
@@ -314,15 +317,12 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
                     }
                     let results = backup::verify(&loaded, id.as_deref(), *all)?;
                     report::verify(&results, cli.json);
-                    let failures: Vec<(String, String)> = results
-                        .iter()
-                        .filter(|r| !r.ok)
-                        .map(|r| (r.id.clone(), r.problem.clone().unwrap_or_default()))
-                        .collect();
-                    if !failures.is_empty() {
-                        let event = notify::Event::verification_failed(&loaded, &failures);
-                        notify::send(&loaded, &event);
-                    }
+                    notify::announce_failed_verifications(
+                        &loaded,
+                        results
+                            .iter()
+                            .map(|r| (r.id.as_str(), r.ok, r.problem.as_ref())),
+                    );
                     Ok(if results.iter().all(|r| r.ok) {
                         Exit::Ok
                     } else {
@@ -385,9 +385,7 @@ fn create(
         Ok(c) => c,
         Err(e) => {
             // Loud: the failure is announced (and the error still decides the exit code).
-            let event = notify::Event::backup_failed(loaded, &format!("{e:#}"));
-            notify::send(loaded, &event);
-            metrics::Counters::note_backup_failure(&loaded.state_dir());
+            notify::announce_backup_failure(loaded, &e);
             return Err(e);
         }
     };

@@ -468,6 +468,29 @@ pub fn send(loaded: &Loaded, e: &Event) -> Vec<Delivery> {
     out
 }
 
+/// A backup failed: counted in the metrics, and announced.
+pub fn announce_backup_failure(loaded: &Loaded, error: &anyhow::Error) {
+    crate::metrics::Counters::note_backup_failure(&loaded.state_dir());
+    send(loaded, &Event::backup_failed(loaded, &format!("{error:#}")));
+}
+
+/// Announces the backups among `results` (id, ok, problem) that failed verification;
+/// returns how many did.
+pub fn announce_failed_verifications<'a>(
+    loaded: &Loaded,
+    results: impl IntoIterator<Item = (&'a str, bool, Option<&'a String>)>,
+) -> usize {
+    let failures: Vec<(String, String)> = results
+        .into_iter()
+        .filter(|(_, ok, _)| !ok)
+        .map(|(id, _, problem)| (id.to_string(), problem.cloned().unwrap_or_default()))
+        .collect();
+    if !failures.is_empty() {
+        send(loaded, &Event::verification_failed(loaded, &failures));
+    }
+    failures.len()
+}
+
 /// GitHub Actions: outputs (outcome, deployed commit, stable tag, backup id) to
 /// `$GITHUB_OUTPUT` and a Markdown summary to `$GITHUB_STEP_SUMMARY`, when set.
 pub fn github_actions(e: &Event) {

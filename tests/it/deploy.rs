@@ -365,7 +365,9 @@ fn a_good_deploy_is_backed_up_gated_and_marked_stable() {
 
 #[test]
 fn a_failing_deploy_with_a_migration_gets_code_and_database_back() {
-    let Some(mut s) = Stack::new("\n[notify]\nwebhook_url_env = \"DEPLOY_WEBHOOK_URL\"\n") else {
+    let Some(mut s) = Stack::new(
+        "\n[notify]\nwebhook_url_env = \"DEPLOY_WEBHOOK_URL\"\n\n[alerts]\nmax_backup_age = \"5s\"\n",
+    ) else {
         return;
     };
     let rx = crate::notify::Receiver::start(crate::notify::Mode::Accept);
@@ -448,6 +450,46 @@ fn a_failing_deploy_with_a_migration_gets_code_and_database_back() {
     let md = fs::read_to_string(&summary).unwrap();
     assert!(md.contains("## stablehand: rollback succeeded"), "{md}");
     assert!(md.contains(&format!("`{}`", &v2[..12])), "{md}");
+
+    // The dashboard, over this real history and these real backups, in headless
+    // Chromium: the stable release, the rollback in the timeline, a stale-backup alert
+    // (alerts.max_backup_age = 5s).
+    std::thread::sleep(Duration::from_secs(6));
+    let server = crate::serve::Server::start(s.stablehand_cmd(&[]), "127.0.0.1:0");
+    let (code, html) = server.get("/", None);
+    assert_eq!(code, 200, "{html}");
+    assert!(html.contains(&v1[..12]), "the stable release is shown");
+    assert!(
+        html.contains("rolled back"),
+        "the rollback is in the timeline"
+    );
+    assert!(
+        html.contains("backup_stale"),
+        "the stale-backup alert is shown"
+    );
+    assert!(
+        html.contains("appdb__failed_"),
+        "the kept database is listed"
+    );
+    if let Some(chromium) = crate::serve::chromium() {
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+        fs::create_dir_all(&out).unwrap();
+        for (name, w, h) in [("desktop", 1280, 1100), ("phone", 390, 1600)] {
+            let png = out.join(format!("dashboard-{name}.png"));
+            let dom = crate::serve::screenshot(&chromium, &format!("{}/", server.base), w, h, &png);
+            assert!(
+                dom.contains("rolled back") && dom.contains("backup_stale"),
+                "{dom}"
+            );
+            let size = fs::metadata(&png).unwrap().len();
+            assert!(
+                size > 10_000,
+                "{} is a real picture ({size} bytes)",
+                png.display()
+            );
+            eprintln!("dashboard screenshot: {}", png.display());
+        }
+    }
 }
 
 #[test]

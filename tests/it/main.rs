@@ -15,4 +15,5 @@ mod health;
 mod notify;
 mod restore;
 mod runtime;
+mod serve;
 mod stable;
