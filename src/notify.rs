@@ -628,6 +628,60 @@ mod tests {
         insta::assert_json_snapshot!(event.doc, { ".at" => "[time]", ".host" => "[host]" });
     }
 
+    /// The Slack message and the generic document of every event kind.
+    #[test]
+    fn every_event_kind_has_its_payloads() {
+        let config = crate::config::parse("[database]\nname = \"shop\"\n", Path::new("x")).unwrap();
+        let loaded = Loaded {
+            config,
+            path: "x".into(),
+            app_dir: "/srv/shop".into(),
+        };
+        let release = |outcome: &str, exit: i32, message: &str| -> Release {
+            serde_json::from_value(json!({
+                "id": "d1", "at": "2026-11-30T01:00:32Z", "command": "deploy", "trigger": "deploy",
+                "from": "1111111111aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "to": "3333333333cccccccccccccccccccccccccccccc",
+                "outcome": outcome, "exit_code": exit, "backup": "pre-deploy_20261130_005900_1111111",
+                "stable_tag": "stable-20261130-010032", "failed_commit": null, "db_action": null,
+                "db_reason": null, "writes_since_backup": null, "kept_database": null,
+                "reverted_commits": [], "message": message, "total_ms": 12100, "rollback_ms": null
+            }))
+            .unwrap()
+        };
+        let events = [
+            Event::from_release(&loaded, &release("deployed", 0, "deployed 3333333333cc and marked it stable")).unwrap(),
+            Event::from_release(&loaded, &release("rollback_failed", 12, "the health gate failed; MANUAL INTERVENTION REQUIRED: the stable release itself is unhealthy")).unwrap(),
+            Event::from_release(&loaded, &release("refused", 10, "another deploy or rollback holds the lock")).unwrap(),
+            Event::backup_failed(&loaded, "backup failed at stage dump: pg_dump exited with status 1"),
+            Event::verification_failed(&loaded, &[("manual_20261129_030000_1111111".into(), "sha256 mismatch".into())]),
+        ];
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "deploy_succeeded",
+                "rollback_failed",
+                "deploy_refused",
+                "backup_failed",
+                "verification_failed"
+            ]
+        );
+        for e in &events {
+            let name = e.kind.name();
+            insta::assert_json_snapshot!(format!("{name}_generic"), e.doc, { ".at" => "[time]", ".host" => "[host]" });
+            let mut slack = slack_payload(e);
+            // The host is inside the text of a field.
+            let h = host();
+            let text = if h.is_empty() {
+                slack.to_string()
+            } else {
+                slack.to_string().replace(&h, "[host]")
+            };
+            slack = serde_json::from_str(&text).unwrap();
+            insta::assert_json_snapshot!(format!("{name}_slack"), slack);
+        }
+    }
+
     #[test]
     fn hosts_are_shown_without_the_secret_path() {
         assert_eq!(

@@ -209,3 +209,27 @@ fn a_missing_webhook_variable_is_reported_not_fatal() {
     assert!(stderr.contains("SLACK_WEBHOOK_URL is not set"), "{stderr}");
     assert!(stderr.contains("hook:on_backup_failure"), "{stderr}");
 }
+
+#[test]
+fn a_successful_backup_pings_the_dead_mans_switch() {
+    let Some(pg) = crate::support::pg() else {
+        return;
+    };
+    let db = pg.sample_db();
+    let rx = Receiver::start(Mode::Accept);
+    let mut app = App::direct(
+        &pg.url(&db),
+        "\n[alerts]\nping_url_env = \"BACKUP_PING_URL\"\n",
+    );
+    app.env.push((
+        "BACKUP_PING_URL".into(),
+        format!("{}/ping/abc-uuid", rx.base),
+    ));
+    let id = app.json(&["backup"])["backup"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pings = rx.bodies("/ping/abc-uuid");
+    assert_eq!(pings.len(), 1);
+    assert_eq!(pings[0]["backup"], id);
+}
