@@ -30,6 +30,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a commented stablehand.toml from what this directory holds
+    Init {
+        /// Replace an existing config
+        #[arg(long)]
+        force: bool,
+    },
     /// The guarded deploy: backup, build, restart, health gate; mark stable or roll back
     /// code AND database (exit 0 deployed, 10 refused, 11 rolled back, 12 manual)
     Deploy {
@@ -54,6 +60,9 @@ pub enum Command {
     },
     /// Finish an interrupted deploy or rollback so code and database match
     Recover,
+    /// Check tools, versions, access, privileges, disk and secrets (exit 1 when something
+    /// blocks a deploy)
+    Doctor,
     /// Dashboard, /metrics and /api/status, and the [schedule] jobs (runs until stopped)
     Serve {
         /// Address to listen on [default: serve.listen, 127.0.0.1:9750]

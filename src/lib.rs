@@ -7,8 +7,10 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod deploy;
+pub mod doctor;
 pub mod git;
 pub mod health;
+pub mod init;
 pub mod lock;
 pub mod metrics;
 pub mod notify;
@@ -161,6 +163,25 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
             )?;
             report::outcome(&outcome, cli.json);
             Ok(Exit::from_outcome(outcome.exit_code))
+        }
+        Command::Init { force } => {
+            let path = cli
+                .config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(config::DEFAULT_FILE));
+            let (written, detected) = init::init(&path, *force)?;
+            report::initialized(&written, &detected, cli.json);
+            Ok(Exit::Ok)
+        }
+        Command::Doctor => {
+            let loaded = load_config(cli)?;
+            let report = doctor::doctor(&loaded);
+            report::doctor(&report, cli.json);
+            Ok(if report.blocking == 0 {
+                Exit::Ok
+            } else {
+                Exit::Failure
+            })
         }
         Command::Serve { listen } => {
             let loaded = load_config(cli)?;

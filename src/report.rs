@@ -812,3 +812,59 @@ pub fn check(r: &crate::check::Report, json: bool) {
         println!("  {}: {}\n    fix: {}", p.condition, p.detail, p.fix);
     }
 }
+
+/// `stablehand init`.
+pub fn initialized(path: &std::path::Path, d: &crate::init::Detected, json: bool) {
+    if json {
+        print_json(&serde_json::json!({ "written": path, "detected": d }));
+        return;
+    }
+    println!("wrote {}", path.display());
+    if let Some(f) = &d.compose_file {
+        println!(
+            "  compose file {f}: database service {}, app services {}",
+            d.db_service.as_deref().unwrap_or("none found"),
+            if d.app_services.is_empty() {
+                "none".into()
+            } else {
+                d.app_services.join(", ")
+            }
+        );
+    }
+    println!(
+        "  git remote {}, branch {}; migrations: {}",
+        d.git_remote.as_deref().unwrap_or("none"),
+        d.git_branch.as_deref().unwrap_or("the remote's default"),
+        if d.prisma { "prisma" } else { "none found" }
+    );
+    for n in &d.notes {
+        println!("  CHECK: {n}");
+    }
+    println!("next: `stablehand doctor`, then `stablehand deploy --dry-run`");
+}
+
+/// `stablehand doctor`.
+pub fn doctor(r: &crate::doctor::Report, json: bool) {
+    if json {
+        print_json(r);
+        return;
+    }
+    let rows: Vec<Vec<String>> = r
+        .findings
+        .iter()
+        .map(|f| {
+            vec![
+                f.status.to_uppercase(),
+                f.check.clone(),
+                f.detail.clone(),
+                f.fix.clone(),
+            ]
+        })
+        .collect();
+    println!("{}", table(&["", "CHECK", "FOUND", "FIX"], &rows));
+    if r.blocking == 0 {
+        println!("nothing blocks a deploy");
+    } else {
+        println!("{} problem(s) block a deploy", r.blocking);
+    }
+}

@@ -383,16 +383,21 @@ fn preflight(loaded: &Loaded, reference: Option<&str>) -> anyhow::Result<Preflig
 }
 
 /// Room for a backup: twice the newest backup's size free in the backup directory.
-fn check_disk_room(loaded: &Loaded) -> anyhow::Result<()> {
+pub fn check_disk_room(loaded: &Loaded) -> anyhow::Result<()> {
     let catalog = Catalog::new(loaded.backup_dir());
-    catalog.ensure_dir()?;
     let newest = catalog
         .list()
         .ok()
         .and_then(|l| l.backups.first().map(|m| m.size_bytes))
         .unwrap_or(0);
-    let stat = nix::sys::statvfs::statvfs(&catalog.dir)
-        .with_context(|| format!("reading free space of {}", catalog.dir.display()))?;
+    // The directory may not exist yet: its nearest existing ancestor is the same disk.
+    let existing = catalog
+        .dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(&catalog.dir);
+    let stat = nix::sys::statvfs::statvfs(existing)
+        .with_context(|| format!("reading free space of {}", existing.display()))?;
     let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
     let need = newest.saturating_mul(2);
     if free < need {

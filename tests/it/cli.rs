@@ -111,3 +111,55 @@ fn list_with_no_backups_is_friendly() {
         .success()
         .stdout(predicate::str::contains("no backups yet"));
 }
+
+/// The GitHub Actions example parses as YAML, runs stablehand over SSH, reports every
+/// exit code of the contract, and its shell steps are shellcheck-clean.
+#[test]
+fn the_github_actions_example_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/github-actions/deploy-production.yml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let doc: serde_norway::Value = serde_norway::from_str(&text).expect("valid YAML");
+    let steps = doc["jobs"]["deploy"]["steps"].as_sequence().expect("steps");
+    let scripts: Vec<&str> = steps
+        .iter()
+        .filter_map(|s| s.get("run").and_then(|r| r.as_str()))
+        .collect();
+    let deploy = scripts
+        .iter()
+        .find(|s| s.contains("stablehand --json deploy"))
+        .expect("a step runs stablehand deploy");
+    for code in ["0)", "10)", "11)", "12)"] {
+        assert!(deploy.contains(code), "exit code {code} is handled");
+    }
+    let shellcheck = ["/usr/bin/shellcheck", "/bin/shellcheck"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let Some(shellcheck) = shellcheck else {
+        crate::support::missing("shellcheck", "apt-get install shellcheck");
+        return;
+    };
+    for script in scripts {
+        // GitHub expressions are only in env: blocks; the scripts are plain bash.
+        assert!(
+            !script.contains("${{"),
+            "no expression inside a script: {script}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("step.sh");
+        std::fs::write(
+            &file,
+            format!("#!/usr/bin/env bash\nset -euo pipefail\n{script}"),
+        )
+        .unwrap();
+        let out = std::process::Command::new(shellcheck)
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "shellcheck:\n{}\n{script}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}

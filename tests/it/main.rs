@@ -11,6 +11,7 @@ mod cli;
 mod crash;
 mod db_primitives;
 mod deploy;
+mod doctor;
 mod health;
 mod notify;
 mod restore;

@@ -1,0 +1,298 @@
+//! `stablehand doctor`: every precondition of a deploy checked and reported in one
+//! table, each with a fix; exit 1 when anything blocks a deploy.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::{DbMode, Loaded, RuntimeKind};
+use crate::db::{Database, Tool};
+use crate::process::Cmd;
+
+/// One check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub check: String,
+    /// ok, warn (works, but something is off), fail (blocks a deploy).
+    pub status: String,
+    pub detail: String,
+    pub fix: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub blocking: usize,
+    pub findings: Vec<Finding>,
+}
+
+struct Findings(Vec<Finding>);
+
+impl Findings {
+    fn push(&mut self, check: &str, result: Result<String, (bool, String, String)>) {
+        self.0.push(match result {
+            Ok(detail) => Finding {
+                check: check.into(),
+                status: "ok".into(),
+                detail,
+                fix: String::new(),
+            },
+            Err((blocking, detail, fix)) => Finding {
+                check: check.into(),
+                status: if blocking { "fail" } else { "warn" }.into(),
+                // One line per finding: a tool's stderr lines joined.
+                detail: crate::redact::redact_text(
+                    &detail
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .collect::<Vec<_>>()
+                        .join(" | "),
+                ),
+                fix,
+            },
+        });
+    }
+}
+
+fn fail(detail: impl std::fmt::Display, fix: &str) -> (bool, String, String) {
+    (true, format!("{detail:#}"), fix.into())
+}
+
+fn warn(detail: impl std::fmt::Display, fix: &str) -> (bool, String, String) {
+    (false, format!("{detail:#}"), fix.into())
+}
+
+fn version_of(program: &str, args: &[&str]) -> Result<String, String> {
+    Cmd::new(program)
+        .args(args)
+        .timeout(Duration::from_secs(20))
+        .output()
+        .map(|s| s.lines().next().unwrap_or("").trim().to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Runs every check.
+pub fn doctor(loaded: &Loaded) -> Report {
+    let mut f = Findings(Vec::new());
+    let cfg = &loaded.config;
+
+    // git, the repository, the remote, pushing tags.
+    f.push(
+        "git",
+        version_of("git", &["--version"]).map_err(|e| fail(e, "install git")),
+    );
+    let repo = crate::git::Repo::open(&loaded.app_dir, &cfg.git);
+    match &repo {
+        Ok(r) => {
+            f.push(
+                "repository",
+                r.head()
+                    .map(|h| {
+                        format!(
+                            "{} at {}",
+                            loaded.app_dir.display(),
+                            crate::git::abbrev(&h, 12)
+                        )
+                    })
+                    .map_err(|e| {
+                        fail(
+                            e,
+                            "make the app directory a git clone with at least one commit",
+                        )
+                    }),
+            );
+            let remote = r.remote().to_string();
+            let reachable = Cmd::new("git")
+                .args(["ls-remote", "--heads", &remote])
+                .current_dir(&loaded.app_dir)
+                .timeout(Duration::from_secs(60))
+                .output();
+            f.push(
+                "git remote",
+                reachable
+                    .map(|_| format!("{remote} answers"))
+                    .map_err(|e| fail(e, "check git.remote, the network and the deploy key (a deploy fetches from it)")),
+            );
+            if cfg.git.push {
+                let dry = Cmd::new("git")
+                    .args([
+                        "push",
+                        "--dry-run",
+                        "--quiet",
+                        &remote,
+                        "HEAD:refs/tags/stablehand-doctor-check",
+                    ])
+                    .current_dir(&loaded.app_dir)
+                    .timeout(Duration::from_secs(60))
+                    .output();
+                f.push(
+                    "tags pushable",
+                    dry.map(|_| "a dry-run push of a tag was accepted".to_string())
+                        .map_err(|e| warn(e, "give the deploy key push rights for tags, or set git.push = false (the stable tags then stay local)")),
+                );
+            }
+        }
+        Err(e) => f.push(
+            "repository",
+            Err(fail(
+                e,
+                "run stablehand in (or point --config into) the app's git work tree",
+            )),
+        ),
+    }
+
+    // Docker and Compose, when the app or the database runs in Compose.
+    let compose_needed = cfg.database.mode == DbMode::Compose
+        || cfg.runtime.effective_kind(&loaded.app_dir) == Some(RuntimeKind::Compose);
+    if compose_needed {
+        match crate::runtime::compose::Compose::detect(&loaded.app_dir, &cfg.runtime) {
+            Ok(c) => {
+                f.push(
+                    "compose",
+                    Ok(format!(
+                        "{:?} ({})",
+                        c.flavor,
+                        if matches!(c.flavor, crate::runtime::compose::Flavor::V2) {
+                            "docker compose"
+                        } else {
+                            "docker-compose"
+                        }
+                    )),
+                );
+                f.push(
+                    "docker engine",
+                    c.ensure_engine()
+                        .map(|()| {
+                            version_of("docker", &["version", "--format", "{{.Server.Version}}"])
+                                .unwrap_or_default()
+                        })
+                        .map_err(|e| fail(e, "start the Docker engine (systemctl start docker)")),
+                );
+            }
+            Err(e) => f.push(
+                "compose",
+                Err(fail(
+                    e,
+                    "install the Docker Compose plugin (or docker-compose)",
+                )),
+            ),
+        }
+    }
+
+    // The database: reachable, tools, versions, privileges.
+    match Database::from_config(loaded) {
+        Ok(db) => {
+            let server = db.server_version();
+            f.push(
+                "database",
+                server
+                    .as_ref()
+                    .map(|v| format!("{} reachable, PostgreSQL {v:?}", db.describe()))
+                    .map_err(|e| fail(e, "start the database, check [database] (and DATABASE_URL in direct mode)")),
+            );
+            if let Ok(server) = &server {
+                let dump = db
+                    .pg_dump_version()
+                    .and_then(|v| db.check_pg_dump(server, &v).map(|()| v));
+                f.push(
+                    "pg_dump",
+                    dump.map(|v| {
+                        format!(
+                            "pg_dump {v:?} ({})",
+                            if db.mode == DbMode::Compose {
+                                "inside the service"
+                            } else {
+                                "local"
+                            }
+                        )
+                    })
+                    .map_err(|e| {
+                        fail(
+                            e,
+                            "install a pg_dump at least as new as the server (or use compose mode)",
+                        )
+                    }),
+                );
+                let restore = db
+                    .tool(Tool::PgRestore, false)
+                    .arg("--version")
+                    .timeout(Duration::from_secs(60))
+                    .output();
+                f.push(
+                    "pg_restore",
+                    restore
+                        .map(|v| v.trim().to_string())
+                        .map_err(|e| fail(e, "install pg_restore beside pg_dump")),
+                );
+                let createdb = db
+                    .maintenance()
+                    .query("select (rolcreatedb or rolsuper)::text from pg_roles where rolname = current_user");
+                f.push(
+                    "privileges",
+                    match createdb.as_deref() {
+                        Ok("true") => Ok(format!("CREATEDB, and connects to {}", cfg.database.maintenance_db)),
+                        Ok(_) => Err(fail(
+                            "the user lacks CREATEDB: a rollback cannot restore into a new database and swap",
+                            "ALTER ROLE <user> CREATEDB (or restore with --in-place by hand)",
+                        )),
+                        Err(e) => Err(fail(e, "let the user connect to database.maintenance_db (default postgres)")),
+                    },
+                );
+            }
+        }
+        Err(e) => f.push(
+            "database",
+            Err(fail(
+                e,
+                "check [database] (and DATABASE_URL in direct mode)",
+            )),
+        ),
+    }
+
+    // Room for a backup, and a usable backup directory.
+    f.push(
+        "disk",
+        crate::deploy::check_disk_room(loaded)
+            .map(|()| format!("room for a backup in {}", loaded.backup_dir().display()))
+            .map_err(|e| fail(e, "free space or prune backups")),
+    );
+
+    // Notification secrets are in the environment they are named in.
+    let n = &cfg.notify;
+    for (key, var) in [
+        ("notify.slack_webhook_env", &n.slack_webhook_env),
+        ("notify.webhook_url_env", &n.webhook_url_env),
+        ("alerts.ping_url_env", &cfg.alerts.ping_url_env),
+        ("serve.token_env", &cfg.serve.token_env),
+    ] {
+        if let Some(var) = var {
+            let set = std::env::var(var).is_ok_and(|v| !v.trim().is_empty());
+            f.push(
+                key,
+                if set {
+                    Ok(format!("{var} is set"))
+                } else {
+                    Err(warn(
+                        format!("{var} is not set"),
+                        "export it where stablehand runs (CI secrets, the service's environment)",
+                    ))
+                },
+            );
+        }
+    }
+    // An unfinished deploy blocks the next one.
+    if let Ok(Some(j)) = crate::deploy::journal::Journal::load(&loaded.state_dir()) {
+        f.push(
+            "journal",
+            Err(fail(
+                format!("an unfinished {} ({})", j.command, j.id),
+                "run `stablehand recover`",
+            )),
+        );
+    }
+    let blocking = f.0.iter().filter(|x| x.status == "fail").count();
+    Report {
+        blocking,
+        findings: f.0,
+    }
+}
