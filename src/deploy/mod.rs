@@ -269,17 +269,20 @@ pub fn deploy(loaded: &Loaded, req: &DeployRequest) -> anyhow::Result<Outcome> {
     let state_dir = loaded.state_dir();
     let _lock = match exclusive(loaded, "deploy", false, started)? {
         Ok(lock) => lock,
-        Err(refusal) => return Ok(refusal),
+        Err(refusal) => return refused_loudly(loaded, refusal),
     };
     // Preflight: everything is checked before anything changes; a problem is exit 10.
     let pre = match preflight(loaded, req.reference) {
         Ok(p) => p,
         Err(e) => {
-            return Ok(refused(
-                "deploy",
-                format!("preflight failed; nothing was changed: {e:#}"),
-                started,
-            ))
+            return refused_loudly(
+                loaded,
+                refused(
+                    "deploy",
+                    format!("preflight failed; nothing was changed: {e:#}"),
+                    started,
+                ),
+            )
         }
     };
     if req.dry_run {
@@ -837,9 +840,18 @@ fn finish(
     let mut outcome = outcome?;
     outcome.steps = run.journal.steps.clone();
     outcome.total_ms = started.elapsed().as_millis() as u64;
+    record(run.loaded, &run.journal.id, &outcome, trigger)?;
+    failpoint("history:done");
+    Journal::finish(&run.state_dir)?;
+    Ok(outcome)
+}
+
+/// Appends the outcome to the history and announces it (notifications, CI outputs);
+/// a failed notification is recorded, never changes the outcome or the exit code.
+fn record(loaded: &Loaded, id: &str, outcome: &Outcome, trigger: &str) -> anyhow::Result<()> {
     let rb = outcome.rollback.as_ref();
     let mut release = Release {
-        id: run.journal.id.clone(),
+        id: id.to_string(),
         at: jiff::Timestamp::now(),
         command: outcome.command.clone(),
         trigger: trigger.into(),
@@ -864,15 +876,22 @@ fn finish(
         rollback_ms: rb.map(|r| r.took_ms),
         notifications: Vec::new(),
     };
-    // Loud: notifications and CI outputs; their failures are recorded, never change the
-    // outcome or the exit code.
-    if let Some(event) = crate::notify::Event::from_release(run.loaded, &release) {
-        release.notifications = crate::notify::send(run.loaded, &event);
+    if let Some(event) = crate::notify::Event::from_release(loaded, &release) {
+        release.notifications = crate::notify::send(loaded, &event);
         crate::notify::github_actions(&event);
     }
-    journal::append_history(&run.state_dir, &release)?;
-    failpoint("history:done");
-    Journal::finish(&run.state_dir)?;
+    journal::append_history(&loaded.state_dir(), &release)
+}
+
+/// A deploy or rollback refused before it started (lock held, an unfinished journal,
+/// preflight): recorded and announced like any other outcome.
+fn refused_loudly(loaded: &Loaded, outcome: Outcome) -> anyhow::Result<Outcome> {
+    let trigger = if outcome.command == "rollback" {
+        "manual"
+    } else {
+        "deploy"
+    };
+    record(loaded, "", &outcome, trigger)?;
     Ok(outcome)
 }
 
@@ -882,7 +901,7 @@ pub fn rollback(loaded: &Loaded, req: &RollbackRequest) -> anyhow::Result<Outcom
     let state_dir = loaded.state_dir();
     let _lock = match exclusive(loaded, "rollback", false, started)? {
         Ok(lock) => lock,
-        Err(refusal) => return Ok(refusal),
+        Err(refusal) => return refused_loudly(loaded, refusal),
     };
     let repo = Repo::open(&loaded.app_dir, &loaded.config.git)?;
     let runtime = Runtime::load(loaded)?;

@@ -595,7 +595,12 @@ fn without_a_stable_release_the_rollback_returns_to_the_commit_running_before() 
 
 #[test]
 fn the_stable_release_itself_failing_needs_manual_intervention_and_destroys_nothing() {
-    let Some(s) = Stack::new("") else { return };
+    let Some(mut s) = Stack::new("\n[notify]\nslack_webhook_env = \"SLACK_WEBHOOK_URL\"\n") else {
+        return;
+    };
+    let rx = crate::notify::Receiver::start(crate::notify::Mode::Accept);
+    s.env
+        .push(("SLACK_WEBHOOK_URL".into(), format!("{}/slack", rx.base)));
     let v1 = git(&s.dev(), &["rev-parse", "HEAD"]);
     assert_eq!(s.deploy(&[]).0, 0);
     // The environment breaks under the stable release: redeploying it fails its gate.
@@ -616,6 +621,14 @@ fn the_stable_release_itself_failing_needs_manual_intervention_and_destroys_noth
         "the database is untouched"
     );
     assert!(s.databases_like("appdb__failed_").is_empty());
+    // Slack heard it: the deploy, then the manual-intervention alarm.
+    let slack = rx.bodies("/slack");
+    assert_eq!(slack.len(), 2, "{slack:#?}");
+    let text = slack[1]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("Rollback failed: manual intervention required"),
+        "{text}"
+    );
 }
 
 #[test]

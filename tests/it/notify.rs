@@ -233,3 +233,62 @@ fn a_successful_backup_pings_the_dead_mans_switch() {
     assert_eq!(pings.len(), 1);
     assert_eq!(pings[0]["backup"], id);
 }
+
+#[test]
+fn a_refused_deploy_and_a_failed_verification_are_announced() {
+    let Some(pg) = crate::support::pg() else {
+        return;
+    };
+    let db = pg.sample_db();
+    let rx = Receiver::start(Mode::Accept);
+    // Not a git work tree: the deploy is refused at preflight (exit 10).
+    let mut app = App::direct(
+        &pg.url(&db),
+        "\n[notify]\nwebhook_url_env = \"DEPLOY_WEBHOOK_URL\"\n",
+    );
+    app.env
+        .push(("DEPLOY_WEBHOOK_URL".into(), format!("{}/events", rx.base)));
+    let out = app.cmd().arg("deploy").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(10),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let events = rx.bodies("/events");
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["event"], "deploy_refused");
+    assert_eq!(events[0]["exit_code"], 10);
+    let history = app.json(&["history"]);
+    assert_eq!(
+        history[0]["outcome"], "refused",
+        "recorded too: {history:#}"
+    );
+
+    // A backup damaged on disk: its verification fails, and that is announced.
+    let id = app.json(&["backup"])["backup"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = app.backup_dir().join(format!("{id}.dump.zst"));
+    let len = fs::metadata(&path).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+    assert_eq!(
+        app.cmd()
+            .args(["backup", "verify", &id])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(1)
+    );
+    let events = rx.bodies("/events");
+    let v = events.last().unwrap();
+    assert_eq!(v["event"], "verification_failed", "{events:#?}");
+    assert_eq!(v["failures"][0]["backup"], id);
+}
