@@ -157,10 +157,19 @@ macro_rules! require_pg {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// A name unique across test processes.
+/// A name unique across test processes, even when a pid is reused within one run
+/// (pid_max is often 32768, and a run starts many processes): the pid, the process's
+/// start time in microseconds (mod 10^6), and a counter.
 pub fn unique(prefix: &str) -> String {
+    static STARTED: OnceLock<u128> = OnceLock::new();
+    let started = STARTED.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() % 1_000_000)
+            .unwrap_or(0)
+    });
     format!(
-        "{prefix}_{}_{}",
+        "{prefix}_{}_{started}_{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::SeqCst)
     )
