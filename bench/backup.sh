@@ -64,54 +64,19 @@ SH="$ROOT/target/release/stablehand"
 [[ -x $SH ]] || die "no binary at target/release/stablehand"
 
 # ---------------------------------------------------------------- cluster
-WORK=$(mktemp -d -t stablehand-bench.XXXXXX)
-chmod 755 "$WORK"
-PGDIR="$WORK/pg"
-mkdir "$PGDIR"
-chown postgres:postgres "$PGDIR"
-CLUSTER_UP=0
 SAMPLER_PID=
-
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  if [[ -n $SAMPLER_PID ]]; then kill "$SAMPLER_PID" 2>/dev/null || true; fi
-  if [[ $CLUSTER_UP == 1 ]]; then
-    # Only the cluster this script started: addressed by its own data directory.
-    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast -w -t 30 stop >/dev/null 2>&1 ||
-      runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
-  fi
-  cd /
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-cd "$WORK"
-
-start_cluster
-
-CONN=(-h 127.0.0.1 -p "$PORT" -U postgres)
-PSQL=(psql -X -q -v ON_ERROR_STOP=1 "${CONN[@]}")
-PGDUMP=(pg_dump --no-owner --no-acl "${CONN[@]}")
+# Stops the memory sampler before bench_cleanup stops the cluster.
+bench_cleanup_hook() { if [[ -n $SAMPLER_PID ]]; then kill "$SAMPLER_PID" 2>/dev/null || true; fi; }
+bench_setup stablehand-bench
 
 # ---------------------------------------------------------------- datasets
 # make_dataset DB SCALE ROWS: pgbench -i -s SCALE, then the messages fixture with its
 # generate_series bound set to ROWS (the fixture itself when ROWS = FIXTURE_ROWS).
 make_dataset() {
-  local db=$1 scale=$2 rows=$3 t0=$EPOCHREALTIME
-  log "dataset $db: pgbench -i -s $scale + $rows messages"
-  "${PSQL[@]}" -d postgres -c "create database $db"
-  pgbench -i -q -s "$scale" "${CONN[@]}" "$db" >"$WORK/pgbench-$db.log" 2>&1 ||
-    { cat "$WORK/pgbench-$db.log" >&2; die "pgbench -i failed"; }
-  sed "s/generate_series(1, $FIXTURE_ROWS)/generate_series(1, $rows)/" "$FIXTURE" >"$WORK/messages-$db.sql"
-  "${PSQL[@]}" -d "$db" -f "$WORK/messages-$db.sql"
-  # Settle the data before timing: hint bits set, statistics, no checkpoint pending.
-  "${PSQL[@]}" -d "$db" -c "vacuum analyze" -c "checkpoint"
-  DB_BYTES[$db]=$("${PSQL[@]}" -d "$db" -Atc "select pg_database_size(current_database())")
-  DB_ROWS[$db]=$("${PSQL[@]}" -d "$db" -Atc \
-    "select (select count(*) from pgbench_accounts) || ' ' || (select count(*) from messages)")
+  local db=$1 t0=$EPOCHREALTIME
+  load_dataset "$@"
+  DB_BYTES[$db]=$(db_bytes "$db")
+  DB_ROWS[$db]=$(row_counts "$db")
   log "dataset $db: $(mb "${DB_BYTES[$db]}") MB in $(secs_since "$t0") s"
 }
 

@@ -45,10 +45,10 @@ cpu_snapshot() { # sets SNAP_BUSY SNAP_PG (ticks)
   return 0
 }
 
-cpu_busy_pct() {
+cpu_busy_pct() { # [SECONDS]: how busy the CPUs are over that long (default 2)
   local a b
   a=$(head -1 /proc/stat)
-  sleep 2
+  sleep "${1:-2}"
   b=$(head -1 /proc/stat)
   awk -v a="$a" -v b="$b" 'BEGIN {
     n = split(a, x, " "); split(b, y, " "); t = 0
@@ -110,4 +110,60 @@ start_cluster() {
     ((n < AUX_KIDS)) && AUX_KIDS=$n
     sleep 0.1
   done
+}
+
+# bench_setup NAME: a work directory ($WORK, $PGDIR), traps that stop the cluster and
+# remove $WORK on any exit (after bench_cleanup_hook, if the script defines one), the
+# cluster started, and CONN/PSQL/PGDUMP for it.
+bench_setup() {
+  WORK=$(mktemp -d -t "$1.XXXXXX")
+  chmod 755 "$WORK"
+  PGDIR="$WORK/pg"
+  mkdir "$PGDIR"
+  chown postgres:postgres "$PGDIR"
+  CLUSTER_UP=0
+  trap bench_cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  cd "$WORK"
+  start_cluster
+  CONN=(-h 127.0.0.1 -p "$PORT" -U postgres)
+  PSQL=(psql -X -q -v ON_ERROR_STOP=1 "${CONN[@]}")
+  PGDUMP=(pg_dump --no-owner --no-acl "${CONN[@]}")
+}
+
+bench_cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if declare -F bench_cleanup_hook >/dev/null; then bench_cleanup_hook; fi
+  if [[ $CLUSTER_UP == 1 ]]; then
+    # Only the cluster this script started: addressed by its own data directory.
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast -w -t 30 stop >/dev/null 2>&1 ||
+      runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
+  fi
+  cd /
+  rm -rf "$WORK"
+  exit "$rc"
+}
+
+# load_dataset DB SCALE ROWS: pgbench -i -s SCALE, then the messages fixture ($FIXTURE)
+# with its generate_series bound ($FIXTURE_ROWS) set to ROWS; vacuumed, analyzed and
+# checkpointed so timings start from settled data.
+load_dataset() {
+  local db=$1 scale=$2 rows=$3
+  log "dataset $db: pgbench -i -s $scale + $rows messages"
+  "${PSQL[@]}" -d postgres -c "create database $db"
+  pgbench -i -q -s "$scale" "${CONN[@]}" "$db" >"$WORK/pgbench-$db.log" 2>&1 ||
+    { cat "$WORK/pgbench-$db.log" >&2; die "pgbench -i failed"; }
+  sed "s/generate_series(1, $FIXTURE_ROWS)/generate_series(1, $rows)/" "$FIXTURE" >"$WORK/messages-$db.sql"
+  "${PSQL[@]}" -d "$db" -f "$WORK/messages-$db.sql"
+  # Settle the data before timing: hint bits set, statistics, no checkpoint pending.
+  "${PSQL[@]}" -d "$db" -c "vacuum analyze" -c "checkpoint"
+}
+
+db_bytes() { "${PSQL[@]}" -d "$1" -Atc "select pg_database_size(current_database())"; }
+
+row_counts() { # DB: "accounts messages"
+  "${PSQL[@]}" -d "$1" -Atc \
+    "select (select count(*) from pgbench_accounts) || ' ' || (select count(*) from messages)"
 }

@@ -89,35 +89,7 @@ if [[ -n $(cd "$ROOT" && git status --porcelain -- src Cargo.toml Cargo.lock 2>/
 fi
 
 # ---------------------------------------------------------------- cluster
-WORK=$(mktemp -d -t stablehand-restore-bench.XXXXXX)
-chmod 755 "$WORK"
-PGDIR="$WORK/pg"
-mkdir "$PGDIR"
-chown postgres:postgres "$PGDIR"
-CLUSTER_UP=0
-
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  if [[ $CLUSTER_UP == 1 ]]; then
-    # Only the cluster this script started: addressed by its own data directory.
-    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast -w -t 30 stop >/dev/null 2>&1 ||
-      runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
-  fi
-  cd /
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-cd "$WORK"
-
-start_cluster
-
-CONN=(-h 127.0.0.1 -p "$PORT" -U postgres)
-PSQL=(psql -X -q -v ON_ERROR_STOP=1 "${CONN[@]}")
-PGDUMP=(pg_dump --no-owner --no-acl "${CONN[@]}")
+bench_setup stablehand-restore-bench
 q() { "${PSQL[@]}" -d postgres -Atc "$1"; } # one query on the maintenance database
 
 # ---------------------------------------------------------------- helpers
@@ -260,22 +232,11 @@ IDLE_WAITED=0
 
 # wait_idle: up to IDLE_WAIT seconds until the CPUs were under IDLE_MAX_PCT busy for 3
 # one-second samples in a row (our cluster is idle between runs).
-busy_1s() {
-  local a b
-  a=$(head -1 /proc/stat)
-  sleep 1
-  b=$(head -1 /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN {
-    n = split(a, x, " "); split(b, y, " "); t = 0
-    for (i = 2; i <= n; i++) t += y[i] - x[i]
-    idle = (y[5] - x[5]) + (y[6] - x[6])
-    printf "%.0f", (t > 0 ? 100 * (t - idle) / t : 0) }'
-}
 wait_idle() {
   ((IDLE_WAIT > 0)) || return 0
   local quiet=0 t0=$SECONDS busy said=0
   while ((quiet < 3)); do
-    busy=$(busy_1s)
+    busy=$(cpu_busy_pct 1)
     if ((busy < IDLE_MAX_PCT)); then
       quiet=$((quiet + 1))
     else
@@ -337,22 +298,11 @@ wal_bytes_since() { q "select pg_wal_lsn_diff(pg_current_wal_lsn(), '$1')::bigin
 # make_dataset DB SCALE ROWS: pgbench -i -s SCALE, then the messages fixture with its
 # generate_series bound set to ROWS (the fixture itself when ROWS = FIXTURE_ROWS).
 make_dataset() {
-  local db=$1 scale=$2 rows=$3 t0=$EPOCHREALTIME
-  log "dataset $db: pgbench -i -s $scale + $rows messages"
-  "${PSQL[@]}" -d postgres -c "create database $db"
-  pgbench -i -q -s "$scale" "${CONN[@]}" "$db" >"$WORK/pgbench-$db.log" 2>&1 ||
-    { cat "$WORK/pgbench-$db.log" >&2; die "pgbench -i failed"; }
-  sed "s/generate_series(1, $FIXTURE_ROWS)/generate_series(1, $rows)/" "$FIXTURE" >"$WORK/messages-$db.sql"
-  "${PSQL[@]}" -d "$db" -f "$WORK/messages-$db.sql"
-  # Settle the data before timing: hint bits set, statistics, no checkpoint pending.
-  "${PSQL[@]}" -d "$db" -c "vacuum analyze" -c "checkpoint"
-  DB_BYTES=$("${PSQL[@]}" -d "$db" -Atc "select pg_database_size(current_database())")
+  local db=$1 t0=$EPOCHREALTIME
+  load_dataset "$@"
+  DB_BYTES=$(db_bytes "$db")
   DB_ROWS=$(row_counts "$db")
   log "dataset $db: $(mb "$DB_BYTES") MB in $(secs_since "$t0") s"
-}
-row_counts() { # DB: "accounts messages"
-  "${PSQL[@]}" -d "$1" -Atc \
-    "select (select count(*) from pgbench_accounts) || ' ' || (select count(*) from messages)"
 }
 CHECKS=()
 declare -A CHECKED

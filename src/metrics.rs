@@ -175,18 +175,22 @@ pub fn gather(loaded: &Loaded) -> Facts {
             .filter_map(|m| m.verification.as_ref().map(|v| v.at.as_second()))
             .max();
     }
-    if let Ok(repo) = crate::git::Repo::open(&loaded.app_dir, &loaded.config.git) {
-        if let (Ok(Some(commit)), Ok(tags)) = (repo.latest_stable(), repo.stable_tags()) {
-            let tag = tags
-                .iter()
-                .find(|t| t.latest)
-                .or_else(|| tags.iter().find(|t| t.commit == commit))
-                .map(|t| t.tag.clone())
-                .unwrap_or_default();
-            f.stable = Some((commit, tag));
-        }
-    }
+    f.stable = stable_release(loaded);
     f
+}
+
+/// The commit latest-stable points at and its dated tag, when there is one.
+pub fn stable_release(loaded: &Loaded) -> Option<(String, String)> {
+    let repo = crate::git::Repo::open(&loaded.app_dir, &loaded.config.git).ok()?;
+    let commit = repo.latest_stable().ok()??;
+    let tags = repo.stable_tags().ok()?;
+    let tag = tags
+        .iter()
+        .find(|t| t.latest)
+        .or_else(|| tags.iter().find(|t| t.commit == commit))
+        .map(|t| t.tag.clone())
+        .unwrap_or_default();
+    Some((commit, tag))
 }
 
 /// Writes the textfile (atomically) when `metrics.textfile` is set; problems are

@@ -213,8 +213,7 @@ fn build_dashboard(state: &AppState, token: Option<String>) -> anyhow::Result<Da
     let unhealthy = alerts.iter().find(|p| p.condition == "stable_unhealthy");
     let listing = crate::backup::catalog::Catalog::new(loaded.backup_dir()).list()?;
     let history = crate::deploy::journal::read_history(&loaded.state_dir()).unwrap_or_default();
-    let stable_tag = crate::metrics::gather(loaded)
-        .stable
+    let stable_tag = crate::metrics::stable_release(loaded)
         .map(|(_, t)| t)
         .unwrap_or_default();
     let timeline = history
@@ -439,23 +438,20 @@ mod tests {
 
     #[test]
     fn next_due_follows_the_cron_expression_in_utc() {
-        let job = Job {
-            name: "backup",
-            cron: "0 3 * * *".parse().unwrap(),
-        };
-        let after: Timestamp = "2026-11-30T01:00:00Z".parse().unwrap();
-        assert_eq!(
-            next_due(&job, after).unwrap().to_string(),
-            "2026-11-30T03:00:00Z"
-        );
-        let every_5s = Job {
-            name: "backup",
-            cron: "*/5 * * * * *".parse().unwrap(),
-        };
-        let after: Timestamp = "2026-11-30T01:00:02Z".parse().unwrap();
-        assert_eq!(
-            next_due(&every_5s, after).unwrap().to_string(),
-            "2026-11-30T01:00:05Z"
-        );
+        for (expr, after, due) in [
+            ("0 3 * * *", "2026-11-30T01:00:00Z", "2026-11-30T03:00:00Z"),
+            (
+                "*/5 * * * * *",
+                "2026-11-30T01:00:02Z",
+                "2026-11-30T01:00:05Z",
+            ),
+        ] {
+            let job = Job {
+                name: "backup",
+                cron: expr.parse().unwrap(),
+            };
+            let after: Timestamp = after.parse().unwrap();
+            assert_eq!(next_due(&job, after).unwrap().to_string(), due, "{expr}");
+        }
     }
 }

@@ -350,10 +350,7 @@ fn compose_mode_interrupted_restores_and_failing_swaps_leave_the_live_database()
     let Some(stack) = Stack::up() else { return };
     let url = owner_app(&stack);
     let app = &stack.app;
-    let id = app.json(&["backup"])["backup"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.backup();
     stack.psql("ownerdb", "delete from big where id <= 10");
     let live = crate::restore::state(&url);
 
@@ -386,11 +383,7 @@ fn compose_mode_interrupted_restores_and_failing_swaps_leave_the_live_database()
         (child, exec)
     };
     let (child, exec) = start(app);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(exec as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    crate::support::kill9(exec);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

@@ -82,10 +82,7 @@ fn outside_a_repository_the_commit_is_manual_and_list_show_work() {
     let pg = require_pg!();
     let db = pg.sample_db();
     let app = App::direct(&pg.url(&db), "");
-    let id = app.json(&["backup"])["backup"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.backup();
     assert!(id.starts_with("manual_") && id.ends_with("_manual"), "{id}");
 
     app.cmd()
@@ -244,14 +241,7 @@ fn verify_passes_then_catches_corruption_and_truncation() {
     assert!(app.json(&["backup", "show", &a])["verification"].is_null());
 
     // Truncate backup b.
-    let path_b = app.backup_dir().join(format!("{b}.dump.zst"));
-    let len = fs::metadata(&path_b).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&path_b)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
+    app.truncate_backup(&b, |len| len / 2);
     app.cmd()
         .args(["backup", "verify", &b])
         .assert()

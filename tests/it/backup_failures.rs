@@ -35,11 +35,7 @@ fn pg_dump_killed_mid_stream_leaves_nothing() {
     );
     // The real pg_dump, once it has streamed more than 4 MB.
     let (child, pid) = backup_in_flight(&app);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    crate::support::kill9(pid);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

@@ -40,23 +40,13 @@ fn check_exits_1_for_each_alert_condition_and_0_when_all_is_well() {
     assert_eq!(conditions(&v), ["no_backup"]);
 
     // A fresh backup (verified when it was written): all is well.
-    let id = app.json(&["backup"])["backup"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.backup();
     let (code, v) = check(&app);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["ok"], true);
 
     // A backup that fails verification.
-    let path = app.backup_dir().join(format!("{id}.dump.zst"));
-    let len = fs::metadata(&path).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
+    app.truncate_backup(&id, |len| len / 2);
     assert_eq!(
         app.cmd()
             .args(["backup", "verify", &id])
@@ -74,7 +64,7 @@ fn check_exits_1_for_each_alert_condition_and_0_when_all_is_well() {
         c.contains(&"verification_stale".to_string()),
         "no passing verification is left: {v:#}"
     );
-    fs::remove_file(&path).unwrap();
+    fs::remove_file(app.backup_dir().join(format!("{id}.dump.zst"))).unwrap();
     fs::remove_file(app.backup_dir().join(format!("{id}.manifest.json"))).unwrap();
 
     // An unfinished deploy (its journal).
@@ -156,10 +146,7 @@ fn the_metrics_textfile_parses_and_tracks_backups_and_failures() {
         "\n[metrics]\ntextfile = \"metrics/stablehand.prom\"\n",
     );
     fs::create_dir_all(app.path().join("metrics")).unwrap();
-    let id = app.json(&["backup"])["backup"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.backup();
     let read = || {
         let path = app.path().join("metrics/stablehand.prom");
         let text = fs::read_to_string(&path).unwrap();

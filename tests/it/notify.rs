@@ -225,10 +225,7 @@ fn a_successful_backup_pings_the_dead_mans_switch() {
         "BACKUP_PING_URL".into(),
         format!("{}/ping/abc-uuid", rx.base),
     ));
-    let id = app.json(&["backup"])["backup"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.backup();
     let pings = rx.bodies("/ping/abc-uuid");
     assert_eq!(pings.len(), 1);
     assert_eq!(pings[0]["backup"], id);
@@ -266,18 +263,8 @@ fn a_refused_deploy_and_a_failed_verification_are_announced() {
     );
 
     // A backup damaged on disk: its verification fails, and that is announced.
-    let id = app.json(&["backup"])["backup"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let path = app.backup_dir().join(format!("{id}.dump.zst"));
-    let len = fs::metadata(&path).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(len - 10)
-        .unwrap();
+    let id = app.backup();
+    app.truncate_backup(&id, |len| len - 10);
     assert_eq!(
         app.cmd()
             .args(["backup", "verify", &id])

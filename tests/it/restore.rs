@@ -49,10 +49,7 @@ fn side_databases(pg: &Pg, db: &str) -> Vec<String> {
 }
 
 fn backup(app: &App) -> String {
-    app.json(&["backup"])["backup"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    app.backup()
 }
 
 #[test]
@@ -249,11 +246,7 @@ fn a_killed_pg_restore_leaves_the_live_database_and_no_stray_database() {
     let live = state(&pg.url(&db));
 
     let (child, pg_restore) = restore_in_flight(&app, &id, pg, &db);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pg_restore as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    crate::support::kill9(pg_restore);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

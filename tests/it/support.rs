@@ -255,6 +255,26 @@ impl App {
         self.path().join("backups/database")
     }
 
+    /// `stablehand backup`; returns the new backup's id.
+    pub fn backup(&self) -> String {
+        self.json(&["backup"])["backup"]["id"]
+            .as_str()
+            .expect("a backup id")
+            .to_string()
+    }
+
+    /// Cuts backup `id`'s data file to `len(size)` bytes: damage a checksum catches.
+    pub fn truncate_backup(&self, id: &str, len: impl Fn(u64) -> u64) {
+        let path = self.backup_dir().join(format!("{id}.dump.zst"));
+        let size = fs::metadata(&path).unwrap().len();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len(size))
+            .unwrap();
+    }
+
     /// The real binary, run in the app dir with a clean environment.
     pub fn cmd(&self) -> assert_cmd::Command {
         let mut c = assert_cmd::Command::cargo_bin("stablehand").unwrap();
@@ -641,4 +661,13 @@ pub fn remove_image_repository(repository: &str) {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// SIGKILLs a process a test started (by its id).
+pub fn kill9(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
 }
