@@ -51,7 +51,8 @@ pub enum Command {
         /// Roll back to this commit instead of latest-stable
         #[arg(long, value_name = "REF")]
         to: Option<String>,
-        /// Database action: auto (only if the deploy changed it), restore, none
+        /// Database action: auto (only if the deploy changed it; down migrations when
+        /// possible), restore, down, none
         #[arg(long, value_enum, value_name = "ACTION")]
         db: Option<crate::deploy::decision::DbPolicy>,
         /// Do not ask for confirmation
@@ -105,12 +106,33 @@ pub enum Command {
         #[arg(long)]
         in_place: bool,
     },
+    /// Prisma migrations: undo the newest ones with their down.sql
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
     /// Databases stablehand keeps beside the live one
     #[command(subcommand)]
     Db(DbCommand),
     /// Stable releases: mark one, list them, see where a rollback would go
     #[command(subcommand)]
     Stable(StableCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Undo applied migrations with their down.sql, newest first (the newest one by
+    /// default); refused (exit 10) when a script is missing or would destroy data
+    /// written since the backup taken before the migration
+    Down {
+        /// Undo every migration applied after this one (it stays applied)
+        #[arg(long, value_name = "NAME")]
+        to: Option<String>,
+        /// Print the plan and the data check, change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -422,11 +422,15 @@ pub struct DatabaseConfig {
     /// The migration tool whose ledger is read: "prisma" or "none".
     #[serde(default = "default_migrations")]
     pub migrations: String,
+    /// Where the migration folders (`<name>/migration.sql`, `<name>/down.sql`) live,
+    /// relative to the app directory.
+    #[serde(default = "default_migrations_dir")]
+    pub migrations_dir: PathBuf,
     /// Shell command a deploy runs to migrate (after the backup, with the app stopped);
     /// empty: migrations run when the app starts.
     #[serde(default)]
     pub migrate_command: String,
-    /// The database action of a rollback: auto, restore or none.
+    /// The database action of a rollback: auto, restore, down or none.
     #[serde(default = "default_on_rollback")]
     pub on_rollback: crate::deploy::decision::DbPolicy,
     /// Snapshot the database (CREATE DATABASE ... TEMPLATE) while the app is stopped
@@ -437,6 +441,9 @@ pub struct DatabaseConfig {
 
 fn default_migrations() -> String {
     "prisma".into()
+}
+fn default_migrations_dir() -> PathBuf {
+    "prisma/migrations".into()
 }
 fn default_on_rollback() -> crate::deploy::decision::DbPolicy {
     crate::deploy::decision::DbPolicy::Auto
@@ -884,6 +891,25 @@ fn validate(c: &Config, text: &str, path: &Path) -> Result<(), ConfigError> {
                 "{:?} is not known: use \"prisma\" or \"none\"",
                 c.database.migrations
             ),
+        ));
+    }
+    if c.database.migrations_dir.is_absolute()
+        || c.database
+            .migrations_dir
+            .components()
+            .any(|p| matches!(p, std::path::Component::ParentDir))
+    {
+        return Err(invalid(
+            "database.migrations_dir",
+            "must be a path inside the app directory (relative, no `..`): the down migrations are read from the deployed commit's tree".into(),
+        ));
+    }
+    if c.database.on_rollback == crate::deploy::decision::DbPolicy::Down
+        && c.database.migrations != "prisma"
+    {
+        return Err(invalid(
+            "database.on_rollback",
+            "\"down\" needs database.migrations = \"prisma\": down migrations are found through the _prisma_migrations ledger".into(),
         ));
     }
     for (key, env, file) in [

@@ -159,6 +159,17 @@ impl Repo {
         Ok(out.trim().to_string())
     }
 
+    /// The text of a file (relative to the app directory) in `commit`'s tree, or None
+    /// when the tree has no such file.
+    pub fn file_at(&self, commit: &str, path: &Path) -> anyhow::Result<Option<String>> {
+        let spec = format!("{commit}:./{}", path.display());
+        match self.run(["cat-file", "-e", &spec]) {
+            Ok(_) => Ok(Some(self.run(["cat-file", "-p", &spec])?)),
+            Err(ProcessError::Failed { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The commit checked out now (works on a detached HEAD too).
     pub fn head(&self) -> anyhow::Result<String> {
         self.resolve("HEAD")

@@ -13,6 +13,7 @@ pub mod health;
 pub mod init;
 pub mod lock;
 pub mod metrics;
+pub mod migrations;
 pub mod notify;
 pub mod process;
 pub mod redact;
@@ -62,6 +63,11 @@ impl Exit {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// A refusal before anything changed (exit 10), found by a command other than deploy.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
 
 /// Runs stablehand with these arguments and returns the process exit code.
 pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
@@ -119,6 +125,9 @@ fn classify(err: &anyhow::Error) -> Exit {
         if cause.downcast_ref::<UsageError>().is_some() {
             return Exit::Usage;
         }
+        if cause.downcast_ref::<Refused>().is_some() {
+            return Exit::Refused;
+        }
     }
     Exit::Failure
 }
@@ -163,6 +172,21 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
             )?;
             report::outcome(&outcome, cli.json);
             Ok(Exit::from_outcome(outcome.exit_code))
+        }
+        Command::Migrate(cli::MigrateCommand::Down { to, dry_run, yes }) => {
+            let loaded = load_config(cli)?;
+            let yes = *yes;
+            let confirm = |r: &migrations::DownReport| confirm_down(r, yes);
+            let report = migrations::down_by_hand(
+                &loaded,
+                &migrations::DownRequest {
+                    to: to.as_deref(),
+                    dry_run: *dry_run,
+                    confirm: &confirm,
+                },
+            )?;
+            report::migrate_down(&report, cli.json);
+            Ok(Exit::Ok)
         }
         Command::Init { force } => {
             let path = cli
@@ -391,6 +415,32 @@ fn confirm_rollback(loaded: &config::Loaded) -> anyhow::Result<()> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     if line.trim() != "rollback" {
+        return Err(UsageError("not confirmed; nothing was changed".into()).into());
+    }
+    Ok(())
+}
+
+/// `migrate down` changes the schema under the running app: confirm on a terminal.
+fn confirm_down(r: &migrations::DownReport, yes: bool) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(UsageError(
+            "migrate down changes the database schema; pass --yes to confirm (no terminal to ask on)"
+                .into(),
+        )
+        .into());
+    }
+    eprint!(
+        "Undo {} in database {} with their down.sql? Type \"down\" to confirm: ",
+        r.migrations.join(", "),
+        r.database
+    );
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    if line.trim() != "down" {
         return Err(UsageError("not confirmed; nothing was changed".into()).into());
     }
     Ok(())

@@ -229,6 +229,34 @@ impl Cmd {
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
+    /// Runs to completion with `input` on stdin and returns stdout; fails on non-zero
+    /// exit. The input is written from a thread, so a program that answers before it
+    /// has read everything cannot deadlock us.
+    pub fn output_with_input(&self, input: &[u8]) -> Result<String, ProcessError> {
+        let mut running = self.spawn_inner(Stdio::piped())?;
+        let mut stdin = running.stdin.take().expect("stdin is piped");
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            // A program that exits early closes the pipe: its exit status tells why.
+            let _ = stdin.write_all(&input);
+        });
+        let mut out = Vec::new();
+        let read = running
+            .stdout
+            .take()
+            .expect("stdout is piped")
+            .read_to_end(&mut out);
+        let _ = writer.join();
+        let status = running.wait();
+        read.map_err(|source| ProcessError::Io {
+            program: self.label(),
+            source,
+        })?;
+        status?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
     /// Starts the program with stdout to be streamed by the caller.
     pub fn spawn(&self) -> Result<Running, ProcessError> {
         self.spawn_inner(Stdio::null())

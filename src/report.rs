@@ -868,3 +868,60 @@ pub fn doctor(r: &crate::doctor::Report, json: bool) {
         println!("{} problem(s) block a deploy", r.blocking);
     }
 }
+
+/// `stablehand migrate down`.
+pub fn migrate_down(r: &crate::migrations::DownReport, json: bool) {
+    if json {
+        print_json(r);
+        return;
+    }
+    if r.migrations.is_empty() {
+        println!("nothing to undo: no migration is applied after the one named");
+        return;
+    }
+    let verb = if r.applied.is_some() {
+        "undid"
+    } else {
+        "would undo"
+    };
+    println!(
+        "{verb} {} migration(s) in database {}, newest first: {}",
+        r.migrations.len(),
+        r.database,
+        r.migrations.join(", ")
+    );
+    println!(
+        "  {} statement(s), {}",
+        r.statements,
+        if r.transactional {
+            "in one transaction"
+        } else {
+            "statement by statement (a statement cannot run in a transaction)"
+        }
+    );
+    if !r.destroys.is_empty() {
+        println!(
+            "  drops {} (no data written since the reference backup in them)",
+            r.destroys.join(", ")
+        );
+    }
+    match (&r.reference_backup, &r.applied) {
+        (Some(b), Some(a)) if a.fingerprint_checked => {
+            println!("  the schema now matches backup {b}'s fingerprint")
+        }
+        (Some(b), _) => println!("  the result is checked against backup {b}'s fingerprint"),
+        (None, _) => println!(
+            "  WARNING: no backup records the schema these migrations leave, so the result cannot be checked against a fingerprint"
+        ),
+    }
+    match &r.applied {
+        Some(a) => {
+            println!(
+                "  done in {} ms; the ledger rows are marked rolled back, so a deploy applies them again",
+                a.took_ms
+            );
+            println!("next: the running code may expect the newer schema: roll the code back too (`stablehand rollback --to <commit> --db none`)");
+        }
+        None => println!("dry run: nothing was changed"),
+    }
+}

@@ -94,6 +94,7 @@ pub fn create(
 
     let fingerprint = db.schema_fingerprint().map_err(at(Stage::Preflight))?;
     let counters = db.write_counters().map_err(at(Stage::Preflight))?;
+    let xid_horizon = db.xid_horizon().map_err(at(Stage::Preflight))?;
 
     let commit = match req.commit {
         Some(c) => Some(c.to_string()),
@@ -187,6 +188,7 @@ pub fn create(
         prisma_migrations: prisma,
         schema_fingerprint: Some(fingerprint),
         write_counters: Some(counters),
+        xid_horizon: Some(xid_horizon),
         pinned: false,
         verification_failure: None,
         verification: Some(Verification {

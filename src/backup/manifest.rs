@@ -47,6 +47,10 @@ pub struct Manifest {
     /// Write counters at backup time, to count writes made since.
     #[serde(default)]
     pub write_counters: Option<crate::db::inspect::WriteCounters>,
+    /// The oldest transaction running when the dump began: rows with an xmin at or
+    /// above it may be missing from the backup (see `Database::xid_horizon`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xid_horizon: Option<u64>,
     #[serde(default)]
     pub pinned: bool,
     #[serde(default)]

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::Database;
 
@@ -88,14 +87,56 @@ select coalesce(string_agg(line, E'\n' order by line), '') from (
 ) lines
 "#;
 
+/// The fingerprint as one SQL expression (hex SHA-256 of the catalog text), so a script
+/// can compare it inside its own transaction (the down migrations do).
+pub fn fingerprint_expr() -> String {
+    format!(
+        "encode(sha256(convert_to(btrim(({}), E' \\t\\r\\n'), 'UTF8')), 'hex')",
+        FINGERPRINT_SQL.trim()
+    )
+}
+
 impl Database {
     /// A stable SHA-256 of the schema read from the catalog: unchanged by data, changed
     /// by any DDL. (Not a hash of pg_dump output, which carries a random key.)
     pub fn schema_fingerprint(&self) -> anyhow::Result<String> {
-        let text = self
-            .query(FINGERPRINT_SQL)
-            .context("reading the schema from the catalog")?;
-        Ok(hex::encode(Sha256::digest(text.as_bytes())))
+        self.query(&format!("select {}", fingerprint_expr()))
+            .context("reading the schema from the catalog")
+    }
+
+    /// The oldest transaction still running: every row written by a transaction that
+    /// was not finished at this moment has an xmin at or above it. A backup records it,
+    /// so "rows written since the backup" can be found later (see `rows_written_since`).
+    pub fn xid_horizon(&self) -> anyhow::Result<u64> {
+        let out = self.query("select txid_snapshot_xmin(txid_current_snapshot())")?;
+        out.parse()
+            .with_context(|| format!("unexpected transaction id {out:?}"))
+    }
+
+    /// Rows of `table` (optionally only those with `column` not null) written by
+    /// transactions at or after `horizon` (every row when the horizon is unknown).
+    /// `age(xmin)` counts transactions back from now, so no 32-bit wraparound math.
+    pub fn rows_written_since(
+        &self,
+        table: &str,
+        column: Option<&str>,
+        horizon: Option<u64>,
+    ) -> anyhow::Result<u64> {
+        let mut conds = Vec::new();
+        if let Some(c) = column {
+            conds.push(format!("{c} is not null"));
+        }
+        if let Some(h) = horizon {
+            conds.push(format!("age(xmin)::bigint <= txid_current() - {h}"));
+        }
+        let filter = if conds.is_empty() {
+            String::new()
+        } else {
+            format!(" where {}", conds.join(" and "))
+        };
+        let out = self.query(&format!("select count(*) from {table}{filter}"))?;
+        out.parse()
+            .with_context(|| format!("unexpected row count {out:?}"))
     }
 
     /// The Prisma migration ledger; an absent table is an empty ledger.
@@ -200,7 +241,7 @@ pub struct LedgerDiff {
     pub applied: Vec<String>,
     /// Failed after (started, unfinished), not failed before.
     pub failed: Vec<String>,
-    /// Rows whose rolled_back_at was set between the two.
+    /// Rows in force before whose rolled_back_at was set between the two.
     pub rolled_back: Vec<String>,
 }
 
@@ -228,10 +269,13 @@ impl Ledger {
             .filter(|r| r.is_failed())
             .map(|r| r.migration_name.as_str())
             .collect();
-        let before_rolled: std::collections::BTreeSet<&str> = self
+        // Rows that were in force before: marking one of them rolled back changes the
+        // database. A row both added and rolled back since (a down migration of this
+        // deploy's own migration) nets to nothing; the fingerprint covers the schema.
+        let before_in_force: std::collections::BTreeSet<&str> = self
             .rows
             .iter()
-            .filter(|r| r.rolled_back_at.is_some())
+            .filter(|r| r.rolled_back_at.is_none())
             .map(|r| r.id.as_str())
             .collect();
         let mut diff = LedgerDiff::default();
@@ -246,7 +290,7 @@ impl Ledger {
             }
         }
         for r in after.rows.iter().filter(|r| r.rolled_back_at.is_some()) {
-            if !before_rolled.contains(r.id.as_str()) {
+            if before_in_force.contains(r.id.as_str()) {
                 diff.rolled_back.push(r.migration_name.clone());
             }
         }
@@ -318,6 +362,16 @@ mod tests {
             rows: vec![row("001_init", true, true), row("001_init", true, false)],
         };
         assert_eq!(before.diff(&after).applied, vec!["001_init"]);
+    }
+
+    #[test]
+    fn a_migration_applied_and_rolled_back_since_nets_to_nothing() {
+        let before = Ledger {
+            rows: vec![row("001_init", true, false)],
+        };
+        let mut after = before.clone();
+        after.rows.push(row("002_posts", true, true));
+        assert!(before.diff(&after).is_empty(), "{:?}", before.diff(&after));
     }
 
     #[test]

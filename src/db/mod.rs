@@ -398,6 +398,26 @@ impl Database {
         ])
     }
 
+    /// Runs a whole psql script fed on stdin (meta-commands such as `\\if` allowed),
+    /// stopping at the first error, whose statement psql echoes to stderr (`-b`).
+    pub fn run_script(&self, script: &str, limit: Duration) -> anyhow::Result<String> {
+        Ok(self
+            .tool(Tool::Psql, true)
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-b",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-f",
+                "-",
+            ])
+            .timeout(limit)
+            .output_with_input(script.as_bytes())?)
+    }
+
     /// Runs one SQL statement with psql and returns its unaligned, tuples-only output.
     pub fn query(&self, sql: &str) -> anyhow::Result<String> {
         let out = self.psql(sql).timeout(self.query_timeout).output()?;
@@ -453,12 +473,17 @@ impl Database {
         self.tool(Tool::PgRestore, false).arg("--list")
     }
 
-    /// The rows of `_prisma_migrations`, when that table exists.
-    pub fn prisma_migrations(&self) -> anyhow::Result<Option<serde_json::Value>> {
-        let table = match &self.schema {
+    /// `_prisma_migrations`, qualified by the URL's schema when it names one.
+    pub fn ledger_table(&self) -> String {
+        match &self.schema {
             Some(schema) => format!("{}._prisma_migrations", quote_ident(schema)),
             None => "_prisma_migrations".to_string(),
-        };
+        }
+    }
+
+    /// The rows of `_prisma_migrations`, when that table exists.
+    pub fn prisma_migrations(&self) -> anyhow::Result<Option<serde_json::Value>> {
+        let table = self.ledger_table();
         let exists = self.query(&format!(
             "select to_regclass('{}') is not null",
             table.replace('\'', "''")

@@ -13,6 +13,9 @@ pub enum DbPolicy {
     Auto,
     /// Always return the database to its pre-deploy state.
     Restore,
+    /// As auto, and say loudly when down migrations cannot be used (auto also prefers
+    /// them when every applied migration has a `down.sql`).
+    Down,
     /// Never touch the database.
     None,
 }
@@ -35,6 +38,21 @@ pub struct DbFacts {
     /// target: a database rollback only makes sense when they are the same.
     pub state_of: Option<String>,
     pub target: String,
+    /// Whether the deploy's migrations can be undone by their down scripts.
+    pub down: DownPath,
+}
+
+/// Whether down migrations can take the database back (see `crate::migrations`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum DownPath {
+    /// Not looked at (`database.migrations = "none"`, or restore was asked for).
+    #[default]
+    NotConsidered,
+    /// Every migration the deploy applied has a down script, none refused, and none
+    /// would destroy rows written since the backup.
+    Ready { migrations: Vec<String> },
+    /// Why they cannot.
+    Unavailable { why: String },
 }
 
 /// What to do with the database.
@@ -43,6 +61,11 @@ pub struct DbFacts {
 pub enum DbAction {
     /// Leave it as it is.
     None { reason: String },
+    /// Run the deploy's down migrations, newest first, keeping writes made since.
+    Down {
+        migrations: Vec<String>,
+        reason: String,
+    },
     /// Swap the snapshot in (a rename), keeping the failed database.
     SwapSnapshot { snapshot: String, reason: String },
     /// Restore the backup into a new database and swap it in, keeping the failed one.
@@ -55,6 +78,7 @@ impl DbAction {
     pub fn reason(&self) -> &str {
         match self {
             DbAction::None { reason }
+            | DbAction::Down { reason, .. }
             | DbAction::SwapSnapshot { reason, .. }
             | DbAction::Restore { reason, .. }
             | DbAction::Impossible { reason } => reason,
@@ -64,6 +88,7 @@ impl DbAction {
     pub fn name(&self) -> &'static str {
         match self {
             DbAction::None { .. } => "none",
+            DbAction::Down { .. } => "down",
             DbAction::SwapSnapshot { .. } => "swap_snapshot",
             DbAction::Restore { .. } => "restore",
             DbAction::Impossible { .. } => "impossible",
@@ -91,7 +116,7 @@ pub fn decide(policy: DbPolicy, f: &DbFacts) -> DbAction {
             }
         }
         DbPolicy::Restore => "database rollback requested (--db restore or database.on_rollback = \"restore\")".to_string(),
-        DbPolicy::Auto => match changed {
+        DbPolicy::Auto | DbPolicy::Down => match changed {
             None => {
                 return DbAction::None {
                     reason: format!(
@@ -111,6 +136,36 @@ pub fn decide(policy: DbPolicy, f: &DbFacts) -> DbAction {
             ),
         };
     }
+    // The rung that keeps writes: down migrations, when they can be trusted.
+    let not_down = match (&f.down, policy) {
+        (_, DbPolicy::Restore) => None,
+        (DownPath::Ready { .. }, _) if !f.ledger_diff.failed.is_empty() => Some(format!(
+            "migration(s) {} failed half-way, and down scripts assume a migration applied fully",
+            f.ledger_diff.failed.join(", ")
+        )),
+        (DownPath::Ready { .. }, _) if f.fingerprint_before.is_none() => Some(
+            "the pre-deploy schema fingerprint is unknown, so the result could not be checked"
+                .into(),
+        ),
+        (DownPath::Ready { migrations }, _) => {
+            return DbAction::Down {
+                migrations: migrations.clone(),
+                reason: format!(
+                    "{why}; down migrations preserve the writes made since the backup ({writes}): down.sql of {} run newest first, the schema checked against the pre-deploy fingerprint",
+                    migrations.join(", ")
+                ),
+            }
+        }
+        (DownPath::Unavailable { why }, _) => Some(why.clone()),
+        (DownPath::NotConsidered, DbPolicy::Down) => {
+            Some("database.migrations is not \"prisma\"".into())
+        }
+        (DownPath::NotConsidered, _) => None,
+    };
+    let why = match not_down {
+        Some(not) => format!("{why}; down migrations cannot be used ({not})"),
+        None => why,
+    };
     if let Some(snapshot) = &f.snapshot {
         return DbAction::SwapSnapshot {
             snapshot: snapshot.clone(),
@@ -177,7 +232,113 @@ mod tests {
             writes_since_backup: 42,
             state_of: Some("c1".into()),
             target: "c1".into(),
+            down: DownPath::NotConsidered,
         }
+    }
+
+    /// The down rung: when down migrations are taken, and what each refusal falls to.
+    #[test]
+    fn down_migrations_rung() {
+        use DbPolicy::*;
+        let ready = || DownPath::Ready {
+            migrations: vec!["002_posts".into(), "001_bio".into()],
+        };
+        let missing = || DownPath::Unavailable {
+            why: "migration 002_posts has no down script".into(),
+        };
+        // (policy, applied, down path, snapshot?, expected, a phrase of the reason)
+        type Case = (
+            DbPolicy,
+            bool,
+            fn() -> DownPath,
+            bool,
+            &'static str,
+            &'static str,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                Auto,
+                true,
+                ready,
+                true,
+                "down",
+                "down migrations preserve the writes",
+            ),
+            (Auto, true, ready, false, "down", "newest first"),
+            (Down, true, ready, false, "down", "002_posts, 001_bio"),
+            // Restore means the backup's state, never a down script.
+            (Restore, true, ready, true, "swap_snapshot", "requested"),
+            (Restore, true, ready, false, "restore", "requested"),
+            // No script: the next rung, saying why.
+            (
+                Auto,
+                true,
+                missing,
+                true,
+                "swap_snapshot",
+                "has no down script",
+            ),
+            (
+                Auto,
+                true,
+                missing,
+                false,
+                "restore",
+                "down migrations cannot be used",
+            ),
+            (
+                Down,
+                true,
+                || DownPath::NotConsidered,
+                false,
+                "restore",
+                "database.migrations is not",
+            ),
+            // Nothing changed: nothing to undo, whatever the scripts.
+            (Auto, false, ready, true, "none", "applied no migration"),
+            (None, true, ready, true, "none", "disabled"),
+        ];
+        for (policy, applied, down, snap, want, phrase) in cases {
+            let mut f = facts(
+                if applied {
+                    &["001_bio", "002_posts"]
+                } else {
+                    &[]
+                },
+                if applied { "fp2" } else { "fp1" },
+                snap,
+                true,
+            );
+            f.down = down();
+            let got = decide(policy, &f);
+            assert_eq!(
+                got.name(),
+                want,
+                "{policy:?} applied={applied} {:?}: {got:?}",
+                f.down
+            );
+            assert!(
+                got.reason().contains(phrase),
+                "{policy:?} {:?}: {got:?}",
+                f.down
+            );
+        }
+        // Down scripts are not trusted after a half-applied migration or without the
+        // pre-deploy fingerprint to check against, nor for another release's state.
+        let mut f = facts(&["001_bio"], "fp2", false, true);
+        f.down = ready();
+        f.ledger_diff.failed = vec!["003_broken".into()];
+        let got = decide(Auto, &f);
+        assert_eq!(got.name(), "restore", "{got:?}");
+        assert!(got.reason().contains("failed half-way"), "{got:?}");
+        let mut f = facts(&["001_bio"], "fp2", false, true);
+        f.down = ready();
+        f.fingerprint_before = Option::None;
+        assert_eq!(decide(Auto, &f).name(), "restore");
+        let mut f = facts(&["001_bio"], "fp2", false, true);
+        f.down = ready();
+        f.target = "c0".into();
+        assert_eq!(decide(Auto, &f).name(), "impossible");
     }
 
     /// The whole table: policy x (migration applied, schema changed) x (snapshot, backup).

@@ -252,7 +252,7 @@ fn exclusive(
     Ok(Ok(lock))
 }
 
-fn unfinished_message(j: &Journal) -> String {
+pub fn unfinished_message(j: &Journal) -> String {
     format!(
         "an unfinished {} ({}, started {} by pid {}) is in the journal {}; run `stablehand recover` to finish it first",
         j.command,
@@ -713,19 +713,49 @@ fn roll_back(
 
     let result = (|| -> anyhow::Result<()> {
         run.step("stop_app", |r| r.runtime.stop_app().map(drop))?;
-        let action = run.step("database", |r| {
-            let (action, writes) = decide_database(r, policy)?;
-            r.note(format!("{}: {}", action.name(), action.reason()));
-            Ok((action, writes))
+        let source = failed.clone().unwrap_or_else(|| current.clone());
+        let decided = run.step("database", |r| {
+            let d = decide_database(r, policy, &source)?;
+            r.note(format!("{}: {}", d.action.name(), d.action.reason()));
+            Ok(d)
         })?;
-        report.writes_since_backup = action.1;
-        let action = action.0;
+        report.writes_since_backup = decided.writes;
+        let mut action = decided.action.clone();
         run.journal.db_action = Some(action.clone());
         run.journal.save(&run.state_dir)?;
         report.db = Some(action.clone());
         let t = Instant::now();
+        if let (DbAction::Down { .. }, Some(plan)) = (&action, &decided.down_plan) {
+            let expected = decided.facts.fingerprint_before.clone();
+            let down = run.step("database_down", |r| {
+                let applied = crate::migrations::apply(r.db()?, plan, expected.as_deref())?;
+                r.note(format!(
+                    "down.sql of {} applied ({}, {} ms); the schema matches the pre-deploy fingerprint; ledger rows marked rolled back",
+                    applied.migrations.join(", "),
+                    if applied.transactional { "in one transaction" } else { "statement by statement" },
+                    applied.took_ms
+                ));
+                Ok(applied)
+            });
+            if let Err(e) = down {
+                // Fall back to the next rung: the decision without the down path.
+                let mut facts = decided.facts.clone();
+                facts.down = decision::DownPath::Unavailable {
+                    why: format!("{e:#}"),
+                };
+                action = decision::decide(decided.policy, &facts);
+                run.say(&format!(
+                    "    falling back: {}: {}",
+                    action.name(),
+                    action.reason()
+                ));
+                run.journal.db_action = Some(action.clone());
+                run.journal.save(&run.state_dir)?;
+                report.db = Some(action.clone());
+            }
+        }
         match &action {
-            DbAction::None { .. } => {}
+            DbAction::None { .. } | DbAction::Down { .. } => {}
             DbAction::Impossible { reason } => bail!("{reason}"),
             DbAction::SwapSnapshot { snapshot, .. } => {
                 let kept = run.step("database_swap", |r| {
@@ -775,11 +805,23 @@ fn roll_back(
     Ok(report)
 }
 
-/// The facts of the database decision, from the pre-deploy backup and the live database.
+/// The database decision with what it was made from.
+struct DbDecision {
+    action: DbAction,
+    policy: DbPolicy,
+    facts: DbFacts,
+    writes: Option<u64>,
+    /// The down scripts, when the action is `Down`.
+    down_plan: Option<crate::migrations::DownPlan>,
+}
+
+/// The facts of the database decision, from the pre-deploy backup and the live database;
+/// down scripts are read from `source`, the commit whose migrations were applied.
 fn decide_database(
     run: &mut Run,
     policy: Option<DbPolicy>,
-) -> anyhow::Result<(DbAction, Option<u64>)> {
+    source: &str,
+) -> anyhow::Result<DbDecision> {
     let policy = policy.unwrap_or(run.loaded.config.database.on_rollback);
     let loaded = run.loaded;
     let journal = run.journal.clone();
@@ -800,7 +842,7 @@ fn decide_database(
         Some(before) => Some(db.write_counters()?.since(&before)),
         None => None,
     };
-    let facts = DbFacts {
+    let mut facts = DbFacts {
         ledger_diff: ledger_before.diff(&ledger_now),
         fingerprint_before: manifest.as_ref().and_then(|m| m.schema_fingerprint.clone()),
         fingerprint_now: Some(db.schema_fingerprint()?),
@@ -812,7 +854,38 @@ fn decide_database(
             .and_then(|m| m.git_commit.clone())
             .or_else(|| journal.from.clone()),
         target: journal.rollback_to.clone().unwrap_or_default(),
+        down: decision::DownPath::NotConsidered,
     };
+    let mut down_plan = None;
+    let database = &loaded.config.database;
+    if database.migrations == "prisma"
+        && matches!(policy, DbPolicy::Auto | DbPolicy::Down)
+        && !facts.ledger_diff.applied.is_empty()
+    {
+        let names =
+            crate::migrations::applied_newest_first(&ledger_now, Some(&facts.ledger_diff.applied));
+        let repo = &run.repo;
+        let plan = crate::migrations::plan(&names, &database.migrations_dir, |path| {
+            repo.file_at(source, path)
+        })?;
+        facts.down = match plan {
+            Err(why) => decision::DownPath::Unavailable { why },
+            Ok(plan) => {
+                let horizon = manifest.as_ref().and_then(|m| m.xid_horizon);
+                let db = run.db.as_ref().expect("connected above");
+                let at_risk = crate::migrations::data_at_risk(db, &plan, horizon)?;
+                if at_risk.is_empty() {
+                    let migrations = plan.migrations();
+                    down_plan = Some(plan);
+                    decision::DownPath::Ready { migrations }
+                } else {
+                    decision::DownPath::Unavailable {
+                        why: crate::migrations::at_risk_reason(&at_risk, "the pre-deploy backup"),
+                    }
+                }
+            }
+        };
+    }
     // A rollback by hand without a journaled backup: use the newest backup of the
     // target commit? No: without a recorded pre-deploy state the database stays.
     let action = if manifest.is_none() && facts.snapshot.is_none() {
@@ -827,7 +900,13 @@ fn decide_database(
     } else {
         decision::decide(policy, &facts)
     };
-    Ok((action, writes))
+    Ok(DbDecision {
+        action,
+        policy,
+        facts,
+        writes,
+        down_plan,
+    })
 }
 
 /// Records the outcome in the history, removes the journal, and fills the steps.
