@@ -105,6 +105,9 @@ pub enum Command {
         /// CREATEDB); objects created after the backup remain
         #[arg(long)]
         in_place: bool,
+        /// Restore the copy held by this remote ([[backup.remote]] name)
+        #[arg(long, value_name = "NAME")]
+        from: Option<String>,
     },
     /// Prisma migrations: undo the newest ones with their down.sql
     #[command(subcommand)]
@@ -201,6 +204,14 @@ pub enum BackupCommand {
         /// restore, snapshots, leftovers of interrupted restores)
         #[arg(long)]
         databases: bool,
+        /// List the copies on this remote instead (from its manifests)
+        #[arg(long, value_name = "NAME", conflicts_with = "databases")]
+        remote: Option<String>,
+    },
+    /// Upload the local backups a remote lacks (every remote, or --remote NAME)
+    Sync {
+        #[arg(long, value_name = "NAME")]
+        remote: Option<String>,
     },
     /// Show one backup's manifest
     Show {
@@ -220,12 +231,19 @@ pub enum BackupCommand {
         /// Also restore into a scratch database, check every table, and drop it
         #[arg(long)]
         restore_test: bool,
+        /// Verify the copies on this remote (size and SHA-256 streamed; with
+        /// --restore-test, downloaded and restored)
+        #[arg(long, value_name = "NAME")]
+        remote: Option<String>,
     },
     /// Delete backups the retention policy does not keep
     Prune {
         /// Show what would be kept (and why) or deleted; delete nothing
         #[arg(long)]
         dry_run: bool,
+        /// Apply this remote's retention instead
+        #[arg(long, value_name = "NAME")]
+        remote: Option<String>,
     },
     /// Protect a backup from retention
     Pin { id: String },

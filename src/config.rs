@@ -486,6 +486,70 @@ pub struct BackupConfig {
     /// The smallest compressed backup that counts, in bytes ("1KiB", "512" ...).
     #[serde(default = "default_min_size", deserialize_with = "de_size")]
     pub min_size: u64,
+    /// Offsite copies: object stores (S3 and compatible, GCS, Azure) or directories.
+    #[serde(default)]
+    pub remote: Vec<RemoteConfig>,
+    /// A backup (and so a deploy) fails when an upload fails; otherwise the local
+    /// backup stands and the failure is loud.
+    #[serde(default)]
+    pub remote_required: bool,
+    /// Client-side encryption (age) of the copies stored offsite.
+    #[serde(default)]
+    pub encryption: Option<EncryptionConfig>,
+}
+
+/// `[[backup.remote]]`: one offsite copy of every backup.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// How commands name it (`--remote NAME`, `--from NAME`).
+    pub name: String,
+    /// `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`, or
+    /// `file:///mnt/nas/backups` (a directory, e.g. a mounted NAS).
+    pub url: String,
+    /// S3-compatible endpoint (MinIO, R2, Ceph ...); default: AWS.
+    pub endpoint: Option<String>,
+    /// S3 region; default: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1.
+    pub region: Option<String>,
+    /// Plain HTTP to the endpoint (only for a local test endpoint).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// `https://bucket.endpoint` instead of `https://endpoint/bucket`.
+    #[serde(default)]
+    pub virtual_hosted_style: bool,
+    /// Environment variables holding the credentials; default: the standard AWS
+    /// variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), then the
+    /// instance or container credentials.
+    pub access_key_id_env: Option<String>,
+    pub secret_access_key_env: Option<String>,
+    /// One request may take this long before it is retried (then the upload fails).
+    #[serde(default = "default_remote_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// Retention on this remote; default: the local policy.
+    pub keep_last: Option<u32>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub keep_within: Option<Duration>,
+}
+
+/// `[backup.encryption]`: age recipients for the offsite copies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// age public keys (`age1...`); any one of their identities can decrypt.
+    pub recipients: Vec<String>,
+    /// The age identity file used to decrypt (restore, verify --restore-test).
+    pub identity_file: Option<PathBuf>,
+    /// Encrypt the local copies too (restoring them then needs the identity file).
+    #[serde(default)]
+    pub encrypt_local: bool,
+}
+
+fn default_remote_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
 }
 
 impl Default for BackupConfig {
@@ -502,6 +566,9 @@ impl Default for BackupConfig {
             timeout: default_timeout(),
             restore_jobs: 0,
             min_size: default_min_size(),
+            remote: Vec::new(),
+            remote_required: false,
+            encryption: None,
         }
     }
 }
@@ -646,7 +713,7 @@ fn parse_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
         None => (1, 1, String::new()),
     };
     let mut message = e.message().trim().to_string();
-    if let Some(hint) = future_key_hint(&message) {
+    if let Some(hint) = secret_key_hint(&message) {
         message.push_str(&hint);
     }
     ConfigError::Parse {
@@ -658,13 +725,8 @@ fn parse_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
     }
 }
 
-/// Keys of PRODUCT.md's contract whose features this version does not have yet.
-const FUTURE_KEYS: &[(&str, &str)] = &[
-    ("remote", "offsite backups"),
-    ("encryption", "encrypted backups"),
-];
-
-fn future_key_hint(message: &str) -> Option<String> {
+/// A hint for an unknown key that is a secret put where a reference belongs.
+fn secret_key_hint(message: &str) -> Option<String> {
     let key = message.strip_prefix("unknown field `")?.split('`').next()?;
     if matches!(
         key,
@@ -676,11 +738,16 @@ fn future_key_hint(message: &str) -> Option<String> {
             if key.starts_with("slack") { "slack_webhook" } else { "webhook_url" }
         ));
     }
-    FUTURE_KEYS.iter().find(|(k, _)| *k == key).map(|(k, feature)| {
-        format!(
-            "\n  `{k}` belongs to {feature}, which this version of stablehand does not have yet; remove it for now"
-        )
-    })
+    if matches!(
+        key,
+        "secret_access_key" | "access_key_id" | "aws_secret_access_key" | "aws_access_key_id"
+    ) {
+        return Some(format!(
+            "\n  secrets never go in the config file: put it in an environment variable and name it with `{}_env`",
+            key.trim_start_matches("aws_")
+        ));
+    }
+    None
 }
 
 /// A config line as shown in errors: values of secret-looking keys and URL passwords masked.
@@ -760,7 +827,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 fn validate(c: &Config, text: &str, path: &Path) -> Result<(), ConfigError> {
     let invalid = |key: &str, message: String| {
-        let (section, name) = key.split_once('.').unwrap_or(("", key));
+        let (section, name) = key.rsplit_once('.').unwrap_or(("", key));
         ConfigError::Invalid {
             path: path.to_owned(),
             location: locate(text, section, name)
@@ -903,6 +970,75 @@ fn validate(c: &Config, text: &str, path: &Path) -> Result<(), ConfigError> {
             "database.migrations_dir",
             "must be a path inside the app directory (relative, no `..`): the down migrations are read from the deployed commit's tree".into(),
         ));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for r in &c.backup.remote {
+        if r.name.is_empty()
+            || !r
+                .name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_".contains(ch))
+        {
+            return Err(invalid(
+                "backup.remote.name",
+                format!("{:?}: use letters, digits, '-' and '_'", r.name),
+            ));
+        }
+        if !names.insert(r.name.as_str()) {
+            return Err(invalid(
+                "backup.remote.name",
+                format!("two remotes are named {:?}; names must be unique", r.name),
+            ));
+        }
+        if let Err(why) = crate::remote::Location::parse(&r.url) {
+            return Err(invalid(
+                "backup.remote.url",
+                format!("remote {:?}: {why}", r.name),
+            ));
+        }
+        if let Some(e) = &r.endpoint {
+            if e.starts_with("http://") && !r.allow_http {
+                return Err(invalid(
+                    "backup.remote.endpoint",
+                    format!("remote {:?}: {e} is plain HTTP; set allow_http = true only for a local test endpoint", r.name),
+                ));
+            }
+            if url::Url::parse(e).is_ok_and(|u| u.password().is_some() || !u.username().is_empty())
+            {
+                return Err(invalid(
+                    "backup.remote.endpoint",
+                    format!("remote {:?}: credentials never go in the config file; name the environment variables with access_key_id_env and secret_access_key_env", r.name),
+                ));
+            }
+        }
+        if r.keep_last == Some(0) && r.keep_within.is_none_or(|d| d.is_zero()) {
+            return Err(invalid(
+                "backup.remote.keep_last",
+                format!(
+                    "remote {:?}: keep_last = 0 without keep_within keeps nothing",
+                    r.name
+                ),
+            ));
+        }
+    }
+    if let Some(enc) = &c.backup.encryption {
+        if enc.recipients.is_empty() {
+            return Err(invalid(
+                "backup.encryption.recipients",
+                "list at least one age public key (age1...); `age-keygen -o key.txt` makes a key pair and prints its public key".into(),
+            ));
+        }
+        for r in &enc.recipients {
+            if let Err(why) = crate::backup::crypt::parse_recipient(r) {
+                return Err(invalid("backup.encryption.recipients", why));
+            }
+        }
+        if enc.encrypt_local && enc.identity_file.is_none() {
+            return Err(invalid(
+                "backup.encryption.encrypt_local",
+                "encrypted local backups cannot be verified or restored without the key: set identity_file".into(),
+            ));
+        }
     }
     if c.database.on_rollback == crate::deploy::decision::DbPolicy::Down
         && c.database.migrations != "prisma"
@@ -1151,10 +1287,42 @@ mod tests {
     }
 
     #[test]
-    fn contract_keys_of_later_features_say_so() {
-        let msg = err("[database]\nname = \"a\"\n[backup]\nremote = []\n");
-        assert!(msg.contains("unknown field `remote`"), "{msg}");
-        assert!(msg.contains("belongs to offsite backups"), "{msg}");
+    fn remotes_and_encryption_are_checked() {
+        let base = "[database]\nname = \"a\"\n";
+        let ok = parse(
+            &format!("{base}[[backup.remote]]\nname = \"s3\"\nurl = \"s3://bucket/app\"\nendpoint = \"http://127.0.0.1:9000\"\nallow_http = true\nkeep_last = 3\n[[backup.remote]]\nname = \"nas\"\nurl = \"file:///mnt/nas/backups\"\n"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(ok.backup.remote.len(), 2);
+        assert_eq!(ok.backup.remote[0].keep_last, Some(3));
+        let msg = err(&format!("{base}[[backup.remote]]\nname = \"s3\"\nurl = \"s3://b\"\nendpoint = \"http://127.0.0.1:9000\"\n"));
+        assert!(
+            msg.contains("allow_http = true only for a local test endpoint"),
+            "{msg}"
+        );
+        let msg = err(&format!(
+            "{base}[[backup.remote]]\nname = \"x\"\nurl = \"ftp://host/dir\"\n"
+        ));
+        assert!(
+            msg.contains("backup.remote.url") && msg.contains("ftp"),
+            "{msg}"
+        );
+        let msg = err(&format!("{base}[[backup.remote]]\nname = \"a\"\nurl = \"s3://b\"\n[[backup.remote]]\nname = \"a\"\nurl = \"s3://c\"\n"));
+        assert!(msg.contains("must be unique"), "{msg}");
+        let msg = err(&format!(
+            "{base}[[backup.remote]]\nname = \"a\"\nurl = \"s3://b\"\nsecret_access_key = \"x\"\n"
+        ));
+        assert!(msg.contains("unknown field `secret_access_key`"), "{msg}");
+        let msg = err(&format!(
+            "{base}[backup.encryption]\nrecipients = [\"age1nope\"]\n"
+        ));
+        assert!(
+            msg.contains("backup.encryption.recipients") && msg.contains("age1nope"),
+            "{msg}"
+        );
+        let msg = err(&format!("{base}[backup.encryption]\nrecipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\nencrypt_local = true\n"));
+        assert!(msg.contains("set identity_file"), "{msg}");
         let msg = err("[database]\nname = \"a\"\n[schedule]\nbackup = \"every day\"\n");
         assert!(
             msg.contains("schedule.backup: \"every day\" is not a cron expression"),

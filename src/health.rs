@@ -249,12 +249,9 @@ pub struct Verdict {
     pub logs: std::collections::BTreeMap<String, String>,
 }
 
-/// Runs the gate of `[health]` until it passes or fails. `on_round` sees each round
-/// and the decision after it (for progress output).
-pub fn run_gate(
-    loaded: &crate::config::Loaded,
-    mut on_round: impl FnMut(&Round, &Decision),
-) -> anyhow::Result<Verdict> {
+/// A gate with no probe and no container cannot pass: a config error, found before a
+/// deploy changes anything.
+pub fn ensure_something_to_check(loaded: &crate::config::Loaded) -> anyhow::Result<()> {
     let h = &loaded.config.health;
     if h.http.is_empty() && h.containers.is_empty() {
         return Err(crate::config::ConfigError::Invalid {
@@ -265,6 +262,17 @@ pub fn run_gate(
         }
         .into());
     }
+    Ok(())
+}
+
+/// Runs the gate of `[health]` until it passes or fails. `on_round` sees each round
+/// and the decision after it (for progress output).
+pub fn run_gate(
+    loaded: &crate::config::Loaded,
+    mut on_round: impl FnMut(&Round, &Decision),
+) -> anyhow::Result<Verdict> {
+    ensure_something_to_check(loaded)?;
+    let h = &loaded.config.health;
     let compose = if h.containers.is_empty() {
         None
     } else {

@@ -17,6 +17,7 @@ pub mod migrations;
 pub mod notify;
 pub mod process;
 pub mod redact;
+pub mod remote;
 pub mod report;
 pub mod restore;
 pub mod runtime;
@@ -275,11 +276,19 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
             yes,
             target_db,
             in_place,
+            from,
         } => {
             let loaded = load_config(cli)?;
             let Some(id) = id else {
-                let catalog = backup::catalog::Catalog::new(loaded.backup_dir());
-                report::backup_list(&catalog.list()?, None, cli.json);
+                match from {
+                    Some(name) => {
+                        report::remote_list(&remote::commands::list(&loaded, name)?, cli.json)
+                    }
+                    None => {
+                        let catalog = backup::catalog::Catalog::new(loaded.backup_dir());
+                        report::backup_list(&catalog.list()?, None, cli.json);
+                    }
+                }
                 eprintln!("restore needs a backup id: stablehand restore ID (or \"latest\")");
                 return Ok(Exit::Usage);
             };
@@ -290,6 +299,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
                     yes: *yes,
                     target_db: target_db.as_deref(),
                     in_place: *in_place,
+                    from: from.as_deref(),
                 },
             )?;
             report::restored(&restored, cli.json);
@@ -322,7 +332,22 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
             match &args.command {
                 None => create(cli, &loaded, &args.create.label, show_progress),
                 Some(BackupCommand::Create(c)) => create(cli, &loaded, &c.label, show_progress),
-                Some(BackupCommand::List { databases }) => {
+                Some(BackupCommand::List {
+                    remote: Some(name), ..
+                }) => {
+                    report::remote_list(&remote::commands::list(&loaded, name)?, cli.json);
+                    Ok(Exit::Ok)
+                }
+                Some(BackupCommand::Sync { remote: name }) => {
+                    let synced = remote::commands::sync(&loaded, name.as_deref())?;
+                    report::synced(&synced, cli.json);
+                    Ok(if synced.iter().all(|s| s.ok) {
+                        Exit::Ok
+                    } else {
+                        Exit::Failure
+                    })
+                }
+                Some(BackupCommand::List { databases, .. }) => {
                     let catalog = backup::catalog::Catalog::new(loaded.backup_dir());
                     let listing = catalog.list()?;
                     let side = if *databases {
@@ -344,9 +369,15 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
                     all,
                     latest: _,
                     restore_test,
+                    remote: on,
                 }) => {
                     if *restore_test {
-                        let results = restore::restore_test(&loaded, id.as_deref(), *all)?;
+                        let results = match on {
+                            Some(name) => {
+                                remote::commands::restore_test(&loaded, name, id.as_deref(), *all)?
+                            }
+                            None => restore::restore_test(&loaded, id.as_deref(), *all)?,
+                        };
                         report::restore_tests(&results, cli.json);
                         notify::announce_failed_verifications(
                             &loaded,
@@ -360,7 +391,10 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
                             Exit::Failure
                         });
                     }
-                    let results = backup::verify(&loaded, id.as_deref(), *all)?;
+                    let results = match on {
+                        Some(name) => remote::commands::verify(&loaded, name, id.as_deref(), *all)?,
+                        None => backup::verify(&loaded, id.as_deref(), *all)?,
+                    };
                     report::verify(&results, cli.json);
                     notify::announce_failed_verifications(
                         &loaded,
@@ -374,8 +408,18 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
                         Exit::Failure
                     })
                 }
-                Some(BackupCommand::Prune { dry_run }) => {
-                    let outcome = backup::prune(&loaded, *dry_run)?;
+                Some(BackupCommand::Prune {
+                    dry_run,
+                    remote: on,
+                }) => {
+                    let outcome = match on {
+                        Some(name) => remote::commands::prune(
+                            &loaded,
+                            &remote::Remote::named(&loaded, name)?,
+                            *dry_run,
+                        )?,
+                        None => backup::prune(&loaded, *dry_run)?,
+                    };
                     report::prune(&outcome, cli.json);
                     Ok(if outcome.error.is_some() {
                         Exit::Failure
@@ -461,6 +505,20 @@ fn create(
         }
     };
     report::created(&created, cli.json, cli.quiet);
+    if !created.upload_failures.is_empty() {
+        // Loud: the local backup stands, the offsite copy does not.
+        notify::announce_upload_failure(loaded, &created);
+        return Err(anyhow::anyhow!(
+            "backup {} is stored locally, but its upload failed: {}; run `stablehand backup sync` once the remote is reachable (or set backup.remote_required = true to make this a failed backup)",
+            created.backup.id,
+            created
+                .upload_failures
+                .iter()
+                .map(|f| format!("remote {}: {}", f.remote, f.error))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
     if let Some(var) = &loaded.config.alerts.ping_url_env {
         // The dead-man's switch: "a backup succeeded just now".
         match std::env::var(var) {

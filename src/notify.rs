@@ -30,6 +30,8 @@ pub enum EventKind {
     /// The deploy was refused before changing production.
     DeployRefused,
     BackupFailed,
+    /// The backup stands locally; a remote copy failed.
+    UploadFailed,
     VerificationFailed,
 }
 
@@ -41,6 +43,7 @@ impl EventKind {
             EventKind::RollbackFailed => "rollback_failed",
             EventKind::DeployRefused => "deploy_refused",
             EventKind::BackupFailed => "backup_failed",
+            EventKind::UploadFailed => "upload_failed",
             EventKind::VerificationFailed => "verification_failed",
         }
     }
@@ -96,6 +99,9 @@ fn next_steps(kind: EventKind) -> &'static str {
         EventKind::BackupFailed => {
             "no new backup exists: check the database and disk, then `stablehand backup`"
         }
+        EventKind::UploadFailed => {
+            "the backup is stored locally but not offsite: check the remote and its credentials, then `stablehand backup sync`"
+        }
         EventKind::VerificationFailed => {
             "a backup failed verification: `stablehand backup verify --all`, and take a new backup"
         }
@@ -125,7 +131,7 @@ impl Event {
             "deployed" => EventKind::DeploySucceeded,
             "rolled_back" => EventKind::RollbackSucceeded,
             "rollback_failed" => EventKind::RollbackFailed,
-            "refused" if r.message.contains("backup") => EventKind::BackupFailed,
+            "refused" if r.message.contains("backup failed at stage") => EventKind::BackupFailed,
             "refused" => EventKind::DeployRefused,
             _ => return None,
         };
@@ -161,6 +167,25 @@ impl Event {
             loaded,
             EventKind::BackupFailed,
             json!({ "message": crate::redact::redact_text(error), "exit_code": 1 }),
+        )
+    }
+
+    /// A backup stored locally whose remote copies failed.
+    pub fn upload_failed(loaded: &Loaded, created: &crate::backup::Created) -> Event {
+        let failures: Vec<Value> = created
+            .upload_failures
+            .iter()
+            .map(|f| json!({ "remote": f.remote, "problem": crate::redact::redact_text(&f.error) }))
+            .collect();
+        Event::new(
+            loaded,
+            EventKind::UploadFailed,
+            json!({
+                "message": format!("backup {} is stored locally, but {} upload(s) failed", created.backup.id, failures.len()),
+                "exit_code": 1,
+                "backup": created.backup.id,
+                "failures": failures,
+            }),
         )
     }
 
@@ -207,6 +232,7 @@ pub fn slack_payload(e: &Event) -> Value {
         EventKind::RollbackFailed => "Rollback failed: manual intervention required",
         EventKind::DeployRefused => "Deploy refused: production unchanged",
         EventKind::BackupFailed => "Backup failed",
+        EventKind::UploadFailed => "Backup upload failed: the backup is only local",
         EventKind::VerificationFailed => "Backup verification failed",
     };
     let app = e.str("app").unwrap_or("app");
@@ -414,7 +440,7 @@ fn hooks_for(n: &NotifyConfig, kind: EventKind) -> Vec<(&'static str, &String)> 
             ("on_failure", &n.on_failure),
         ],
         EventKind::DeployRefused => vec![("on_failure", &n.on_failure)],
-        EventKind::BackupFailed | EventKind::VerificationFailed => vec![
+        EventKind::BackupFailed | EventKind::UploadFailed | EventKind::VerificationFailed => vec![
             ("on_backup_failure", &n.on_backup_failure),
             ("on_failure", &n.on_failure),
         ],
@@ -469,6 +495,11 @@ pub fn send(loaded: &Loaded, e: &Event) -> Vec<Delivery> {
 }
 
 /// A backup failed: counted in the metrics, and announced.
+/// Announces remote copies that failed (the local backup stands).
+pub fn announce_upload_failure(loaded: &Loaded, created: &crate::backup::Created) {
+    send(loaded, &Event::upload_failed(loaded, created));
+}
+
 pub fn announce_backup_failure(loaded: &Loaded, error: &anyhow::Error) {
     crate::metrics::Counters::note_backup_failure(&loaded.state_dir());
     send(loaded, &Event::backup_failed(loaded, &format!("{error:#}")));

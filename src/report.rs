@@ -129,6 +129,33 @@ pub fn created(c: &Created, json: bool, quiet: bool) {
     if let Some(rows) = m.prisma_migrations.as_ref().and_then(|p| p.as_array()) {
         println!("  prisma    {} migration rows recorded", rows.len());
     }
+    if let Some(e) = &m.encryption {
+        println!("  encrypted age, to {}", e.recipients.join(", "));
+    }
+    for u in &m.uploads {
+        println!(
+            "  offsite   {}: {} ({}, sha256 {})",
+            u.remote,
+            u.file,
+            HumanBytes(u.size_bytes),
+            crate::git::abbrev(&u.sha256, 12)
+        );
+    }
+    for f in &c.upload_failures {
+        println!("  offsite   {}: FAILED: {}", f.remote, f.error);
+    }
+    for p in &c.remote_prune {
+        if !p.deleted.is_empty() {
+            println!(
+                "retention on {}: deleted {}",
+                p.remote,
+                p.deleted.join(", ")
+            );
+        }
+        if let Some(e) = &p.error {
+            eprintln!("warning: retention on remote {} failed: {e}", p.remote);
+        }
+    }
     let deleted: Vec<&str> = c.prune.deleted().map(|r| r.id.as_str()).collect();
     if !deleted.is_empty() {
         println!(
@@ -876,7 +903,9 @@ pub fn migrate_down(r: &crate::migrations::DownReport, json: bool) {
         return;
     }
     if r.migrations.is_empty() {
-        println!("nothing to undo: no migration is applied after the one named");
+        println!(
+            "nothing to undo: no migration is applied (after the one named with --to, if any)"
+        );
         return;
     }
     let verb = if r.applied.is_some() {
@@ -923,5 +952,65 @@ pub fn migrate_down(r: &crate::migrations::DownReport, json: bool) {
             println!("next: the running code may expect the newer schema: roll the code back too (`stablehand rollback --to <commit> --db none`)");
         }
         None => println!("dry run: nothing was changed"),
+    }
+}
+
+/// `backup list --remote NAME`.
+pub fn remote_list(l: &crate::remote::commands::RemoteListing, json: bool) {
+    if json {
+        print_json(l);
+        return;
+    }
+    println!("remote {} ({})", l.remote, l.url);
+    if l.backups.is_empty() {
+        println!("no backups on this remote");
+    } else {
+        let now = Timestamp::now();
+        let rows: Vec<Vec<String>> = l
+            .backups
+            .iter()
+            .map(|m| {
+                vec![
+                    m.id.clone(),
+                    format!("{} ({})", short_time(m.created_at), age(m.created_at, now)),
+                    HumanBytes(m.size_bytes).to_string(),
+                    commit7(m),
+                    if m.encryption.is_some() { "age" } else { "no" }.to_string(),
+                    verified_cell(m),
+                ]
+            })
+            .collect();
+        println!(
+            "{}",
+            table(
+                &["ID", "CREATED", "SIZE", "COMMIT", "ENCRYPTED", "VERIFIED"],
+                &rows
+            )
+        );
+    }
+    for i in &l.incomplete {
+        println!("incomplete: {i}");
+    }
+}
+
+/// `backup sync`.
+pub fn synced(s: &[crate::remote::commands::Synced], json: bool) {
+    if json {
+        print_json(s);
+        return;
+    }
+    if s.is_empty() {
+        println!("every remote already holds every local backup");
+    }
+    for r in s {
+        match &r.error {
+            None => println!(
+                "uploaded {} to {} ({})",
+                r.id,
+                r.remote,
+                HumanBytes(r.size_bytes)
+            ),
+            Some(e) => println!("FAILED {} to {}: {e}", r.id, r.remote),
+        }
     }
 }

@@ -30,6 +30,8 @@ pub use crate::UsageError;
 /// How a restore was asked for.
 pub struct Request<'a> {
     pub id: &'a str,
+    /// Restore the copy held by this remote (`--from NAME`).
+    pub from: Option<&'a str>,
     pub yes: bool,
     pub target_db: Option<&'a str>,
     pub in_place: bool,
@@ -67,8 +69,20 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
     let catalog = Catalog::new(loaded.backup_dir());
     // One restore, restore test or backup at a time: leftover cleanup and kept-database
     // retention must never race another run's working database.
+    fs_err::create_dir_all(&catalog.dir)?;
     let lock = catalog.lock()?;
-    let manifest = catalog.find(req.id)?;
+    // A remote copy is downloaded into a scratch catalog first (and checked there).
+    let fetched = match req.from {
+        Some(name) => {
+            let remote = crate::remote::Remote::named(loaded, name)?;
+            Some(crate::remote::commands::fetch(loaded, &remote, req.id)?)
+        }
+        None => None,
+    };
+    let (source_catalog, manifest) = match &fetched {
+        Some(f) => (&f.catalog, f.manifest.clone()),
+        None => (&catalog, catalog.find(req.id)?),
+    };
     let live = Database::from_config(loaded)?
         .with_application_name(&format!("stablehand-restore-{}", std::process::id()));
 
@@ -89,7 +103,13 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
         (None, false) => "swap",
     };
     // Refused before anything is touched: size, SHA-256, decompression, contents.
-    let prepared = prepare(loaded, &live, &catalog, &manifest, method != "in_place")?;
+    let prepared = prepare(
+        loaded,
+        &live,
+        source_catalog,
+        &manifest,
+        method != "in_place",
+    )?;
     let check = &prepared.check;
     // The runtime is read before anything is touched: a Compose problem stops here.
     let app = match method {
@@ -221,6 +241,8 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
 struct Prepared {
     check: FileCheck,
     source: Source,
+    /// The decrypted copy of an encrypted backup, removed with this.
+    _plain: Option<crate::remote::commands::Scratch>,
 }
 
 enum Source {
@@ -240,6 +262,9 @@ fn prepare(
     m: &Manifest,
     allow_file: bool,
 ) -> anyhow::Result<Prepared> {
+    if m.encryption.is_some() {
+        return prepare_encrypted(loaded, db, catalog, m, allow_file);
+    }
     let path = m.data_path(&catalog.dir);
     let refused = |e: CheckError| match e {
         CheckError::Damaged(e) => e.context(format!(
@@ -256,11 +281,12 @@ fn prepare(
         && m.dump_bytes > 0
         && has_room(&catalog.dir, m.dump_bytes);
     if !local {
-        let check = crate::backup::verify_one(db, catalog, m, loaded.config.backup.timeout)
+        let check = crate::backup::verify_one(db, catalog, m, loaded.config.backup.timeout, None)
             .map_err(refused)?;
         return Ok(Prepared {
             check,
             source: Source::Stream(path),
+            _plain: None,
         });
     }
     crate::backup::verify::check_size(&path, m).map_err(refused)?;
@@ -287,7 +313,78 @@ fn prepare(
     Ok(Prepared {
         check,
         source: Source::File(temp),
+        _plain: None,
     })
+}
+
+/// An encrypted backup: the stored file is hashed against its manifest while it is
+/// decrypted into a private scratch copy, which is then prepared like any backup.
+fn prepare_encrypted(
+    loaded: &Loaded,
+    db: &Database,
+    catalog: &Catalog,
+    m: &Manifest,
+    allow_file: bool,
+) -> anyhow::Result<Prepared> {
+    let enc = m.encryption.as_ref().expect("called for encrypted backups");
+    let keys = crate::backup::crypt::Keys::for_manifest(&loaded.config.backup, m)
+        .with_context(|| format!("backup {} was not restored; nothing was changed", m.id))?;
+    let keys = keys.expect("an encrypted manifest has keys or an error");
+    let path = m.data_path(&catalog.dir);
+    crate::backup::verify::check_size(&path, m).map_err(|e| {
+        anyhow!(e).context(format!(
+            "backup {} is damaged and was refused; nothing was changed",
+            m.id
+        ))
+    })?;
+    let scratch = crate::remote::commands::Scratch::new(&catalog.dir, "decrypted")?;
+    let plain_file = m
+        .file
+        .trim_end_matches(crate::backup::crypt::AGE_SUFFIX)
+        .to_string();
+    let plain_path = scratch.path().join(&plain_file);
+    let mut hashing = crate::backup::verify::HashReader::new(fs_err::File::open(&path)?);
+    let (plain_size, plain_sha) = {
+        let mut reader = keys
+            .open(&mut hashing, &format!("backup {}", m.id), enc)
+            .with_context(|| format!("backup {} was not restored; nothing was changed", m.id))?;
+        let out = crate::backup::manifest::create_private(&plain_path)?;
+        let mut out =
+            crate::backup::create::HashWriter::new(io::BufWriter::with_capacity(1 << 20, out));
+        io::copy(&mut reader, &mut out).map_err(|e| {
+            anyhow!(e).context(format!(
+                "backup {} is damaged and was refused (it does not decrypt); nothing was changed",
+                m.id
+            ))
+        })?;
+        let (w, size, sha) = out.finish();
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        (size, sha)
+    };
+    io::copy(&mut hashing, &mut io::sink())?;
+    let (size, sha) = hashing.finish();
+    if size != m.size_bytes || sha != m.sha256 {
+        bail!(
+            "backup {} is damaged and was refused; nothing was changed: the manifest says {} bytes with SHA-256 {}, the stored file has {size} bytes hashing to {sha}",
+            m.id,
+            m.size_bytes,
+            m.sha256
+        );
+    }
+    let mut plain = m.clone();
+    plain.file = plain_file;
+    plain.size_bytes = plain_size;
+    plain.sha256 = plain_sha;
+    plain.encryption = None;
+    let mut prepared = prepare(
+        loaded,
+        db,
+        &Catalog::new(scratch.path()),
+        &plain,
+        allow_file,
+    )?;
+    prepared._plain = Some(scratch);
+    Ok(prepared)
 }
 
 /// Asks the operator to type the database name. No terminal and no --yes: refuse.
@@ -316,10 +413,11 @@ fn confirm(db: &str, m: &Manifest, method: &str, yes: bool) -> anyhow::Result<()
     let mut answer = String::new();
     io::stdin().read_line(&mut answer)?;
     if answer.trim() != db {
-        bail!(
+        return Err(crate::UsageError(format!(
             "the answer {:?} is not {db:?}; nothing was changed",
             answer.trim()
-        );
+        ))
+        .into());
     }
     Ok(())
 }
@@ -629,13 +727,23 @@ pub fn restore_test(
     let catalog = Catalog::new(loaded.backup_dir());
     let _lock = catalog.lock()?;
     let targets = catalog.select(id, all)?;
+    restore_test_in(loaded, &catalog, targets)
+}
+
+/// `restore_test` of `targets` in `catalog` (the caller holds the backup directory's
+/// lock); the outcome is written into each manifest there.
+pub fn restore_test_in(
+    loaded: &Loaded,
+    catalog: &Catalog,
+    targets: Vec<Manifest>,
+) -> anyhow::Result<Vec<RestoreTest>> {
     let live = Database::from_config(loaded)?
         .with_application_name(&format!("stablehand-verify-{}", std::process::id()));
     let _ = live.drop_leftovers();
     let mut results = Vec::new();
     for mut m in targets {
         let started = Instant::now();
-        let outcome = prepare(loaded, &live, &catalog, &m, true).and_then(|prepared| {
+        let outcome = prepare(loaded, &live, catalog, &m, true).and_then(|prepared| {
             let scratch = live.fresh_side_name(ops::VERIFY_SUFFIX)?;
             let tables = restore_into_new(loaded, &live, &scratch, &prepared)?;
             if let Err(e) = live.drop_side_database(&scratch) {

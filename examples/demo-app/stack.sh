@@ -36,7 +36,7 @@ stack_create() {
 
   stack_git init -q --bare -b main "$WORK/remote.git"
   stack_git clone -q "$WORK/remote.git" "$DEV" 2>/dev/null
-  cp -r "$STACK_SRC/app" "$STACK_SRC/Dockerfile" "$DEV/"
+  cp -r "$STACK_SRC/app" "$STACK_SRC/prisma" "$STACK_SRC/Dockerfile" "$DEV/"
   cp "$STACK_SRC/gitignore" "$DEV/.gitignore"
   cp "$busybox" "$DEV/busybox"
   local fill=(-e "s/@PROJECT@/$PROJECT/g" -e "s/@DB_PORT@/$DB_PORT/g" -e "s/@WEB_PORT@/$WEB_PORT/g"
@@ -59,15 +59,16 @@ stack_up_db() { # ROWS
     create index on messages (body);"
 }
 
-# Commits and pushes a release from dev/: VERSION HEALTHY(yes|no) [MIGRATION SQL].
+# Commits and pushes a release from dev/: VERSION HEALTHY(yes|no) [MIGRATION SQL [DOWN_SQL]].
 # Prints the commit.
 stack_release() {
   local version=$1 healthy=$2
   if [[ $healthy == yes ]]; then echo ok >"$DEV/app/www/health"; else rm -f "$DEV/app/www/health"; fi
   echo "$version" >"$DEV/app/www/version"
   if [[ $# -ge 4 ]]; then
-    mkdir -p "$DEV/app/migrations/$3"
-    echo "$4" >"$DEV/app/migrations/$3/migration.sql"
+    mkdir -p "$DEV/prisma/migrations/$3"
+    echo "$4" >"$DEV/prisma/migrations/$3/migration.sql"
+    if [[ $# -ge 5 ]]; then echo "$5" >"$DEV/prisma/migrations/$3/down.sql"; fi
   fi
   (cd "$DEV" && stack_git add -A && stack_git commit -q -m "$version${3:+ (migration $3)}$([[ $healthy == yes ]] || echo ', health check broken')" && stack_git push -q origin main)
   stack_git -C "$DEV" rev-parse HEAD

@@ -31,6 +31,7 @@ pub enum Stage {
     Dump,
     Write,
     Check,
+    Upload,
     Manifest,
 }
 
@@ -41,6 +42,7 @@ impl std::fmt::Display for Stage {
             Stage::Dump => "dump (pg_dump)",
             Stage::Write => "write (compressing to the backup file)",
             Stage::Check => "check (size and table of contents)",
+            Stage::Upload => "upload (backup.remote_required = true)",
             Stage::Manifest => "manifest",
         })
     }
@@ -66,6 +68,21 @@ pub struct Request<'a> {
     pub commit: Option<&'a str>,
     pub settings: &'a BackupConfig,
     pub show_progress: bool,
+    /// Remotes that get a copy in the same pass.
+    pub remotes: &'a [crate::remote::Remote],
+}
+
+/// A remote copy that did not make it (the local backup may still stand).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UploadFailure {
+    pub remote: String,
+    pub error: String,
+}
+
+/// A backup and what happened to its remote copies.
+pub struct Made {
+    pub manifest: Manifest,
+    pub upload_failures: Vec<UploadFailure>,
 }
 
 /// Runs one backup while holding the directory lock. Returns the manifest on success.
@@ -74,7 +91,7 @@ pub fn create(
     catalog: &Catalog,
     lock: &DirLock,
     req: &Request,
-) -> Result<Manifest, BackupFailed> {
+) -> Result<Made, BackupFailed> {
     validate_label(req.label).map_err(at(Stage::Preflight))?;
     catalog
         .remove_unfinished(lock)
@@ -119,7 +136,7 @@ pub fn create(
     let db = &db
         .clone()
         .with_application_name(&format!("stablehand-backup-{}", std::process::id()));
-    let written = dump_to_file(db, &temp.0, req, threads).inspect_err(|e| {
+    let written = dump_to_file(db, &temp.0, &file_name, req, threads).inspect_err(|e| {
         if e.stage == Stage::Dump {
             match db.end_sessions() {
                 Ok(n) if n > 0 => {
@@ -144,9 +161,24 @@ pub fn create(
             ),
         });
     }
-    let toc = super::verify::check_file(db, &temp.0, false, req.settings.timeout)
-        .map_err(|e| anyhow!(e).context("the new dump failed its structural check"))
-        .map_err(at(Stage::Check))?;
+    let local_enc = local_encryption(req.settings);
+    let keys = match (&req.settings.encryption, &local_enc) {
+        (Some(enc), Some(_)) => Some(
+            super::crypt::Keys::load(enc)
+                .context("an encrypted local backup is checked with the identity file")
+                .map_err(at(Stage::Check))?,
+        ),
+        _ => None,
+    };
+    let toc = super::verify::check_file(
+        db,
+        &temp.0,
+        false,
+        req.settings.timeout,
+        keys.as_ref().zip(local_enc.as_ref()),
+    )
+    .map_err(|e| anyhow!(e).context("the new dump failed its structural check"))
+    .map_err(at(Stage::Check))?;
     let prisma_after = db
         .prisma_migrations()
         .context("reading _prisma_migrations after the dump")
@@ -189,6 +221,8 @@ pub fn create(
         schema_fingerprint: Some(fingerprint),
         write_counters: Some(counters),
         xid_horizon: Some(xid_horizon),
+        encryption: local_encryption(req.settings),
+        uploads: Vec::new(),
         pinned: false,
         verification_failure: None,
         verification: Some(Verification {
@@ -199,6 +233,28 @@ pub fn create(
             rows: None,
         }),
     };
+    let mut manifest = manifest;
+    // Remote copies: the data is all sent; complete each upload, then its manifest.
+    let (uploads, upload_failures) = complete_uploads(req.remotes, written.pending, &manifest);
+    if req.settings.remote_required && !upload_failures.is_empty() {
+        // Nothing is recorded anywhere: the copies that did complete are taken back.
+        for u in &uploads {
+            if let Some(r) = req.remotes.iter().find(|r| r.name == u.remote) {
+                let mut copy = manifest.clone();
+                copy.file = u.file.clone();
+                let _ = r.delete(&copy);
+            }
+        }
+        return Err(at(Stage::Upload)(anyhow!(
+            "{}",
+            upload_failures
+                .iter()
+                .map(|f| format!("remote {}: {}", f.remote, f.error))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )));
+    }
+    manifest.uploads = uploads;
     // Data file under its final name, then the manifest: the backup exists from the
     // moment the manifest lands, and never without its data file.
     fs_err::rename(&temp.0, &final_path)
@@ -213,25 +269,175 @@ pub fn create(
         return Err(at(Stage::Manifest)(e));
     }
     placed.disarm();
-    Ok(manifest)
+    Ok(Made {
+        manifest,
+        upload_failures,
+    })
+}
+
+/// How local copies are encrypted (with `encrypt_local`), for the manifest.
+fn local_encryption(settings: &BackupConfig) -> Option<super::crypt::Encryption> {
+    settings
+        .encryption
+        .as_ref()
+        .filter(|e| e.encrypt_local)
+        .map(|e| super::crypt::describe(&e.recipients))
+}
+
+/// Completes the uploads whose data was all sent, then uploads each copy's manifest
+/// (last: a copy counts from then on). Returns the copies made and the failures.
+fn complete_uploads(
+    remotes: &[crate::remote::Remote],
+    pending: Vec<Pending>,
+    manifest: &Manifest,
+) -> (Vec<manifest::UploadRecord>, Vec<UploadFailure>) {
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    for p in pending {
+        let Pending {
+            remote: name,
+            file,
+            outcome,
+            encryption,
+        } = p;
+        let result = outcome.and_then(|(upload, size_bytes, sha256)| {
+            upload.finish()?;
+            let remote = remotes
+                .iter()
+                .find(|r| r.name == name)
+                .expect("pending uploads come from these remotes");
+            let mut copy = manifest.clone();
+            copy.file = file.clone();
+            copy.size_bytes = size_bytes;
+            copy.sha256 = sha256.clone();
+            copy.encryption = encryption;
+            copy.uploads = Vec::new();
+            remote.put_manifest(&copy)?;
+            Ok(manifest::UploadRecord {
+                remote: name.clone(),
+                at: Timestamp::now(),
+                file: file.clone(),
+                size_bytes,
+                sha256,
+            })
+        });
+        match result {
+            Ok(record) => done.push(record),
+            Err(e) => failed.push(UploadFailure {
+                remote: name,
+                error: format!("{e:#}"),
+            }),
+        }
+    }
+    (done, failed)
 }
 
 struct Written {
     size_bytes: u64,
     dump_bytes: u64,
     sha256: String,
+    pending: Vec<Pending>,
+}
+
+/// A remote copy whose data went out with the dump: its upload (not yet completed),
+/// size and SHA-256 of what was stored, or why it stopped.
+struct Pending {
+    remote: String,
+    file: String,
+    encryption: Option<super::crypt::Encryption>,
+    outcome: anyhow::Result<(crate::remote::Upload, u64, String)>,
+}
+
+type Stored<W> = super::crypt::MaybeEncrypted<HashWriter<W>>;
+
+/// Finishes a copy: the end of its age stream, then its hash.
+fn finish_copy<W: Write>(w: Stored<W>) -> io::Result<(W, u64, String)> {
+    Ok(w.finish()?.finish())
+}
+
+/// One remote's branch of the pipeline.
+struct RemoteBranch {
+    remote: String,
+    file: String,
+    encryption: Option<super::crypt::Encryption>,
+    writer: Option<Stored<crate::remote::Upload>>,
+    status: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    error: Option<String>,
+}
+
+/// What zstd writes into: the local file and every remote, each encrypted on its own
+/// and hashed as stored. A remote that fails drops out; the local file never does.
+struct Fanout {
+    local: Stored<BufWriter<fs_err::File>>,
+    remotes: Vec<RemoteBranch>,
+}
+
+impl Write for Fanout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.local.write_all(buf)?;
+        for r in &mut self.remotes {
+            if let Some(w) = &mut r.writer {
+                if let Err(e) = w.write_all(buf) {
+                    r.writer = None;
+                    r.error = Some(
+                        r.status
+                            .lock()
+                            .unwrap()
+                            .clone()
+                            .unwrap_or_else(|| e.to_string()),
+                    );
+                }
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.local.flush()
+    }
 }
 
 fn dump_to_file(
     db: &Database,
     path: &Path,
+    file_name: &str,
     req: &Request,
     threads: u32,
 ) -> Result<Written, BackupFailed> {
     let file = manifest::create_private(path)
         .with_context(|| format!("creating {}", path.display()))
         .map_err(at(Stage::Write))?;
-    let sink = HashWriter::new(BufWriter::with_capacity(CHUNK, file));
+    let encryption = req.settings.encryption.as_ref();
+    let local = super::crypt::MaybeEncrypted::new(
+        HashWriter::new(BufWriter::with_capacity(CHUNK, file)),
+        encryption
+            .filter(|e| e.encrypt_local)
+            .map(|e| e.recipients.as_slice()),
+    )
+    .map_err(at(Stage::Write))?;
+    let mut remotes = Vec::new();
+    for r in req.remotes {
+        let file = match encryption {
+            Some(_) => format!("{file_name}{}", super::crypt::AGE_SUFFIX),
+            None => file_name.to_string(),
+        };
+        let upload = r.upload(&file);
+        let status = upload.status.clone();
+        let writer = super::crypt::MaybeEncrypted::new(
+            HashWriter::new(upload),
+            encryption.map(|e| e.recipients.as_slice()),
+        )
+        .map_err(at(Stage::Write))?;
+        remotes.push(RemoteBranch {
+            remote: r.name.clone(),
+            file,
+            encryption: encryption.map(|e| super::crypt::describe(&e.recipients)),
+            writer: Some(writer),
+            status,
+            error: None,
+        });
+    }
+    let sink = Fanout { local, remotes };
     let mut encoder = zstd::stream::write::Encoder::new(sink, req.settings.compression_level)
         .and_then(|mut e| {
             e.include_checksum(true)?;
@@ -299,14 +505,43 @@ fn dump_to_file(
     }
 
     let finished = (|| -> anyhow::Result<Written> {
-        let sink = encoder.finish().context("finishing zstd")?;
-        let (writer, size_bytes, sha256) = sink.finish();
+        let fanout = encoder.finish().context("finishing zstd")?;
+        let (writer, size_bytes, sha256) = finish_copy(fanout.local)?;
         let file = writer.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
+        let pending = fanout
+            .remotes
+            .into_iter()
+            .map(|r| {
+                let outcome = match (r.writer, r.error) {
+                    (Some(w), _) => finish_copy(w).map_err(|e| {
+                        anyhow!(
+                            "{}",
+                            r.status
+                                .lock()
+                                .unwrap()
+                                .clone()
+                                .unwrap_or_else(|| e.to_string())
+                        )
+                    }),
+                    (None, error) => Err(anyhow!(
+                        "{}",
+                        error.unwrap_or_else(|| "the upload stopped".into())
+                    )),
+                };
+                Pending {
+                    remote: r.remote,
+                    file: r.file,
+                    encryption: r.encryption,
+                    outcome,
+                }
+            })
+            .collect();
         Ok(Written {
             size_bytes,
             dump_bytes,
             sha256,
+            pending,
         })
     })()
     .with_context(|| format!("writing {}", path.display()))
@@ -330,14 +565,14 @@ fn progress_bar(show: bool) -> ProgressBar {
 }
 
 /// A writer that hashes and counts what passes through it.
-struct HashWriter<W> {
+pub struct HashWriter<W> {
     inner: W,
     hasher: Sha256,
     bytes: u64,
 }
 
 impl<W: Write> HashWriter<W> {
-    fn new(inner: W) -> Self {
+    pub fn new(inner: W) -> Self {
         HashWriter {
             inner,
             hasher: Sha256::new(),
@@ -345,7 +580,7 @@ impl<W: Write> HashWriter<W> {
         }
     }
 
-    fn finish(self) -> (W, u64, String) {
+    pub fn finish(self) -> (W, u64, String) {
         (self.inner, self.bytes, hex::encode(self.hasher.finalize()))
     }
 }

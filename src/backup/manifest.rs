@@ -47,6 +47,12 @@ pub struct Manifest {
     /// Write counters at backup time, to count writes made since.
     #[serde(default)]
     pub write_counters: Option<crate::db::inspect::WriteCounters>,
+    /// How this copy is encrypted (None: it is not); never a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<crate::backup::crypt::Encryption>,
+    /// The remotes that hold a copy of this backup (the local manifest's record).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uploads: Vec<UploadRecord>,
     /// The oldest transaction running when the dump began: rows with an xmin at or
     /// above it may be missing from the backup (see `Database::xid_horizon`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,6 +64,17 @@ pub struct Manifest {
     /// The last verification that found the backup damaged (cleared by a passing one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification_failure: Option<VerificationFailure>,
+}
+
+/// A copy of the backup on a remote.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UploadRecord {
+    pub remote: String,
+    pub at: Timestamp,
+    /// The stored object (it differs from the local file when only the copy is encrypted).
+    pub file: String,
+    pub size_bytes: u64,
+    pub sha256: String,
 }
 
 /// A verification that found the backup damaged.

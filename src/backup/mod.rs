@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod create;
+pub mod crypt;
 pub mod manifest;
 pub mod retention;
 pub mod verify;
@@ -24,6 +25,21 @@ pub struct Created {
     pub backup: Manifest,
     pub path: String,
     pub prune: PruneOutcome,
+    /// Remote copies that failed (the local backup stands; `remote_required` makes
+    /// these a failed backup instead).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upload_failures: Vec<create::UploadFailure>,
+    /// Retention on each remote that got a copy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remote_prune: Vec<RemotePrune>,
+}
+
+/// Retention applied on one remote after a backup.
+#[derive(Debug, Serialize)]
+pub struct RemotePrune {
+    pub remote: String,
+    pub deleted: Vec<String>,
+    pub error: Option<String>,
 }
 
 /// What automatic or explicit pruning did.
@@ -70,14 +86,55 @@ pub fn create_backup_locked(
     show_progress: bool,
 ) -> anyhow::Result<Created> {
     let db = Database::from_config(loaded)?;
+    // A remote that cannot even be set up (a variable missing) fails like an upload.
+    let mut remotes = Vec::new();
+    let mut setup_failures = Vec::new();
+    for r in &loaded.config.backup.remote {
+        match crate::remote::Remote::open(r) {
+            Ok(remote) => remotes.push(remote),
+            Err(e) if !loaded.config.backup.remote_required => {
+                setup_failures.push(create::UploadFailure {
+                    remote: r.name.clone(),
+                    error: format!("{e:#}"),
+                })
+            }
+            Err(e) => {
+                return Err(create::BackupFailed {
+                    stage: create::Stage::Upload,
+                    cause: e,
+                }
+                .into())
+            }
+        }
+    }
     let request = create::Request {
         label,
         app_dir: &loaded.app_dir,
         commit,
         settings: &loaded.config.backup,
         show_progress,
+        remotes: &remotes,
     };
-    let backup = create::create(&db, catalog, lock, &request)?;
+    let made = create::create(&db, catalog, lock, &request)?;
+    let backup = made.manifest;
+    let mut upload_failures = setup_failures;
+    upload_failures.extend(made.upload_failures);
+    let remote_prune = remotes
+        .iter()
+        .filter(|r| backup.uploads.iter().any(|u| u.remote == r.name))
+        .map(|r| match crate::remote::commands::prune(loaded, r, false) {
+            Ok(p) => RemotePrune {
+                remote: r.name.clone(),
+                deleted: p.deleted().map(|row| row.id.clone()).collect(),
+                error: p.error,
+            },
+            Err(e) => RemotePrune {
+                remote: r.name.clone(),
+                deleted: Vec::new(),
+                error: Some(format!("{e:#}")),
+            },
+        })
+        .collect();
     let prune = match prune_locked(loaded, catalog, lock, false) {
         Ok(p) => p,
         Err(e) => PruneOutcome {
@@ -90,6 +147,8 @@ pub fn create_backup_locked(
         path: backup.data_path(&catalog.dir).display().to_string(),
         backup,
         prune,
+        upload_failures,
+        remote_prune,
     })
 }
 
@@ -202,7 +261,10 @@ pub fn verify(loaded: &Loaded, id: Option<&str>, all: bool) -> anyhow::Result<Ve
     let limit = loaded.config.backup.timeout;
     let mut results = Vec::new();
     for mut m in targets {
-        let (ok, problem, toc_entries, verified_at) = match verify_one(&db, &catalog, &m, limit) {
+        let checked = crypt::Keys::for_manifest(&loaded.config.backup, &m)
+            .map_err(CheckError::Unchecked)
+            .and_then(|keys| verify_one(&db, &catalog, &m, limit, keys.as_ref()));
+        let (ok, problem, toc_entries, verified_at) = match checked {
             Ok(check) => {
                 let toc_entries = check.toc_entries;
                 let at = Timestamp::now();
@@ -256,10 +318,11 @@ pub(crate) fn verify_one(
     catalog: &Catalog,
     m: &Manifest,
     limit: std::time::Duration,
+    keys: Option<&crypt::Keys>,
 ) -> Result<verify::FileCheck, CheckError> {
     let path = m.data_path(&catalog.dir);
     verify::check_size(&path, m)?;
-    let check = verify::check_file(db, &path, true, limit)?;
+    let check = verify::check_file(db, &path, true, limit, keys.zip(m.encryption.as_ref()))?;
     if check.sha256 != m.sha256 {
         return Err(CheckError::Damaged(anyhow::anyhow!(
             "SHA-256 mismatch: the manifest says {}, the file hashes to {}",

@@ -53,10 +53,24 @@ pub fn check_file(
     path: &Path,
     read_all: bool,
     limit: Duration,
+    keys: Option<(&super::crypt::Keys, &super::crypt::Encryption)>,
 ) -> Result<FileCheck, CheckError> {
     let file = fs_err::File::open(path).map_err(damaged)?;
-    let hashing = HashReader::new(file);
-    let mut decoder = zstd::stream::read::Decoder::new(hashing).map_err(damaged)?;
+    let mut hashing = HashReader::new(file);
+    let plain: Box<dyn Read + '_> = match keys {
+        None => Box::new(&mut hashing),
+        Some((k, enc)) => k
+            .open(&mut hashing, &path.display().to_string(), enc)
+            .map_err(|e| {
+                // A missing key says nothing about the file; a broken header does.
+                if format!("{e:#}").contains("none of the identities") {
+                    unchecked(e)
+                } else {
+                    damaged(e)
+                }
+            })?,
+    };
+    let mut decoder = zstd::stream::read::Decoder::new(plain).map_err(damaged)?;
 
     let mut running = db
         .list_toc_cmd()
@@ -104,10 +118,14 @@ pub fn check_file(
 
     let mut inner = decoder.finish();
     if read_all {
-        // Hash whatever the decoder did not need (trailing bytes count as corruption too).
+        // Read whatever the decoder did not need (an age stream checks its last tag),
+        // then hash the stored bytes to their end (trailing bytes count as corruption).
         io::copy(inner.get_mut(), &mut io::sink()).map_err(damaged)?;
     }
-    let hashing = inner.into_inner();
+    drop(inner);
+    if read_all {
+        io::copy(&mut hashing, &mut io::sink()).map_err(damaged)?;
+    }
     if let Some(e) = decode_error {
         return Err(damaged(anyhow::anyhow!(
             "the compressed stream is damaged: {e}"

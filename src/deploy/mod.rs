@@ -335,6 +335,7 @@ struct Preflight {
 }
 
 fn preflight(loaded: &Loaded, reference: Option<&str>) -> anyhow::Result<Preflight> {
+    crate::health::ensure_something_to_check(loaded)?;
     let repo = Repo::open(&loaded.app_dir, &loaded.config.git)?;
     let branch = match &loaded.config.git.branch {
         Some(b) => b.clone(),
@@ -756,7 +757,10 @@ fn roll_back(
         }
         match &action {
             DbAction::None { .. } | DbAction::Down { .. } => {}
-            DbAction::Impossible { reason } => bail!("{reason}"),
+            DbAction::Impossible { reason } => bail!(
+                "{reason}; the app is left stopped at {} (its database untouched) until you decide",
+                git::abbrev(&current, 12)
+            ),
             DbAction::SwapSnapshot { snapshot, .. } => {
                 let kept = run.step("database_swap", |r| {
                     // swap_in ends the sessions itself, inside the same statement.
@@ -799,7 +803,11 @@ fn roll_back(
         Ok(())
     })();
     if let Err(e) = result {
-        report.target_reason = format!("{}; the rollback failed: {e:#}", report.target_reason);
+        report.target_reason = format!(
+            "the rollback to {} ({}) failed: {e:#}",
+            git::abbrev(&target, 12),
+            report.target_reason
+        );
     }
     report.took_ms = started.elapsed().as_millis() as u64;
     Ok(report)
@@ -999,10 +1007,33 @@ pub fn rollback(loaded: &Loaded, req: &RollbackRequest) -> anyhow::Result<Outcom
             && r.outcome == "deployed"
             && r.to.as_deref() == Some(current.as_str())
     });
+    // Nowhere to go is a refusal: nothing is stopped for it.
+    let latest_stable = repo.latest_stable()?;
+    let previous = last_deploy
+        .and_then(|r| r.from.clone())
+        .filter(|p| *p != current);
+    let inputs = git::TargetInputs {
+        current: current.clone(),
+        latest_stable: latest_stable.clone(),
+        previous,
+        failed: journal::failed_commits(&history),
+        requested: requested.clone(),
+    };
+    if let Target::None { reason } = git::rollback_target(&inputs) {
+        let message = if requested.is_none() && latest_stable.as_deref() == Some(current.as_str()) {
+            format!(
+                "the running commit {} is latest-stable: there is no earlier stable release to roll back to; name one with `stablehand rollback --to <commit>` (nothing was changed)",
+                git::abbrev(&current, 12)
+            )
+        } else {
+            format!("{reason} (nothing was changed)")
+        };
+        return refused_loudly(loaded, refused("rollback", message, started));
+    }
     let mut journal = Journal::new("rollback", requested.as_deref().unwrap_or(""));
     journal.from = last_deploy.and_then(|r| r.from.clone());
     journal.backup = last_deploy.and_then(|r| r.backup.clone());
-    journal.stable_before = repo.latest_stable()?;
+    journal.stable_before = latest_stable;
     let mut run = Run {
         loaded,
         state_dir,

@@ -83,7 +83,7 @@ fn crash_and_recover(s: &Stack, n: usize, point: &str, healthy: bool) {
 
     // Code and database match: the ledger holds exactly the checked-out commit's
     // migrations, and the tables of later ones are gone.
-    let mut in_tree: Vec<String> = fs::read_dir(s.app().join("app/migrations"))
+    let mut in_tree: Vec<String> = fs::read_dir(s.app().join("prisma/migrations"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();

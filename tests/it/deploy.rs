@@ -85,6 +85,7 @@ impl Stack {
         fs::write(dev.join("docker-compose.yml"), compose).unwrap();
         fs::copy(example.join("Dockerfile"), dev.join("Dockerfile")).unwrap();
         copy_dir(&example.join("app"), &dev.join("app"));
+        copy_dir(&example.join("prisma"), &dev.join("prisma"));
         let busybox = ["/bin/busybox", "/usr/bin/busybox"]
             .into_iter()
             .find(|p| Path::new(p).exists())
@@ -144,10 +145,18 @@ name = "appdb"
         self.root.path().join("app")
     }
 
+    /// Adds `prisma/migrations/<name>/migration.sql` to the next release.
     pub fn add_migration(&self, name: &str, sql: &str) {
-        let dir = self.dev().join("app/migrations").join(name);
+        let dir = self.dev().join("prisma/migrations").join(name);
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("migration.sql"), sql).unwrap();
+    }
+
+    /// Adds the migration's `down.sql` (Prisma's documented down migration).
+    pub fn add_down(&self, name: &str, sql: &str) {
+        let dir = self.dev().join("prisma/migrations").join(name);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("down.sql"), sql).unwrap();
     }
 
     /// Ships a release without its health file (or with it again).
@@ -726,6 +735,17 @@ fn a_rollback_by_hand_returns_code_and_database_to_the_release_asked_for() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--yes"), "{stderr}");
     assert_eq!(s.head(), v2);
+    // Without --to right after a good deploy, the running commit IS latest-stable:
+    // nowhere to go is a refusal (10), and nothing is stopped for it.
+    let (code, stdout, stderr) = s.stablehand(&["rollback", "--yes"]);
+    assert_eq!(code, 10, "{stdout}{stderr}");
+    let said = format!("{stdout}{stderr}");
+    assert!(
+        said.contains("is latest-stable") && said.contains("--to <commit>"),
+        "{said}"
+    );
+    assert_eq!(s.head(), v2);
+    assert_eq!(s.health_status(), Some(200), "the app kept running");
 
     let (code, stdout, stderr) = s.stablehand(&["--json", "rollback", "--to", &v1, "--yes"]);
     let v: serde_json::Value =

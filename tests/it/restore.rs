@@ -403,7 +403,8 @@ fn confirmation_is_asked_on_a_terminal_and_a_wrong_answer_changes_nothing() {
         )
     };
     let (code, screen) = on_terminal("not-the-name");
-    assert_eq!(code, Some(1), "{screen}");
+    // A confirmation refused is a usage error (2), as for rollback and migrate down.
+    assert_eq!(code, Some(2), "{screen}");
     assert!(
         screen.contains("Type the database name to continue"),
         "{screen}"

@@ -1,0 +1,380 @@
+//! The backup commands against a remote: list its copies, verify them (size and SHA-256
+//! streamed, or a real restore test), fetch one for a restore, upload the local backups
+//! it lacks (`backup sync`), and apply its retention.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context};
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::Remote;
+use crate::backup::catalog::Catalog;
+use crate::backup::create::HashWriter;
+use crate::backup::manifest::{self, Manifest, UploadRecord, Verification, VerificationFailure};
+use crate::backup::retention::{self, Candidate, Policy};
+use crate::backup::{PruneOutcome, PruneRow, Verified};
+use crate::config::Loaded;
+
+/// What a remote holds.
+#[derive(Debug, Serialize)]
+pub struct RemoteListing {
+    pub remote: String,
+    pub url: String,
+    /// Complete copies (with a manifest), newest first.
+    pub backups: Vec<Manifest>,
+    /// Data objects without a manifest: incomplete uploads, never counted.
+    pub incomplete: Vec<String>,
+}
+
+pub fn list(loaded: &Loaded, name: &str) -> anyhow::Result<RemoteListing> {
+    let remote = Remote::named(loaded, name)?;
+    let (backups, incomplete) = remote.list()?;
+    Ok(RemoteListing {
+        remote: remote.name.clone(),
+        url: remote.config.url.clone(),
+        backups,
+        incomplete,
+    })
+}
+
+/// A directory under the backup directory that is removed when dropped.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(backup_dir: &Path, what: &str) -> anyhow::Result<Scratch> {
+        let dir = backup_dir.join(format!(".{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        fs_err::create_dir_all(&dir)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        Ok(Scratch(dir))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A remote copy downloaded into a scratch catalog, as stored (encrypted copies stay
+/// encrypted: the restore decrypts and checks them like any encrypted backup).
+pub struct Fetched {
+    pub catalog: Catalog,
+    pub manifest: Manifest,
+    _dir: Scratch,
+}
+
+/// Downloads the copy of backup `id` (streamed to a 0600 file) with its manifest.
+pub fn fetch(loaded: &Loaded, remote: &Remote, id: &str) -> anyhow::Result<Fetched> {
+    let m = remote.find(id)?;
+    let backup_dir = loaded.backup_dir();
+    fs_err::create_dir_all(&backup_dir)?;
+    let dir = Scratch::new(&backup_dir, &format!("fetch-{}", remote.name))?;
+    let path = dir.0.join(&m.file);
+    let file =
+        manifest::create_private(&path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    remote.download(&m.file, &mut out)?;
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    m.write_atomic(&dir.0)?;
+    Ok(Fetched {
+        catalog: Catalog::new(&dir.0),
+        manifest: m,
+        _dir: dir,
+    })
+}
+
+/// The remote's copies that a verify names: one id, all, or the newest.
+fn select(remote: &Remote, id: Option<&str>, all: bool) -> anyhow::Result<Vec<Manifest>> {
+    Ok(match (id, all) {
+        (Some(id), _) => vec![remote.find(id)?],
+        (None, true) => remote.list()?.0,
+        (None, false) => vec![remote.find("latest")?],
+    })
+}
+
+/// Streams each copy and compares its size and SHA-256 with its manifest; the result is
+/// recorded in the remote manifest (a damaged copy loses its verified mark).
+pub fn verify(
+    loaded: &Loaded,
+    name: &str,
+    id: Option<&str>,
+    all: bool,
+) -> anyhow::Result<Vec<Verified>> {
+    let remote = Remote::named(loaded, name)?;
+    let mut results = Vec::new();
+    for mut m in select(&remote, id, all)? {
+        let mut hashing = HashWriter::new(std::io::sink());
+        let read = remote.download(&m.file, &mut hashing);
+        let (ok, problem) = match read {
+            Err(e) => (false, Some(format!("could not check: {e:#}"))),
+            Ok(_) => {
+                let (_, size, sha) = hashing.finish();
+                if size != m.size_bytes {
+                    (false, Some(format!("size mismatch: the manifest says {} bytes, the remote object has {size}", m.size_bytes)))
+                } else if sha != m.sha256 {
+                    (false, Some(format!("SHA-256 mismatch: the manifest says {}, the remote object hashes to {sha}", m.sha256)))
+                } else {
+                    (true, None)
+                }
+            }
+        };
+        let damaged = !ok
+            && !problem
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("could not check");
+        if ok {
+            m.verification = Some(Verification {
+                at: Timestamp::now(),
+                method: "checksum".into(),
+                toc_entries: m.verification.as_ref().map_or(0, |v| v.toc_entries),
+                tables: None,
+                rows: None,
+            });
+            m.verification_failure = None;
+            remote.put_manifest(&m)?;
+        } else if damaged {
+            m.verification = None;
+            m.verification_failure = Some(VerificationFailure {
+                at: Timestamp::now(),
+                problem: problem.clone().unwrap_or_default(),
+            });
+            remote.put_manifest(&m)?;
+        }
+        results.push(Verified {
+            id: m.id.clone(),
+            ok,
+            problem,
+            size_bytes: m.size_bytes,
+            toc_entries: None,
+            verified_at: m.verification.as_ref().map(|v| v.at),
+        });
+    }
+    Ok(results)
+}
+
+/// Downloads each copy and restores it into a scratch database (decrypting it with the
+/// identity file when it is encrypted); the result goes into the remote manifest.
+pub fn restore_test(
+    loaded: &Loaded,
+    name: &str,
+    id: Option<&str>,
+    all: bool,
+) -> anyhow::Result<Vec<crate::restore::RestoreTest>> {
+    let remote = Remote::named(loaded, name)?;
+    let local = Catalog::new(loaded.backup_dir());
+    fs_err::create_dir_all(&local.dir)?;
+    let _lock = local.lock()?;
+    let mut results = Vec::new();
+    for m in select(&remote, id, all)? {
+        let fetched = fetch(loaded, &remote, &m.id)?;
+        let mut tested = crate::restore::restore_test_in(
+            loaded,
+            &fetched.catalog,
+            vec![fetched.manifest.clone()],
+        )?;
+        // The scratch catalog's manifest now carries the outcome: publish it.
+        let updated = fetched.catalog.find(&m.id)?;
+        remote.put_manifest(&updated)?;
+        results.append(&mut tested);
+    }
+    Ok(results)
+}
+
+/// What `backup sync` did for one backup.
+#[derive(Debug, Serialize)]
+pub struct Synced {
+    pub remote: String,
+    pub id: String,
+    pub size_bytes: u64,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+/// Uploads every intact local backup that a remote lacks (all remotes, or one).
+pub fn sync(loaded: &Loaded, name: Option<&str>) -> anyhow::Result<Vec<Synced>> {
+    let remotes = match name {
+        Some(n) => vec![Remote::named(loaded, n)?],
+        None => Remote::all(loaded)?,
+    };
+    if remotes.is_empty() {
+        return Err(crate::UsageError(
+            "no [[backup.remote]] is configured: there is nothing to sync to".into(),
+        )
+        .into());
+    }
+    let catalog = Catalog::new(loaded.backup_dir());
+    let _lock = catalog.lock()?;
+    let mut out = Vec::new();
+    for remote in &remotes {
+        let (present, _) = remote.list()?;
+        for mut m in catalog.list()?.backups {
+            if m.verification_failure.is_some() || present.iter().any(|p| p.id == m.id) {
+                continue;
+            }
+            let result = upload_existing(loaded, remote, &catalog, &m);
+            match result {
+                Ok(record) => {
+                    let size = record.size_bytes;
+                    m.uploads.retain(|u| u.remote != remote.name);
+                    m.uploads.push(record);
+                    m.write_atomic(&catalog.dir)?;
+                    out.push(Synced {
+                        remote: remote.name.clone(),
+                        id: m.id.clone(),
+                        size_bytes: size,
+                        ok: true,
+                        error: None,
+                    });
+                }
+                Err(e) => out.push(Synced {
+                    remote: remote.name.clone(),
+                    id: m.id.clone(),
+                    size_bytes: m.size_bytes,
+                    ok: false,
+                    error: Some(format!("{e:#}")),
+                }),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Uploads a local backup file (encrypting it on the way when encryption is configured
+/// and the local copy is plain), then its manifest.
+fn upload_existing(
+    loaded: &Loaded,
+    remote: &Remote,
+    catalog: &Catalog,
+    m: &Manifest,
+) -> anyhow::Result<UploadRecord> {
+    let settings = &loaded.config.backup;
+    let encrypt = settings
+        .encryption
+        .as_ref()
+        .filter(|_| m.encryption.is_none())
+        .map(|e| e.recipients.clone());
+    let file = match (&m.encryption, &encrypt) {
+        (None, None) => m.file.clone(),
+        _ => format!(
+            "{}{}",
+            m.file.trim_end_matches(crate::backup::crypt::AGE_SUFFIX),
+            crate::backup::crypt::AGE_SUFFIX
+        ),
+    };
+    let upload = remote.upload(&file);
+    let status = upload.status.clone();
+    let mut writer =
+        crate::backup::crypt::MaybeEncrypted::new(HashWriter::new(upload), encrypt.as_deref())?;
+    let mut input = fs_err::File::open(m.data_path(&catalog.dir))?;
+    let copied = std::io::copy(&mut input, &mut writer);
+    let stored = copied.and_then(|_| writer.finish());
+    let (upload, size_bytes, sha256) = match stored {
+        Ok(h) => h.finish(),
+        Err(e) => {
+            let why = status
+                .lock()
+                .unwrap()
+                .clone()
+                .unwrap_or_else(|| e.to_string());
+            return Err(anyhow!("{why}"));
+        }
+    };
+    upload.finish()?;
+    let mut copy = m.clone();
+    copy.file = file.clone();
+    copy.size_bytes = size_bytes;
+    copy.sha256 = sha256.clone();
+    copy.encryption = m
+        .encryption
+        .clone()
+        .or_else(|| encrypt.as_ref().map(|r| crate::backup::crypt::describe(r)));
+    copy.uploads = Vec::new();
+    remote.put_manifest(&copy)?;
+    Ok(UploadRecord {
+        remote: remote.name.clone(),
+        at: Timestamp::now(),
+        file,
+        size_bytes,
+        sha256,
+    })
+}
+
+/// Applies a remote's retention (its keep_last/keep_within, else the local policy).
+pub fn prune(loaded: &Loaded, remote: &Remote, dry_run: bool) -> anyhow::Result<PruneOutcome> {
+    let (backups, _) = remote.list()?;
+    let stable_backup = crate::git::Repo::open(&loaded.app_dir, &loaded.config.git)
+        .ok()
+        .and_then(|repo| repo.latest_stable_backup().ok().flatten());
+    let candidates: Vec<Candidate> = backups
+        .iter()
+        .map(|m| Candidate {
+            id: m.id.clone(),
+            created_at: m.created_at,
+            pinned: m.pinned,
+            of_stable_release: stable_backup.as_deref() == Some(m.id.as_str()),
+            verified: m.is_verified(),
+        })
+        .collect();
+    let policy = policy_of(loaded, remote);
+    let verdicts = retention::plan(&candidates, &policy, Timestamp::now())?;
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    for v in verdicts {
+        let m = backups.iter().find(|m| m.id == v.id).expect("listed");
+        let mut delete = v.deleted();
+        let mut failed = None;
+        if delete && !dry_run {
+            if let Err(e) = remote.delete(m) {
+                failed = Some(format!("{e:#}"));
+                errors.push(format!("deleting {} from {}: {e:#}", m.id, remote.name));
+                delete = false;
+            }
+        }
+        rows.push(PruneRow {
+            id: v.id,
+            created_at: m.created_at,
+            size_bytes: m.size_bytes,
+            keep: v.keep,
+            delete,
+            failed,
+        });
+    }
+    Ok(PruneOutcome {
+        dry_run,
+        rows,
+        error: (!errors.is_empty()).then(|| errors.join("; ")),
+    })
+}
+
+/// A remote's own retention: its keys where set, the local policy otherwise.
+pub fn policy_of(loaded: &Loaded, remote: &Remote) -> Policy {
+    let mut p = Policy::from_config(&loaded.config.backup);
+    if let Some(n) = remote.config.keep_last {
+        p.keep_last = n;
+    }
+    if let Some(d) = remote.config.keep_within {
+        p.keep_within = d;
+    }
+    if remote.config.keep_last.is_some() || remote.config.keep_within.is_some() {
+        // A remote with its own rules keeps by those alone.
+        p.keep_daily = 0;
+        p.keep_weekly = 0;
+        p.keep_monthly = 0;
+        if remote.config.keep_within.is_none() {
+            p.keep_within = std::time::Duration::ZERO;
+        }
+        if remote.config.keep_last.is_none() {
+            p.keep_last = 0;
+        }
+    }
+    p
+}

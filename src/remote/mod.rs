@@ -1,0 +1,573 @@
+//! Offsite copies of backups: S3 and S3-compatible stores, GCS, Azure (through the
+//! `object_store` crate) and plain directories. A copy is the data object
+//! (`<id>.dump.zst`, `.age` when encrypted) and its manifest (`<id>.manifest.json`),
+//! uploaded last: a data object without its manifest is an incomplete upload and never
+//! counts. Manifests are self-describing, so a restore needs nothing but the bucket.
+
+pub mod commands;
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ClientOptions, ObjectStore, RetryConfig, WriteMultipart};
+
+use crate::backup::manifest::{Manifest, MANIFEST_SUFFIX};
+use crate::config::{Loaded, RemoteConfig};
+
+/// Parts of a multipart upload (S3's minimum is 5 MiB).
+const PART_SIZE: usize = 8 << 20;
+/// Parts in flight at once: memory stays under PART_SIZE x (this + 1) + the channel.
+const PARTS_IN_FLIGHT: usize = 3;
+/// Chunks queued between the backup pipeline and the uploader.
+const QUEUED_CHUNKS: usize = 4;
+const CHUNK: usize = 1 << 20;
+
+/// Where a remote is, from its `url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    S3 { url: String },
+    Gcs { url: String },
+    Azure { url: String },
+    Dir { path: PathBuf },
+}
+
+impl Location {
+    pub fn parse(url: &str) -> Result<Location, String> {
+        if url.starts_with('/') {
+            return Ok(Location::Dir { path: url.into() });
+        }
+        let parsed = url::Url::parse(url).map_err(|e| {
+            format!("{url:?} is not a URL ({e}): use s3://bucket/prefix, gs://bucket/prefix, az://container/prefix or file:///path")
+        })?;
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err("credentials never go in the config file; name the environment variables with access_key_id_env and secret_access_key_env".into());
+        }
+        match parsed.scheme() {
+            "s3" | "s3a" => Ok(Location::S3 { url: url.into() }),
+            "gs" => Ok(Location::Gcs { url: url.into() }),
+            "az" | "azure" | "abfs" | "abfss" => Ok(Location::Azure { url: url.into() }),
+            "file" => Ok(Location::Dir {
+                path: parsed
+                    .to_file_path()
+                    .map_err(|()| format!("{url:?} is not a local path"))?,
+            }),
+            other => Err(format!(
+                "the scheme {other}:// is not supported: use s3://, gs://, az:// or file://"
+            )),
+        }
+    }
+
+    /// The key prefix inside the bucket (none for a directory).
+    fn prefix(&self) -> ObjectPath {
+        match self {
+            Location::S3 { url } | Location::Gcs { url } | Location::Azure { url } => {
+                let path = url::Url::parse(url)
+                    .map(|u| u.path().trim_matches('/').to_string())
+                    .unwrap_or_default();
+                ObjectPath::from(path)
+            }
+            Location::Dir { .. } => ObjectPath::default(),
+        }
+    }
+}
+
+/// One configured remote, connected.
+pub struct Remote {
+    pub name: String,
+    pub config: RemoteConfig,
+    location: Location,
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    rt: Arc<tokio::runtime::Runtime>,
+}
+
+impl Remote {
+    pub fn open(config: &RemoteConfig) -> anyhow::Result<Remote> {
+        let location =
+            Location::parse(&config.url).map_err(|e| anyhow!("remote {}: {e}", config.name))?;
+        let options = ClientOptions::new()
+            .with_timeout(config.timeout)
+            .with_connect_timeout(Duration::from_secs(10))
+            .with_allow_http(config.allow_http);
+        let retry = RetryConfig {
+            max_retries: 3,
+            retry_timeout: config.timeout * 2,
+            ..Default::default()
+        };
+        let env = |var: &Option<String>| -> anyhow::Result<Option<String>> {
+            match var {
+                None => Ok(None),
+                Some(v) => std::env::var(v).map(Some).with_context(|| {
+                    format!(
+                        "remote {}: the environment variable {v} is not set",
+                        config.name
+                    )
+                }),
+            }
+        };
+        let store: Arc<dyn ObjectStore> = match &location {
+            Location::S3 { url } => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(url)
+                    .with_client_options(options)
+                    .with_retry(retry)
+                    .with_allow_http(config.allow_http)
+                    .with_virtual_hosted_style_request(config.virtual_hosted_style);
+                if let Some(e) = &config.endpoint {
+                    b = b.with_endpoint(e);
+                }
+                if let Some(r) = &config.region {
+                    b = b.with_region(r);
+                }
+                if let Some(k) = env(&config.access_key_id_env)? {
+                    b = b.with_access_key_id(k);
+                }
+                if let Some(k) = env(&config.secret_access_key_env)? {
+                    b = b.with_secret_access_key(k);
+                }
+                Arc::new(
+                    b.build()
+                        .map_err(|e| anyhow!("remote {}: {e}", config.name))?,
+                )
+            }
+            Location::Gcs { url } => Arc::new(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_url(url)
+                    .with_client_options(options)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| anyhow!("remote {}: {e}", config.name))?,
+            ),
+            Location::Azure { url } => Arc::new(
+                object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_url(url)
+                    .with_client_options(options)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| anyhow!("remote {}: {e}", config.name))?,
+            ),
+            Location::Dir { path } => {
+                fs_err::create_dir_all(path)
+                    .with_context(|| format!("remote {}: creating its directory", config.name))?;
+                Arc::new(
+                    object_store::local::LocalFileSystem::new_with_prefix(path)
+                        .map_err(|e| anyhow!("remote {}: {e}", config.name))?,
+                )
+            }
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("stablehand-upload")
+            .enable_all()
+            .build()
+            .context("starting the upload runtime")?;
+        Ok(Remote {
+            name: config.name.clone(),
+            config: config.clone(),
+            prefix: location.prefix(),
+            location,
+            store,
+            rt: Arc::new(rt),
+        })
+    }
+
+    /// Every configured remote.
+    pub fn all(loaded: &Loaded) -> anyhow::Result<Vec<Remote>> {
+        loaded
+            .config
+            .backup
+            .remote
+            .iter()
+            .map(Remote::open)
+            .collect()
+    }
+
+    /// The remote called `name`, or an error listing the configured ones.
+    pub fn named(loaded: &Loaded, name: &str) -> anyhow::Result<Remote> {
+        let remotes = &loaded.config.backup.remote;
+        match remotes.iter().find(|r| r.name == name) {
+            Some(r) => Remote::open(r),
+            None => Err(crate::UsageError(format!(
+                "no remote named {name:?} in [[backup.remote]]; configured: {}",
+                if remotes.is_empty() {
+                    "none".to_string()
+                } else {
+                    remotes
+                        .iter()
+                        .map(|r| r.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ))
+            .into()),
+        }
+    }
+
+    /// `name (url)`, for messages.
+    pub fn describe(&self) -> String {
+        format!("{} ({})", self.name, self.config.url)
+    }
+
+    fn object(&self, file: &str) -> ObjectPath {
+        let mut parts: Vec<_> = self.prefix.parts().collect();
+        parts.push(file.into());
+        ObjectPath::from_iter(parts)
+    }
+
+    /// Runs a future to completion on the remote's runtime, from a thread of its own
+    /// (so callers inside another runtime, like `serve`'s scheduler, are fine).
+    fn run<T: Send>(&self, fut: impl std::future::Future<Output = T> + Send) -> T {
+        let rt = &self.rt;
+        std::thread::scope(|s| {
+            s.spawn(|| rt.block_on(fut))
+                .join()
+                .expect("remote operation thread")
+        })
+    }
+
+    /// Manifests of the complete copies, newest first, and the data objects that have no
+    /// manifest (incomplete uploads, ignored).
+    pub fn list(&self) -> anyhow::Result<(Vec<Manifest>, Vec<String>)> {
+        let store = self.store.clone();
+        let prefix = self.prefix.clone();
+        let objects = self
+            .run(async move { store.list(Some(&prefix)).try_collect::<Vec<_>>().await })
+            .with_context(|| format!("listing remote {}", self.describe()))?;
+        let depth = self.prefix.parts().count() + 1;
+        let names: Vec<String> = objects
+            .iter()
+            .filter(|o| o.location.parts().count() == depth)
+            .filter_map(|o| o.location.filename().map(str::to_string))
+            .collect();
+        let mut manifests = Vec::new();
+        let mut incomplete = Vec::new();
+        for name in names.iter().filter(|n| n.ends_with(MANIFEST_SUFFIX)) {
+            let bytes = self.get(name)?;
+            match serde_json::from_slice::<Manifest>(&bytes) {
+                Ok(m) => manifests.push(m),
+                Err(e) => incomplete.push(format!("{name}: unreadable manifest ({e})")),
+            }
+        }
+        for name in names.iter().filter(|n| !n.ends_with(MANIFEST_SUFFIX)) {
+            if !manifests.iter().any(|m| &m.file == name) {
+                incomplete.push(format!(
+                    "{name}: no manifest (an incomplete upload; ignored)"
+                ));
+            }
+        }
+        manifests.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| b.id.cmp(&a.id))
+        });
+        Ok((manifests, incomplete))
+    }
+
+    /// The copy of backup `id` (or a unique prefix, or "latest").
+    pub fn find(&self, id: &str) -> anyhow::Result<Manifest> {
+        let (manifests, _) = self.list()?;
+        if id == "latest" {
+            return manifests
+                .into_iter()
+                .next()
+                .with_context(|| format!("remote {} holds no backups", self.describe()));
+        }
+        if let Some(m) = manifests.iter().find(|m| m.id == id) {
+            return Ok(m.clone());
+        }
+        let matches: Vec<&Manifest> = manifests.iter().filter(|m| m.id.starts_with(id)).collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => bail!(
+                "remote {} has no backup {id:?}; `stablehand backup list --remote {}` shows what it holds",
+                self.describe(),
+                self.name
+            ),
+            many => bail!("{id:?} matches {} backups on remote {}; give more of the id", many.len(), self.name),
+        }
+    }
+
+    fn get(&self, file: &str) -> anyhow::Result<bytes::Bytes> {
+        let store = self.store.clone();
+        let path = self.object(file);
+        self.run(async move { store.get(&path).await?.bytes().await })
+            .with_context(|| format!("reading {file} from remote {}", self.describe()))
+    }
+
+    fn put(&self, file: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+        let store = self.store.clone();
+        let path = self.object(file);
+        self.run(async move { store.put(&path, bytes.into()).await })
+            .with_context(|| format!("writing {file} to remote {}", self.describe()))?;
+        self.make_private(file);
+        Ok(())
+    }
+
+    /// Files in a directory remote are created by object_store with the default mode:
+    /// backups are private.
+    fn make_private(&self, file: &str) {
+        if let Location::Dir { path } = &self.location {
+            use std::os::unix::fs::PermissionsExt;
+            let _ =
+                std::fs::set_permissions(path.join(file), std::fs::Permissions::from_mode(0o600));
+        }
+    }
+
+    /// Uploads a manifest (the last step of a copy: from now on it counts).
+    pub fn put_manifest(&self, m: &Manifest) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec_pretty(m)?;
+        self.put(&format!("{}{MANIFEST_SUFFIX}", m.id), bytes)
+    }
+
+    /// Deletes a copy: the manifest first (so it stops counting), then the data.
+    pub fn delete(&self, m: &Manifest) -> anyhow::Result<()> {
+        for file in [format!("{}{MANIFEST_SUFFIX}", m.id), m.file.clone()] {
+            let store = self.store.clone();
+            let path = self.object(&file);
+            self.run(async move {
+                match store.delete(&path).await {
+                    Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    other => other,
+                }
+            })
+            .with_context(|| format!("deleting {file} from remote {}", self.describe()))?;
+        }
+        Ok(())
+    }
+
+    /// Streams a data object into `out` (bounded memory); returns the bytes read.
+    pub fn download(&self, file: &str, out: &mut (dyn Write + Send)) -> anyhow::Result<u64> {
+        let store = self.store.clone();
+        let path = self.object(file);
+        self.run(async move {
+            let mut stream = store.get(&path).await?.into_stream();
+            let mut n = 0u64;
+            while let Some(chunk) = stream.try_next().await? {
+                n += chunk.len() as u64;
+                out.write_all(&chunk)
+                    .map_err(|e| object_store::Error::Generic {
+                        store: "local",
+                        source: Box::new(e),
+                    })?;
+            }
+            Ok::<u64, object_store::Error>(n)
+        })
+        .with_context(|| format!("downloading {file} from remote {}", self.describe()))
+    }
+
+    /// Starts a streaming multipart upload of `file`: write to it, then `finish`.
+    pub fn upload(&self, file: &str) -> Upload {
+        let (tx, rx) = sync_channel::<Msg>(QUEUED_CHUNKS);
+        let store = self.store.clone();
+        let path = self.object(file);
+        let rt = self.rt.clone();
+        let status = Arc::new(std::sync::Mutex::new(None));
+        let seen = status.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("upload-{}", self.name))
+            .spawn(move || {
+                let result = rt.block_on(upload_from(store, path, rx));
+                if let Err(e) = &result {
+                    *seen.lock().unwrap() = Some(format!("{e:#}"));
+                }
+                result
+            })
+            .expect("spawning the upload thread");
+        Upload {
+            status,
+            remote: self.name.clone(),
+            file: file.to_string(),
+            private: match &self.location {
+                Location::Dir { path } => Some(path.join(file)),
+                _ => None,
+            },
+            tx: Some(tx),
+            buf: Vec::with_capacity(CHUNK),
+            thread: Some(thread),
+        }
+    }
+}
+
+enum Msg {
+    Data(Vec<u8>),
+    Finish,
+}
+
+/// The uploader: parts go out while the pipeline keeps producing; without `Finish` (the
+/// sender dropped: the backup failed or was killed) the upload is aborted, so no object
+/// appears.
+async fn upload_from(
+    store: Arc<dyn ObjectStore>,
+    path: ObjectPath,
+    rx: Receiver<Msg>,
+) -> anyhow::Result<()> {
+    let upload = store.put_multipart(&path).await?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+    loop {
+        match rx.recv() {
+            Ok(Msg::Data(chunk)) => {
+                if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                    let _ = writer.abort().await;
+                    return Err(e.into());
+                }
+                writer.write(&chunk);
+            }
+            Ok(Msg::Finish) => {
+                writer.finish().await?;
+                return Ok(());
+            }
+            Err(_) => {
+                let _ = writer.abort().await;
+                bail!("the upload was abandoned (the backup did not finish)");
+            }
+        }
+    }
+}
+
+/// A streaming upload in progress (see `Remote::upload`).
+pub struct Upload {
+    pub remote: String,
+    /// Why the uploader stopped, once it has (readable while the upload is owned
+    /// elsewhere, e.g. inside an encrypting writer).
+    pub status: Arc<std::sync::Mutex<Option<String>>>,
+    file: String,
+    private: Option<PathBuf>,
+    tx: Option<SyncSender<Msg>>,
+    buf: Vec<u8>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Upload {
+    fn send_buf(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        match &self.tx {
+            Some(tx) => tx
+                .send(Msg::Data(chunk))
+                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped")),
+            None => Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the upload stopped",
+            )),
+        }
+    }
+
+    /// Sends the rest and completes the upload; the error says why it failed.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        let sent = self.send_buf();
+        if sent.is_ok() {
+            if let Some(tx) = self.tx.take() {
+                let _ = tx.send(Msg::Finish);
+            }
+        }
+        self.tx = None;
+        let result = self.join();
+        if result.is_ok() {
+            if let Some(p) = &self.private {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600));
+            }
+        }
+        result
+    }
+
+    /// Abandons the upload: the store discards what was sent.
+    pub fn abort(mut self) -> anyhow::Result<()> {
+        self.tx = None;
+        let _ = self.join();
+        Ok(())
+    }
+
+    /// Why the upload stopped (after a write failed).
+    pub fn failure(mut self) -> anyhow::Error {
+        self.tx = None;
+        match self.join() {
+            Err(e) => e,
+            Ok(()) => anyhow!("the upload stopped"),
+        }
+    }
+
+    fn join(&mut self) -> anyhow::Result<()> {
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| anyhow!("the upload thread panicked"))?
+                .with_context(|| format!("uploading {} to remote {}", self.file, self.remote)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Write for Upload {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = CHUNK - self.buf.len();
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send_buf()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        // Without Finish the uploader aborts; wait for it so nothing half-done lingers.
+        self.tx = None;
+        let _ = self.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_parse() {
+        assert!(matches!(
+            Location::parse("s3://b/p/q"),
+            Ok(Location::S3 { .. })
+        ));
+        assert_eq!(
+            Location::parse("s3://b/p/q").unwrap().prefix().as_ref(),
+            "p/q"
+        );
+        assert!(matches!(
+            Location::parse("gs://b"),
+            Ok(Location::Gcs { .. })
+        ));
+        assert!(matches!(
+            Location::parse("az://c/p"),
+            Ok(Location::Azure { .. })
+        ));
+        assert_eq!(
+            Location::parse("file:///mnt/nas").unwrap(),
+            Location::Dir {
+                path: "/mnt/nas".into()
+            }
+        );
+        assert_eq!(
+            Location::parse("/mnt/nas").unwrap(),
+            Location::Dir {
+                path: "/mnt/nas".into()
+            }
+        );
+        assert!(Location::parse("ftp://h/d").unwrap_err().contains("ftp://"));
+        assert!(Location::parse("s3://key:secret@b/p")
+            .unwrap_err()
+            .contains("credentials"));
+        assert!(Location::parse("bucket/prefix").is_err());
+    }
+}
