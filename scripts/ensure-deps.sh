@@ -24,6 +24,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# A local S3 endpoint for the offsite-backup tests (moto's server, in its own venv).
+MOTO=/opt/stablehand-moto
+if [[ ! -x $MOTO/bin/moto_server ]]; then
+  need_root
+  log "installing moto (a local S3 endpoint for the tests) into $MOTO"
+  python3 -m venv "$MOTO"
+  "$MOTO/bin/pip" install -q 'moto[server]'
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install --locked cargo-nextest

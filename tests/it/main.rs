@@ -15,6 +15,7 @@ mod doctor;
 mod down;
 mod health;
 mod notify;
+mod remote;
 mod restore;
 mod runtime;
 mod serve;

@@ -671,3 +671,126 @@ pub fn kill9(pid: u32) {
     )
     .unwrap();
 }
+
+/// A local S3 endpoint (moto's server) for this test alone, on 127.0.0.1; stopped when
+/// dropped. `make test` installs it into /opt/stablehand-moto.
+pub struct Moto {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl Moto {
+    pub fn start() -> Option<Moto> {
+        let bin = ["/opt/stablehand-moto/bin/moto_server"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists());
+        let Some(bin) = bin else {
+            missing(
+                "moto_server (a local S3 endpoint)",
+                "run `make test`, which installs it into /opt/stablehand-moto",
+            );
+            return None;
+        };
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting moto_server");
+        let moto = Moto { port, child };
+        wait_for(Duration::from_secs(60), || {
+            ureq::get(&moto.endpoint()).call().ok().map(drop)
+        })
+        .expect("moto_server answered");
+        Some(moto)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        ureq::put(&format!("{}/{bucket}", self.endpoint()))
+            .call()
+            .expect("creating the bucket");
+    }
+
+    /// The keys in `bucket` (complete objects only).
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        let body = ureq::get(&format!("{}/{bucket}?list-type=2", self.endpoint()))
+            .call()
+            .expect("listing the bucket")
+            .into_string()
+            .unwrap();
+        body.split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// An object's bytes (a signed request, as objects are private).
+    pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        use object_store::ObjectStore;
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(self.endpoint())
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_bucket_name(bucket)
+            .with_access_key_id("testing")
+            .with_secret_access_key("testing")
+            .build()
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            store
+                .get(&object_store::path::Path::from(key))
+                .await
+                .expect("reading an object")
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec()
+        })
+    }
+
+    /// Multipart uploads started and not completed.
+    pub fn uploads_in_progress(&self, bucket: &str) -> usize {
+        ureq::get(&format!("{}/{bucket}?uploads", self.endpoint()))
+            .call()
+            .ok()
+            .and_then(|r| r.into_string().ok())
+            .map(|b| b.matches("<UploadId>").count())
+            .unwrap_or(0)
+    }
+
+    /// Freezes the server (SIGSTOP): requests hang, as with a dead network path.
+    pub fn freeze(&self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .unwrap();
+    }
+
+    pub fn thaw(&self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGCONT,
+        )
+        .unwrap();
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.thaw();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
