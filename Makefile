@@ -1,4 +1,4 @@
-.PHONY: demo test bench bench-restore bench-rollback bench-deploy build
+.PHONY: demo test bench bench-restore bench-rollback bench-deploy bench-remote build
 
 ## Runs the main job end to end: the demo app deployed, a broken release rolled back
 ## (code and database), status and history. Installs what it needs.
@@ -26,6 +26,10 @@ bench-rollback:
 ## rollback and restore scripts on the same stack.
 bench-deploy:
 	bash bench/deploy.sh
+
+## Backup with an upload to a local S3 endpoint against the same backup without one.
+bench-remote:
+	bash bench/remote.sh
 
 build:
 	cargo build --release

@@ -257,6 +257,41 @@ pub fn doctor(loaded: &Loaded) -> Report {
             .map_err(|e| fail(e, "free space or prune backups")),
     );
 
+    // Offsite remotes answer with these credentials (blocking only when required).
+    for r in &cfg.backup.remote {
+        let reached = crate::remote::Remote::open(r).and_then(|remote| {
+            let (copies, _) = remote.list()?;
+            Ok(format!(
+                "{} answers; it holds {} backup(s)",
+                remote.describe(),
+                copies.len()
+            ))
+        });
+        let fix = "check the remote's url, endpoint and region, its credentials in the environment, and the network";
+        f.push(
+            &format!("remote {}", r.name),
+            reached.map_err(|e| {
+                if cfg.backup.remote_required {
+                    fail(e, fix)
+                } else {
+                    warn(e, fix)
+                }
+            }),
+        );
+    }
+    if let Some(enc) = &cfg.backup.encryption {
+        if let Some(file) = &enc.identity_file {
+            f.push(
+                "encryption key",
+                crate::backup::crypt::load_identities(file)
+                    .map(|ids| format!("{} identity(ies) in {}", ids.len(), file.display()))
+                    .map_err(|e| {
+                        warn(e, "point backup.encryption.identity_file at the age key (needed to restore encrypted copies)")
+                    }),
+            );
+        }
+    }
+
     // Notification secrets are in the environment they are named in.
     let n = &cfg.notify;
     for (key, var) in [

@@ -305,12 +305,18 @@ pub fn verify(results: &[Verified], json: bool) {
     }
     for r in results {
         match &r.problem {
-            None => println!(
-                "ok      {}  ({}, {} entries in the table of contents)",
-                r.id,
-                HumanBytes(r.size_bytes),
-                r.toc_entries.unwrap_or(0)
-            ),
+            None => match r.toc_entries {
+                Some(n) => println!(
+                    "ok      {}  ({}, {n} entries in the table of contents)",
+                    r.id,
+                    HumanBytes(r.size_bytes),
+                ),
+                None => println!(
+                    "ok      {}  ({}, size and SHA-256 match the manifest)",
+                    r.id,
+                    HumanBytes(r.size_bytes),
+                ),
+            },
             Some(p) => println!("FAILED  {}  {}", r.id, p),
         }
     }

@@ -101,7 +101,7 @@ pub fn create_backup_locked(
             Err(e) => {
                 return Err(create::BackupFailed {
                     stage: create::Stage::Upload,
-                    cause: e,
+                    cause: e.context(format!("remote {}", r.name)),
                 }
                 .into())
             }

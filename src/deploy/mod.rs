@@ -455,8 +455,23 @@ fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Outcome> {
                 Some(&running),
                 false,
             )?;
+            let offsite = match (created.backup.uploads.len(), created.upload_failures.len()) {
+                (0, 0) => String::new(),
+                (n, 0) => format!("; copied to {n} remote(s)"),
+                (_, _) => {
+                    let failed = created
+                        .upload_failures
+                        .iter()
+                        .map(|f| format!("{}: {}", f.remote, f.error))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    crate::notify::announce_upload_failure(r.loaded, &created);
+                    tracing::warn!("the pre-deploy backup is only local: {failed}");
+                    format!("; NOT offsite ({failed}): `stablehand backup sync` later")
+                }
+            };
             r.note(format!(
-                "backup {} ({}, verified)",
+                "backup {} ({}, verified){offsite}",
                 created.backup.id,
                 indicatif::HumanBytes(created.backup.size_bytes)
             ));

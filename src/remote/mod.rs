@@ -48,14 +48,24 @@ impl Location {
         if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err("credentials never go in the config file; name the environment variables with access_key_id_env and secret_access_key_env".into());
         }
+        if matches!(
+            parsed.scheme(),
+            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss"
+        ) && parsed.host_str().unwrap_or("").is_empty()
+        {
+            return Err(format!(
+                "{url:?} names no bucket: write {}://bucket/prefix",
+                parsed.scheme()
+            ));
+        }
         match parsed.scheme() {
             "s3" | "s3a" => Ok(Location::S3 { url: url.into() }),
             "gs" => Ok(Location::Gcs { url: url.into() }),
             "az" | "azure" | "abfs" | "abfss" => Ok(Location::Azure { url: url.into() }),
             "file" => Ok(Location::Dir {
-                path: parsed
-                    .to_file_path()
-                    .map_err(|()| format!("{url:?} is not a local path"))?,
+                path: parsed.to_file_path().map_err(|()| {
+                    format!("{url:?} is not a local path: write file:///absolute/path")
+                })?,
             }),
             other => Err(format!(
                 "the scheme {other}:// is not supported: use s3://, gs://, az:// or file://"
@@ -89,8 +99,7 @@ pub struct Remote {
 
 impl Remote {
     pub fn open(config: &RemoteConfig) -> anyhow::Result<Remote> {
-        let location =
-            Location::parse(&config.url).map_err(|e| anyhow!("remote {}: {e}", config.name))?;
+        let location = Location::parse(&config.url).map_err(anyhow::Error::msg)?;
         let options = ClientOptions::new()
             .with_timeout(config.timeout)
             .with_connect_timeout(Duration::from_secs(10))
@@ -103,11 +112,8 @@ impl Remote {
         let env = |var: &Option<String>| -> anyhow::Result<Option<String>> {
             match var {
                 None => Ok(None),
-                Some(v) => std::env::var(v).map(Some).with_context(|| {
-                    format!(
-                        "remote {}: the environment variable {v} is not set",
-                        config.name
-                    )
+                Some(v) => std::env::var(v).map(Some).map_err(|_| {
+                    anyhow!("the environment variable {v} (named in the remote's config) is not set: export it where stablehand runs")
                 }),
             }
         };
@@ -133,7 +139,7 @@ impl Remote {
                 }
                 Arc::new(
                     b.build()
-                        .map_err(|e| anyhow!("remote {}: {e}", config.name))?,
+                        .map_err(|e| anyhow!("cannot set up access to {}: {e}", config.url))?,
                 )
             }
             Location::Gcs { url } => Arc::new(
@@ -142,7 +148,7 @@ impl Remote {
                     .with_client_options(options)
                     .with_retry(retry)
                     .build()
-                    .map_err(|e| anyhow!("remote {}: {e}", config.name))?,
+                    .map_err(|e| anyhow!("cannot set up access to {}: {e}", config.url))?,
             ),
             Location::Azure { url } => Arc::new(
                 object_store::azure::MicrosoftAzureBuilder::from_env()
@@ -150,14 +156,19 @@ impl Remote {
                     .with_client_options(options)
                     .with_retry(retry)
                     .build()
-                    .map_err(|e| anyhow!("remote {}: {e}", config.name))?,
+                    .map_err(|e| anyhow!("cannot set up access to {}: {e}", config.url))?,
             ),
             Location::Dir { path } => {
-                fs_err::create_dir_all(path)
-                    .with_context(|| format!("remote {}: creating its directory", config.name))?;
+                // Never created here: an unmounted NAS would silently become a local copy.
+                if !path.is_dir() {
+                    bail!(
+                        "the directory {} does not exist (is the NAS mounted?); create it, or mount the share, first",
+                        path.display()
+                    );
+                }
                 Arc::new(
                     object_store::local::LocalFileSystem::new_with_prefix(path)
-                        .map_err(|e| anyhow!("remote {}: {e}", config.name))?,
+                        .map_err(|e| anyhow!("cannot set up access to {}: {e}", config.url))?,
                 )
             }
         };
@@ -192,7 +203,7 @@ impl Remote {
     pub fn named(loaded: &Loaded, name: &str) -> anyhow::Result<Remote> {
         let remotes = &loaded.config.backup.remote;
         match remotes.iter().find(|r| r.name == name) {
-            Some(r) => Remote::open(r),
+            Some(r) => Remote::open(r).with_context(|| format!("remote {}", r.name)),
             None => Err(crate::UsageError(format!(
                 "no remote named {name:?} in [[backup.remote]]; configured: {}",
                 if remotes.is_empty() {
@@ -238,6 +249,7 @@ impl Remote {
         let prefix = self.prefix.clone();
         let objects = self
             .run(async move { store.list(Some(&prefix)).try_collect::<Vec<_>>().await })
+            .map_err(flat)
             .with_context(|| format!("listing remote {}", self.describe()))?;
         let depth = self.prefix.parts().count() + 1;
         let names: Vec<String> = objects
@@ -297,6 +309,7 @@ impl Remote {
         let store = self.store.clone();
         let path = self.object(file);
         self.run(async move { store.get(&path).await?.bytes().await })
+            .map_err(flat)
             .with_context(|| format!("reading {file} from remote {}", self.describe()))
     }
 
@@ -304,6 +317,7 @@ impl Remote {
         let store = self.store.clone();
         let path = self.object(file);
         self.run(async move { store.put(&path, bytes.into()).await })
+            .map_err(flat)
             .with_context(|| format!("writing {file} to remote {}", self.describe()))?;
         self.make_private(file);
         Ok(())
@@ -336,6 +350,7 @@ impl Remote {
                     other => other,
                 }
             })
+            .map_err(flat)
             .with_context(|| format!("deleting {file} from remote {}", self.describe()))?;
         }
         Ok(())
@@ -358,6 +373,7 @@ impl Remote {
             }
             Ok::<u64, object_store::Error>(n)
         })
+        .map_err(flat)
         .with_context(|| format!("downloading {file} from remote {}", self.describe()))
     }
 
@@ -394,6 +410,12 @@ impl Remote {
     }
 }
 
+/// An object_store error as one message: its Display already includes its causes, so
+/// the chain would print them twice.
+fn flat(e: object_store::Error) -> anyhow::Error {
+    anyhow!("{e}")
+}
+
 enum Msg {
     Data(Vec<u8>),
     Finish,
@@ -407,19 +429,19 @@ async fn upload_from(
     path: ObjectPath,
     rx: Receiver<Msg>,
 ) -> anyhow::Result<()> {
-    let upload = store.put_multipart(&path).await?;
+    let upload = store.put_multipart(&path).await.map_err(flat)?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
     loop {
         match rx.recv() {
             Ok(Msg::Data(chunk)) => {
                 if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
                     let _ = writer.abort().await;
-                    return Err(e.into());
+                    return Err(flat(e));
                 }
                 writer.write(&chunk);
             }
             Ok(Msg::Finish) => {
-                writer.finish().await?;
+                writer.finish().await.map_err(flat)?;
                 return Ok(());
             }
             Err(_) => {
@@ -500,7 +522,7 @@ impl Upload {
             Some(t) => t
                 .join()
                 .map_err(|_| anyhow!("the upload thread panicked"))?
-                .with_context(|| format!("uploading {} to remote {}", self.file, self.remote)),
+                .with_context(|| format!("uploading {}", self.file)),
             None => Ok(()),
         }
     }
@@ -569,5 +591,8 @@ mod tests {
             .unwrap_err()
             .contains("credentials"));
         assert!(Location::parse("bucket/prefix").is_err());
+        assert!(Location::parse("s3:///app")
+            .unwrap_err()
+            .contains("names no bucket"));
     }
 }

@@ -135,6 +135,7 @@ fn backups_go_offsite_in_the_same_pass_and_come_back_from_there() {
 
     // A directory remote, added later: `backup sync` uploads what it lacks, 0600.
     let nas = app.path().join("nas");
+    fs::create_dir(&nas).unwrap();
     let config = fs::read_to_string(app.path().join("stablehand.toml")).unwrap();
     fs::write(
         app.path().join("stablehand.toml"),

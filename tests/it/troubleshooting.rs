@@ -41,6 +41,26 @@ const NOT_USER_FACING: &[(&str, &str)] = &[
         "clap rejects the pair first (`conflicts_with` in src/cli.rs), so restore() never \
          sees both",
     ),
+    (
+        "the upload thread panicked",
+        "only after a panic in the uploader (a bug); what the user then sees is covered by \
+         the `the upload stopped` entry",
+    ),
+    (
+        "the upload was abandoned",
+        "the uploader's result when its sender is dropped without Finish; Upload's Drop \
+         discards it, and Upload::failure, which would return it, has no caller",
+    ),
+    (
+        "starting age encryption",
+        "Encryptor::with_recipients fails only for no recipients or mixed kinds; config \
+         validation admits only a non-empty list of X25519 age1 keys",
+    ),
+    (
+        "is not usable",
+        "IdentityFile::into_identities fails only for plugin identities; age is built \
+         without its `plugin` feature, so IdentityFile::from_file rejects those lines first",
+    ),
 ];
 
 /// A string literal of the source: where it starts and its text as the program sees it.
