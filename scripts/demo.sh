@@ -6,7 +6,9 @@
 #   v2 adds a migration and breaks the health check: rolled back automatically, code
 #      AND database (the migration's table is gone, every row written before is there);
 #   v3 fails again: back to v1, not to v2;
-#   v4 fixes it: the stable release moves.
+#   v4 fixes it: the stable release moves;
+#   v5 adds a migration with its down.sql and breaks: rolled back by the down migration,
+#      so the rows users wrote while v5 ran stay; v6 is healthy again.
 # It ends with `status`, `history` and the backups. Everything lives in a temp directory
 # that is removed at the end (DEMO_KEEP=1 keeps it and leaves the stack running).
 set -euo pipefail
@@ -84,6 +86,29 @@ expect 0 deploy
 echo
 echo "the app serves: $(curl -fsS "http://127.0.0.1:$WEB_PORT/version") | audit table now: $(stack_psql "select to_regclass('audit') is not null")"
 
+say "v5: a migration WITH its down.sql (Prisma's documented down migration), and a broken /health."
+echo "Users write while v5 runs its gate; the rollback undoes the schema with down.sql and keeps their rows"
+stack_release v5 no 003_tags "create table tags (id serial primary key, name text); alter table messages add column tag text;" \
+  "ALTER TABLE \"messages\" DROP COLUMN \"tag\";
+DROP TABLE \"tags\";" >/dev/null
+before=$(stack_psql 'select count(*) from messages')
+printf '\n$ stablehand deploy   (users write while its gate runs)\n'
+(cd "$APP" && "$SH" deploy) &
+deploy_pid=$!
+for _ in $(seq 1 240); do grep -q '"name": "gate"' "$APP/.stablehand/journal.json" 2>/dev/null && break; sleep 0.5; done
+stack_psql "insert into messages (body) select 'written while v5 ran ' || g from generate_series(1, 25) g"
+code=0
+wait "$deploy_pid" || code=$?
+echo "(exit $code)"
+[[ $code == 11 ]] || die "expected exit 11, got $code"
+echo
+echo "after the rollback: table tags exists? $(stack_psql "select to_regclass('tags') is not null")" \
+  "| messages: $before before, $(stack_psql 'select count(*) from messages') now (the 25 written during v5 are kept)" \
+  "| 003_tags marked rolled back: $(stack_psql "select count(*) from _prisma_migrations where migration_name = '003_tags' and rolled_back_at is not null")"
+rm -rf "$DEV/prisma/migrations/003_tags"
+stack_release v6 yes >/dev/null
+expect 0 deploy
+
 say "Where production stands"
 expect 0 status
 say "The release log"
@@ -91,4 +116,4 @@ expect 0 history
 say "The backups (one verified pre-deploy backup per deploy)"
 expect 0 backup list
 
-say "Done: four deploys, two automatic rollbacks of code and database, nothing lost"
+say "Done: six deploys, three automatic rollbacks of code and database (one by down migrations, keeping the rows written meanwhile), nothing lost"

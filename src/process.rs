@@ -213,7 +213,12 @@ impl Cmd {
 
     /// Runs to completion with no input and returns stdout; fails on non-zero exit.
     pub fn output(&self) -> Result<String, ProcessError> {
-        let mut running = self.spawn_inner(Stdio::null())?;
+        let running = self.spawn_inner(Stdio::null())?;
+        self.collect(running)
+    }
+
+    /// Reads a started program's stdout to its end and waits for it.
+    fn collect(&self, mut running: Running) -> Result<String, ProcessError> {
         let mut out = Vec::new();
         let read = running
             .stdout
@@ -241,20 +246,9 @@ impl Cmd {
             // A program that exits early closes the pipe: its exit status tells why.
             let _ = stdin.write_all(&input);
         });
-        let mut out = Vec::new();
-        let read = running
-            .stdout
-            .take()
-            .expect("stdout is piped")
-            .read_to_end(&mut out);
+        let result = self.collect(running);
         let _ = writer.join();
-        let status = running.wait();
-        read.map_err(|source| ProcessError::Io {
-            program: self.label(),
-            source,
-        })?;
-        status?;
-        Ok(String::from_utf8_lossy(&out).into_owned())
+        result
     }
 
     /// Starts the program with stdout to be streamed by the caller.

@@ -190,6 +190,19 @@ fn prune_locked(
         .collect();
     let policy = Policy::from_config(&loaded.config.backup);
     let verdicts = retention::plan(&candidates, &policy, Timestamp::now())?;
+    Ok(carry_out(verdicts, &backups, dry_run, |m| {
+        catalog.delete(m, lock)
+    }))
+}
+
+/// Carries out retention verdicts over `backups` with `delete` (local or remote). One
+/// failed deletion must not hide the ones already done: it is recorded and the rest go on.
+pub(crate) fn carry_out(
+    verdicts: Vec<retention::Verdict>,
+    backups: &[Manifest],
+    dry_run: bool,
+    mut delete_one: impl FnMut(&Manifest) -> anyhow::Result<()>,
+) -> PruneOutcome {
     let mut rows = Vec::with_capacity(verdicts.len());
     let mut errors = Vec::new();
     for v in verdicts {
@@ -200,8 +213,7 @@ fn prune_locked(
         let mut delete = v.deleted();
         let mut failed = None;
         if delete && !dry_run {
-            // One failed deletion must not hide the ones already done: record and go on.
-            if let Err(e) = catalog.delete(m, lock) {
+            if let Err(e) = delete_one(m) {
                 failed = Some(format!("{e:#}"));
                 errors.push(format!("deleting {}: {e:#}", m.id));
                 delete = false;
@@ -216,11 +228,11 @@ fn prune_locked(
             failed,
         });
     }
-    Ok(PruneOutcome {
+    PruneOutcome {
         dry_run,
         rows,
         error: (!errors.is_empty()).then(|| errors.join("; ")),
-    })
+    }
 }
 
 /// Sets or clears a backup's pin (pinned backups are never pruned).

@@ -13,7 +13,7 @@ use crate::backup::catalog::Catalog;
 use crate::backup::create::HashWriter;
 use crate::backup::manifest::{self, Manifest, UploadRecord, Verification, VerificationFailure};
 use crate::backup::retention::{self, Candidate, Policy};
-use crate::backup::{PruneOutcome, PruneRow, Verified};
+use crate::backup::{PruneOutcome, Verified};
 use crate::config::Loaded;
 
 /// What a remote holds.
@@ -326,33 +326,9 @@ pub fn prune(loaded: &Loaded, remote: &Remote, dry_run: bool) -> anyhow::Result<
         .collect();
     let policy = policy_of(loaded, remote);
     let verdicts = retention::plan(&candidates, &policy, Timestamp::now())?;
-    let mut rows = Vec::new();
-    let mut errors = Vec::new();
-    for v in verdicts {
-        let m = backups.iter().find(|m| m.id == v.id).expect("listed");
-        let mut delete = v.deleted();
-        let mut failed = None;
-        if delete && !dry_run {
-            if let Err(e) = remote.delete(m) {
-                failed = Some(format!("{e:#}"));
-                errors.push(format!("deleting {} from {}: {e:#}", m.id, remote.name));
-                delete = false;
-            }
-        }
-        rows.push(PruneRow {
-            id: v.id,
-            created_at: m.created_at,
-            size_bytes: m.size_bytes,
-            keep: v.keep,
-            delete,
-            failed,
-        });
-    }
-    Ok(PruneOutcome {
-        dry_run,
-        rows,
-        error: (!errors.is_empty()).then(|| errors.join("; ")),
-    })
+    Ok(crate::backup::carry_out(verdicts, &backups, dry_run, |m| {
+        remote.delete(m)
+    }))
 }
 
 /// A remote's own retention: its keys where set, the local policy otherwise.

@@ -251,6 +251,28 @@ name = "appdb"
         (code, v)
     }
 
+    /// `stablehand --json deploy`, running `sql` once the deploy reaches its health gate
+    /// (the new release is serving: these are writes made during the deploy).
+    pub fn deploy_writing_during_gate(&self, sql: &str) -> (i32, serde_json::Value) {
+        let child = self
+            .stablehand_cmd(&["--json", "deploy"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let journal = self.app().join(".stablehand/journal.json");
+        wait_for(Duration::from_secs(120), || {
+            let j = fs::read_to_string(&journal).ok()?;
+            j.contains("\"name\": \"gate\"").then_some(())
+        })
+        .expect("the deploy reached its gate");
+        self.psql("appdb", sql);
+        let out = child.wait_with_output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        (out.status.code().unwrap_or(-1), v)
+    }
+
     pub fn head(&self) -> String {
         git(&self.app(), &["rev-parse", "HEAD"])
     }
@@ -510,25 +532,10 @@ fn a_failing_deploy_without_a_migration_leaves_the_database_and_its_new_rows() {
     s.commit("v2: broken health, no migration");
 
     // Rows written while the new release runs (after the backup): they must survive.
-    let child = s
-        .stablehand_cmd(&["--json", "deploy"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let journal = s.app().join(".stablehand/journal.json");
-    wait_for(Duration::from_secs(120), || {
-        let j = fs::read_to_string(&journal).ok()?;
-        j.contains("\"name\": \"gate\"").then_some(())
-    })
-    .expect("the deploy reached its gate");
-    s.psql(
-        "appdb",
+    let (code, v) = s.deploy_writing_during_gate(
         "insert into messages (body) select 'during the deploy ' || g from generate_series(1, 5) g",
     );
-    let out = child.wait_with_output().unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(11), "{v:#}");
+    assert_eq!(code, 11, "{v:#}");
     assert_eq!(v["rollback"]["db"]["action"], "none", "{v:#}");
     assert!(v["rollback"]["db"]["reason"]
         .as_str()

@@ -4,33 +4,9 @@
 //! does: uuid id, sha256 checksum, the row first, finished_at after).
 
 use std::fs;
-use std::process::Stdio;
-use std::time::Duration;
 
 use crate::deploy::Stack;
-use crate::support::{git, wait_for};
-
-/// `stablehand --json deploy`, running `sql` once the deploy reaches its health gate
-/// (the new release is serving: these are writes made during the deploy).
-fn deploy_writing_during_gate(s: &Stack, sql: &str) -> (i32, serde_json::Value) {
-    let child = s
-        .stablehand_cmd(&["--json", "deploy"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let journal = s.app().join(".stablehand/journal.json");
-    wait_for(Duration::from_secs(120), || {
-        let j = fs::read_to_string(&journal).ok()?;
-        j.contains("\"name\": \"gate\"").then_some(())
-    })
-    .expect("the deploy reached its gate");
-    s.psql("appdb", sql);
-    let out = child.wait_with_output().unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
-    (out.status.code().unwrap_or(-1), v)
-}
+use crate::support::git;
 
 fn step_names(v: &serde_json::Value) -> Vec<String> {
     v["steps"]
@@ -82,8 +58,7 @@ fn a_failed_deploy_rolls_back_by_down_migrations_keeping_rows_written_during_it(
     s.add_down("002_posts", POSTS_DOWN);
     s.set_healthy(false);
     s.commit("v2: posts, broken health");
-    let (code, v) = deploy_writing_during_gate(
-        &s,
+    let (code, v) = s.deploy_writing_during_gate(
         "insert into messages (body) select 'during the deploy ' || g from generate_series(1, 5) g",
     );
     assert_eq!(code, 11, "{v:#}");
@@ -225,8 +200,7 @@ fn down_paths_that_cannot_be_trusted_fall_back_to_restore() {
         "ALTER TABLE \"messages\" DROP COLUMN \"tag\";\nDROP TABLE \"c\";",
     );
     s.commit("v4: table c and messages.tag, with down.sql");
-    let (code, v) = deploy_writing_during_gate(
-        &s,
+    let (code, v) = s.deploy_writing_during_gate(
         "insert into c (body) select 'new ' || g from generate_series(1, 3) g; \
          update messages set tag = 'x' where id <= 2",
     );
