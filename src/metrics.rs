@@ -21,6 +21,9 @@ type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Counters {
     pub backup_failures: u64,
+    /// Backups stored locally whose copy to a remote failed.
+    #[serde(default)]
+    pub upload_failures: u64,
 }
 
 impl Counters {
@@ -37,8 +40,17 @@ impl Counters {
 
     /// Adds one failed backup (best effort: metrics never fail a command).
     pub fn note_backup_failure(state_dir: &Path) {
+        Self::note(state_dir, |c| c.backup_failures += 1);
+    }
+
+    /// Adds one backup whose upload failed.
+    pub fn note_upload_failure(state_dir: &Path) {
+        Self::note(state_dir, |c| c.upload_failures += 1);
+    }
+
+    fn note(state_dir: &Path, change: impl FnOnce(&mut Counters)) {
         let mut c = Self::load(state_dir);
-        c.backup_failures += 1;
+        change(&mut c);
         let _ = fs_err::create_dir_all(state_dir)
             .map_err(anyhow::Error::from)
             .and_then(|()| {
@@ -59,6 +71,7 @@ pub struct Facts {
     pub storage_bytes: u64,
     pub backups: u64,
     pub backup_failures: u64,
+    pub upload_failures: u64,
     pub history: Vec<Release>,
     /// (commit, tag) of latest-stable.
     pub stable: Option<(String, String)>,
@@ -115,6 +128,13 @@ pub fn render(f: &Facts) -> String {
     let failures = Counter::<u64>::default();
     failures.inc_by(f.backup_failures);
     registry.register("backup_failures", "Backups that failed", failures);
+    let uploads = Counter::<u64>::default();
+    uploads.inc_by(f.upload_failures);
+    registry.register(
+        "backup_upload_failures",
+        "Backups stored locally whose copy to a remote failed",
+        uploads,
+    );
 
     let deploys = Family::<Vec<(String, String)>, Counter>::default();
     for outcome in ["deployed", "rolled_back", "rollback_failed", "refused"] {
@@ -157,8 +177,10 @@ pub fn render(f: &Facts) -> String {
 /// Reads the facts from disk.
 pub fn gather(loaded: &Loaded) -> Facts {
     let state_dir = loaded.state_dir();
+    let counters = Counters::load(&state_dir);
     let mut f = Facts {
-        backup_failures: Counters::load(&state_dir).backup_failures,
+        backup_failures: counters.backup_failures,
+        upload_failures: counters.upload_failures,
         history: read_history(&state_dir).unwrap_or_default(),
         ..Default::default()
     };
@@ -235,6 +257,7 @@ mod tests {
             storage_bytes: 4096,
             backups: 2,
             backup_failures: 3,
+            upload_failures: 1,
             history: vec![
                 release("deployed", None),
                 release("rolled_back", Some(11_100)),
@@ -249,6 +272,7 @@ mod tests {
             "stablehand_backup_last_verified_timestamp_seconds 1764464500",
             "stablehand_backup_storage_bytes 4096",
             "stablehand_backup_failures_total 3",
+            "stablehand_backup_upload_failures_total 1",
             "stablehand_deploys_total{outcome=\"deployed\"} 2",
             "stablehand_deploys_total{outcome=\"rolled_back\"} 1",
             "stablehand_rollback_last_duration_seconds 11.1",

@@ -497,6 +497,7 @@ pub fn send(loaded: &Loaded, e: &Event) -> Vec<Delivery> {
 /// A backup failed: counted in the metrics, and announced.
 /// Announces remote copies that failed (the local backup stands).
 pub fn announce_upload_failure(loaded: &Loaded, created: &crate::backup::Created) {
+    crate::metrics::Counters::note_upload_failure(&loaded.state_dir());
     send(loaded, &Event::upload_failed(loaded, created));
 }
 
