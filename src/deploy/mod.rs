@@ -427,7 +427,7 @@ fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Outcome> {
 
     // Steps that change nothing production sees: a failure is a refusal, and the code
     // goes back to the running commit.
-    let before_change = (|| -> anyhow::Result<String> {
+    let before_change = (|| -> anyhow::Result<(String, Option<String>)> {
         run.step("checkout", |r| {
             let adopted = r.runtime.adopt_running(&running)?;
             if !adopted.is_empty() {
@@ -455,6 +455,7 @@ fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Outcome> {
                 Some(&running),
                 false,
             )?;
+            let mut not_offsite = None;
             let offsite = match (created.backup.uploads.len(), created.upload_failures.len()) {
                 (0, 0) => String::new(),
                 (n, 0) => format!("; copied to {n} remote(s)"),
@@ -467,6 +468,7 @@ fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Outcome> {
                         .join("; ");
                     crate::notify::announce_upload_failure(r.loaded, &created);
                     tracing::warn!("the pre-deploy backup is only local: {failed}");
+                    not_offsite = Some(failed.clone());
                     format!("; NOT offsite ({failed}): `stablehand backup sync` later")
                 }
             };
@@ -475,11 +477,11 @@ fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Outcome> {
                 created.backup.id,
                 indicatif::HumanBytes(created.backup.size_bytes)
             ));
-            Ok(created.backup.id)
+            Ok((created.backup.id, not_offsite))
         })
     })();
-    let backup = match before_change {
-        Ok(id) => id,
+    let (backup, not_offsite) = match before_change {
+        Ok(done) => done,
         Err(e) => {
             // Back to the running commit's code and image names; its containers never
             // stopped.
@@ -561,8 +563,12 @@ fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Outcome> {
             run.step("prune", |r| after_success(r, &target))?;
             outcome.outcome = "deployed".into();
             outcome.message = format!(
-                "deployed {} and marked it stable ({tag}); pre-deploy backup {backup}",
-                git::abbrev(&target, 12)
+                "deployed {} and marked it stable ({tag}); pre-deploy backup {backup}{}",
+                git::abbrev(&target, 12),
+                not_offsite
+                    .as_deref()
+                    .map(|f| format!(" (stored locally only: its upload failed: {f}; run `stablehand backup sync`)"))
+                    .unwrap_or_default()
             );
             let _ = started;
             Ok(outcome)

@@ -785,3 +785,31 @@ fn a_failing_migrate_command_rolls_back() {
     assert_eq!(s.head(), before);
     assert_eq!(s.count("select count(*) from messages"), 100);
 }
+
+#[test]
+fn a_deploy_whose_backup_cannot_go_offsite_goes_on_and_says_so() {
+    // A remote nothing listens on: the upload fails fast (connection refused, retried).
+    let dead = crate::support::free_port();
+    let Some(mut s) = Stack::new(&format!(
+        "[[backup.remote]]\nname = \"s3\"\nurl = \"s3://nowhere/app\"\nendpoint = \"http://127.0.0.1:{dead}\"\nallow_http = true\ntimeout = \"2s\"\n"
+    )) else {
+        return;
+    };
+    s.env.push(("AWS_ACCESS_KEY_ID".into(), "testing".into()));
+    s.env
+        .push(("AWS_SECRET_ACCESS_KEY".into(), "testing".into()));
+    let (code, v) = s.deploy(&[]);
+    assert_eq!(
+        code, 0,
+        "remote_required = false: the deploy goes on: {v:#}"
+    );
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.contains("stored locally only") && message.contains("backup sync"),
+        "{message}"
+    );
+    let history = fs::read_to_string(s.app().join(".stablehand/history.jsonl")).unwrap();
+    assert!(history.contains("stored locally only"), "{history}");
+    let counters = fs::read_to_string(s.app().join(".stablehand/counters.json")).unwrap();
+    assert!(counters.contains("\"upload_failures\":1"), "{counters}");
+}
