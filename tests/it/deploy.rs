@@ -254,6 +254,16 @@ name = "appdb"
     /// `stablehand --json deploy`, running `sql` once the deploy reaches its health gate
     /// (the new release is serving: these are writes made during the deploy).
     pub fn deploy_writing_during_gate(&self, sql: &str) -> (i32, serde_json::Value) {
+        self.deploy_writing_during_gate_once("select true", sql)
+    }
+
+    /// `deploy_writing_during_gate`, once `ready` (a boolean query) also holds: the app
+    /// applies its migrations when it starts, so a new table appears during the gate.
+    pub fn deploy_writing_during_gate_once(
+        &self,
+        ready: &str,
+        sql: &str,
+    ) -> (i32, serde_json::Value) {
         let child = self
             .stablehand_cmd(&["--json", "deploy"])
             .stdout(Stdio::piped())
@@ -266,6 +276,10 @@ name = "appdb"
             j.contains("\"name\": \"gate\"").then_some(())
         })
         .expect("the deploy reached its gate");
+        wait_for(Duration::from_secs(60), || {
+            (self.psql("appdb", ready) == "t").then_some(())
+        })
+        .expect("the new release's schema is in place");
         self.psql("appdb", sql);
         let out = child.wait_with_output().unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)
