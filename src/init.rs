@@ -259,6 +259,12 @@ pub fn render(d: &Detected) -> String {
         t.push_str("push = false                   # no remote to push the stable tags to\n");
     }
     t.push_str("\n[runtime]\n");
+    let services = d
+        .app_services
+        .iter()
+        .map(|s| q(s))
+        .collect::<Vec<_>>()
+        .join(", ");
     if d.compose_file.is_some() {
         t.push_str("kind = \"compose\"\n");
         t.push_str(&format!(
@@ -267,12 +273,7 @@ pub fn render(d: &Detected) -> String {
         ));
         if !d.app_services.is_empty() {
             t.push_str(&format!(
-                "services = [{}]   # rebuilt and restarted by a deploy (never the database)\n",
-                d.app_services
-                    .iter()
-                    .map(|s| q(s))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "services = [{services}]   # rebuilt and restarted by a deploy (never the database)\n"
             ));
         }
         t.push_str("keep_images = 5                # commits whose images are kept for instant rollbacks\n");
@@ -282,12 +283,7 @@ pub fn render(d: &Detected) -> String {
     t.push_str("\n[health]\n");
     if !d.app_services.is_empty() {
         t.push_str(&format!(
-            "containers = [{}]   # running, healthy, and no restart during the window\n",
-            d.app_services
-                .iter()
-                .map(|s| q(s))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "containers = [{services}]   # running, healthy, and no restart during the window\n"
         ));
     }
     t.push_str("consecutive = 3                # good rounds in a row, then ...\nstable_for = \"20s\"             # ... this long with no failure and no restart\ntimeout = \"120s\"\ninterval = \"2s\"\n");

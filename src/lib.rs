@@ -442,52 +442,54 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
     }
 }
 
-/// A rollback by hand may restore the database: confirm on a terminal, refuse without.
-fn confirm_rollback(loaded: &config::Loaded) -> anyhow::Result<()> {
-    use std::io::BufRead;
+/// Asks on the terminal and returns the trimmed answer; without a terminal to ask on,
+/// the usage error `no_terminal` (exit 2). Every confirmation goes through here.
+pub(crate) fn ask(prompt: &str, no_terminal: &str) -> anyhow::Result<String> {
+    use std::io::{BufRead, Write};
     if !std::io::stdin().is_terminal() {
-        return Err(UsageError(
-            "a rollback may restore the database; pass --yes to confirm (no terminal to ask on)"
-                .into(),
-        )
-        .into());
+        return Err(UsageError(no_terminal.into()).into());
     }
-    eprint!(
-        "Roll back the app in {} (code, and the database when the deploy changed it)? Type \"rollback\" to confirm: ",
-        loaded.app_dir.display()
-    );
+    eprint!("{prompt}");
+    std::io::stderr().flush().ok();
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
-    if line.trim() != "rollback" {
+    Ok(line.trim().to_string())
+}
+
+/// Asks for `word` to be typed; anything else changes nothing (exit 2).
+fn confirm_word(prompt: &str, word: &str, no_terminal: &str) -> anyhow::Result<()> {
+    if ask(prompt, no_terminal)? != word {
         return Err(UsageError("not confirmed; nothing was changed".into()).into());
     }
     Ok(())
 }
 
+/// A rollback by hand may restore the database: confirm on a terminal, refuse without.
+fn confirm_rollback(loaded: &config::Loaded) -> anyhow::Result<()> {
+    confirm_word(
+        &format!(
+            "Roll back the app in {} (code, and the database when the deploy changed it)? Type \"rollback\" to confirm: ",
+            loaded.app_dir.display()
+        ),
+        "rollback",
+        "a rollback may restore the database; pass --yes to confirm (no terminal to ask on)",
+    )
+}
+
 /// `migrate down` changes the schema under the running app: confirm on a terminal.
 fn confirm_down(r: &migrations::DownReport, yes: bool) -> anyhow::Result<()> {
-    use std::io::BufRead;
     if yes {
         return Ok(());
     }
-    if !std::io::stdin().is_terminal() {
-        return Err(UsageError(
-            "migrate down changes the database schema; pass --yes to confirm (no terminal to ask on)"
-                .into(),
-        )
-        .into());
-    }
-    eprint!(
-        "Undo {} in database {} with their down.sql? Type \"down\" to confirm: ",
-        r.migrations.join(", "),
-        r.database
-    );
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    if line.trim() != "down" {
-        return Err(UsageError("not confirmed; nothing was changed".into()).into());
-    }
-    Ok(())
+    confirm_word(
+        &format!(
+            "Undo {} in database {} with their down.sql? Type \"down\" to confirm: ",
+            r.migrations.join(", "),
+            r.database
+        ),
+        "down",
+        "migrate down changes the database schema; pass --yes to confirm (no terminal to ask on)",
+    )
 }
 
 fn create(

@@ -4,7 +4,7 @@
 //! database as it was and drops the half-restored one. Also restore tests.
 
 use std::collections::BTreeMap;
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -75,7 +75,8 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
     let fetched = match req.from {
         Some(name) => {
             let remote = crate::remote::Remote::named(loaded, name)?;
-            Some(crate::remote::commands::fetch(loaded, &remote, req.id)?)
+            let copy = remote.find(req.id)?;
+            Some(crate::remote::commands::fetch(loaded, &remote, copy)?)
         }
         None => None,
     };
@@ -392,30 +393,23 @@ fn confirm(db: &str, m: &Manifest, method: &str, yes: bool) -> anyhow::Result<()
     if yes {
         return Ok(());
     }
-    if !io::stdin().is_terminal() {
-        return Err(UsageError(
-            "restore replaces the live database and needs confirmation, but there is no terminal to ask on; pass --yes to confirm".into(),
-        )
-        .into());
-    }
     let what = if method == "in_place" {
         "overwrites the live database in place"
     } else {
         "replaces the live database (the current one is kept, renamed)"
     };
-    eprint!(
-        "Restoring backup {} (created {}, commit {}) {what}: {db}.\nType the database name to continue: ",
-        m.id,
-        m.created_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
-        m.git_commit.as_deref().map(|c| crate::git::abbrev(c, 7)).unwrap_or("-"),
-    );
-    io::stderr().flush().ok();
-    let mut answer = String::new();
-    io::stdin().read_line(&mut answer)?;
-    if answer.trim() != db {
+    let answer = crate::ask(
+        &format!(
+            "Restoring backup {} (created {}, commit {}) {what}: {db}.\nType the database name to continue: ",
+            m.id,
+            m.created_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            m.git_commit.as_deref().map(|c| crate::git::abbrev(c, 7)).unwrap_or("-"),
+        ),
+        "restore replaces the live database and needs confirmation, but there is no terminal to ask on; pass --yes to confirm",
+    )?;
+    if answer != db {
         return Err(crate::UsageError(format!(
-            "the answer {:?} is not {db:?}; nothing was changed",
-            answer.trim()
+            "the answer {answer:?} is not {db:?}; nothing was changed"
         ))
         .into());
     }

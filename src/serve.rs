@@ -59,6 +59,10 @@ pub fn serve(loaded: Loaded, listen: Option<&str>) -> anyhow::Result<()> {
             .route("/", axum::routing::get(dashboard))
             .route("/metrics", axum::routing::get(metrics))
             .route("/api/status", axum::routing::get(api_status))
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                require_token,
+            ))
             .with_state(state);
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
@@ -95,6 +99,21 @@ fn authorized(state: &AppState, headers: &HeaderMap, q: &TokenQuery) -> bool {
             == 0
 }
 
+/// Every route is behind the token rule: a request without it gets 401 before any
+/// handler runs.
+async fn require_token(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<TokenQuery>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !authorized(&state, &headers, &q) {
+        return refused();
+    }
+    next.run(request).await
+}
+
 fn refused() -> Response {
     (
         StatusCode::UNAUTHORIZED,
@@ -109,14 +128,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .expect("a request handler panicked")
 }
 
-async fn metrics(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(q): Query<TokenQuery>,
-) -> Response {
-    if !authorized(&state, &headers, &q) {
-        return refused();
-    }
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let text =
         blocking(move || crate::metrics::render(&crate::metrics::gather(&state.loaded))).await;
     (
@@ -135,14 +147,7 @@ struct ApiStatus {
     alerts: Vec<crate::check::Problem>,
 }
 
-async fn api_status(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(q): Query<TokenQuery>,
-) -> Response {
-    if !authorized(&state, &headers, &q) {
-        return refused();
-    }
+async fn api_status(State(state): State<Arc<AppState>>) -> Response {
     let result = blocking(move || -> anyhow::Result<ApiStatus> {
         Ok(ApiStatus {
             status: crate::deploy::status::status(&state.loaded)?,
@@ -314,14 +319,7 @@ fn build_dashboard(state: &AppState, token: Option<String>) -> anyhow::Result<Da
     })
 }
 
-async fn dashboard(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(q): Query<TokenQuery>,
-) -> Response {
-    if !authorized(&state, &headers, &q) {
-        return refused();
-    }
+async fn dashboard(State(state): State<Arc<AppState>>, Query(q): Query<TokenQuery>) -> Response {
     let token = q.token.clone();
     let page = blocking(move || build_dashboard(&state, token).and_then(|d| Ok(d.render()?))).await;
     match page {

@@ -33,6 +33,37 @@ pub struct Listing {
     pub strays: Vec<Stray>,
 }
 
+/// Why `pick` found no single backup.
+pub enum NotPicked {
+    /// "latest" asked of no backups.
+    Empty,
+    NoMatch,
+    /// The ids a prefix matches.
+    Ambiguous(Vec<String>),
+}
+
+/// Backup `id` among `backups` (newest first): an exact id, a unique id prefix, or
+/// "latest" for the newest. Shared by the local catalog and the remotes.
+pub fn pick(backups: Vec<Manifest>, id: &str) -> Result<Manifest, NotPicked> {
+    if id == "latest" {
+        return backups.into_iter().next().ok_or(NotPicked::Empty);
+    }
+    if let Some(m) = backups.iter().find(|m| m.id == id) {
+        return Ok(m.clone());
+    }
+    let mut matches: Vec<Manifest> = backups
+        .into_iter()
+        .filter(|m| m.id.starts_with(id))
+        .collect();
+    match matches.len() {
+        1 => Ok(matches.remove(0)),
+        0 => Err(NotPicked::NoMatch),
+        _ => Err(NotPicked::Ambiguous(
+            matches.into_iter().map(|m| m.id).collect(),
+        )),
+    }
+}
+
 impl Catalog {
     /// The catalog of backups in `dir` (which need not exist yet).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
@@ -159,30 +190,17 @@ impl Catalog {
 
     /// Finds a backup by id or unique id prefix; "latest" is the newest.
     pub fn find(&self, id: &str) -> anyhow::Result<Manifest> {
-        let backups = self.list()?.backups;
-        if id == "latest" {
-            return backups
-                .into_iter()
-                .next()
-                .with_context(|| format!("there are no backups in {}", self.dir.display()));
-        }
-        if let Some(m) = backups.iter().find(|m| m.id == id) {
-            return Ok(m.clone());
-        }
-        let matches: Vec<&Manifest> = backups.iter().filter(|m| m.id.starts_with(id)).collect();
-        match matches.as_slice() {
-            [one] => Ok((*one).clone()),
-            [] => bail!(
+        match pick(self.list()?.backups, id) {
+            Ok(m) => Ok(m),
+            Err(NotPicked::Empty) => bail!("there are no backups in {}", self.dir.display()),
+            Err(NotPicked::NoMatch) => bail!(
                 "no backup with id {id:?} in {}; `stablehand backup list` shows the ids",
                 self.dir.display()
             ),
-            many => bail!(
+            Err(NotPicked::Ambiguous(ids)) => bail!(
                 "{id:?} matches {} backups ({}); give more of the id",
-                many.len(),
-                many.iter()
-                    .map(|m| m.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                ids.len(),
+                ids.join(", ")
             ),
         }
     }

@@ -167,6 +167,24 @@ fn prune_locked(
 ) -> anyhow::Result<PruneOutcome> {
     let backups = catalog.list()?.backups;
     // Invariant 3: the backup of the release latest-stable points at is never pruned.
+    // A manifest whose data file is gone or resized protects nothing.
+    let candidates = retention_candidates(loaded, &backups, |m| {
+        fs_err::metadata(m.data_path(&catalog.dir)).is_ok_and(|md| md.len() == m.size_bytes)
+    });
+    let policy = Policy::from_config(&loaded.config.backup);
+    let verdicts = retention::plan(&candidates, &policy, Timestamp::now())?;
+    Ok(carry_out(verdicts, &backups, dry_run, |m| {
+        catalog.delete(m, lock)
+    }))
+}
+
+/// What retention needs of `backups` (local or remote): verified only when `intact`
+/// agrees, and which one belongs to latest-stable (invariant 3: never pruned).
+pub(crate) fn retention_candidates(
+    loaded: &Loaded,
+    backups: &[Manifest],
+    intact: impl Fn(&Manifest) -> bool,
+) -> Vec<Candidate> {
     let stable_backup = match crate::git::Repo::open(&loaded.app_dir, &loaded.config.git) {
         Ok(repo) => repo.latest_stable_backup().unwrap_or_else(|e| {
             tracing::warn!("could not read which backup belongs to latest-stable: {e:#}");
@@ -175,24 +193,16 @@ fn prune_locked(
         // Not a git repository (or no git): no stable release to protect.
         Err(_) => None,
     };
-    let candidates: Vec<Candidate> = backups
+    backups
         .iter()
         .map(|m| Candidate {
             id: m.id.clone(),
             created_at: m.created_at,
             pinned: m.pinned,
             of_stable_release: stable_backup.as_deref() == Some(m.id.as_str()),
-            // A manifest whose data file is gone or resized protects nothing.
-            verified: m.is_verified()
-                && fs_err::metadata(m.data_path(&catalog.dir))
-                    .is_ok_and(|md| md.len() == m.size_bytes),
+            verified: m.is_verified() && intact(m),
         })
-        .collect();
-    let policy = Policy::from_config(&loaded.config.backup);
-    let verdicts = retention::plan(&candidates, &policy, Timestamp::now())?;
-    Ok(carry_out(verdicts, &backups, dry_run, |m| {
-        catalog.delete(m, lock)
-    }))
+        .collect()
 }
 
 /// Carries out retention verdicts over `backups` with `delete` (local or remote). One

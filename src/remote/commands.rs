@@ -12,7 +12,7 @@ use super::Remote;
 use crate::backup::catalog::Catalog;
 use crate::backup::create::HashWriter;
 use crate::backup::manifest::{self, Manifest, UploadRecord, Verification, VerificationFailure};
-use crate::backup::retention::{self, Candidate, Policy};
+use crate::backup::retention::{self, Policy};
 use crate::backup::{PruneOutcome, Verified};
 use crate::config::Loaded;
 
@@ -70,9 +70,8 @@ pub struct Fetched {
     _dir: Scratch,
 }
 
-/// Downloads the copy of backup `id` (streamed to a 0600 file) with its manifest.
-pub fn fetch(loaded: &Loaded, remote: &Remote, id: &str) -> anyhow::Result<Fetched> {
-    let m = remote.find(id)?;
+/// Downloads the copy `m` describes (streamed to a 0600 file) with its manifest.
+pub fn fetch(loaded: &Loaded, remote: &Remote, m: Manifest) -> anyhow::Result<Fetched> {
     let backup_dir = loaded.backup_dir();
     fs_err::create_dir_all(&backup_dir)?;
     let dir = Scratch::new(&backup_dir, &format!("fetch-{}", remote.name))?;
@@ -175,14 +174,15 @@ pub fn restore_test(
     let _lock = local.lock()?;
     let mut results = Vec::new();
     for m in select(&remote, id, all)? {
-        let fetched = fetch(loaded, &remote, &m.id)?;
+        let id = m.id.clone();
+        let fetched = fetch(loaded, &remote, m)?;
         let mut tested = crate::restore::restore_test_in(
             loaded,
             &fetched.catalog,
             vec![fetched.manifest.clone()],
         )?;
         // The scratch catalog's manifest now carries the outcome: publish it.
-        let updated = fetched.catalog.find(&m.id)?;
+        let updated = fetched.catalog.find(&id)?;
         remote.put_manifest(&updated)?;
         results.append(&mut tested);
     }
@@ -311,19 +311,7 @@ fn upload_existing(
 /// Applies a remote's retention (its keep_last/keep_within, else the local policy).
 pub fn prune(loaded: &Loaded, remote: &Remote, dry_run: bool) -> anyhow::Result<PruneOutcome> {
     let (backups, _) = remote.list()?;
-    let stable_backup = crate::git::Repo::open(&loaded.app_dir, &loaded.config.git)
-        .ok()
-        .and_then(|repo| repo.latest_stable_backup().ok().flatten());
-    let candidates: Vec<Candidate> = backups
-        .iter()
-        .map(|m| Candidate {
-            id: m.id.clone(),
-            created_at: m.created_at,
-            pinned: m.pinned,
-            of_stable_release: stable_backup.as_deref() == Some(m.id.as_str()),
-            verified: m.is_verified(),
-        })
-        .collect();
+    let candidates = crate::backup::retention_candidates(loaded, &backups, |_| true);
     let policy = policy_of(loaded, remote);
     let verdicts = retention::plan(&candidates, &policy, Timestamp::now())?;
     Ok(crate::backup::carry_out(verdicts, &backups, dry_run, |m| {

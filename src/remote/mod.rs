@@ -259,8 +259,24 @@ impl Remote {
             .collect();
         let mut manifests = Vec::new();
         let mut incomplete = Vec::new();
-        for name in names.iter().filter(|n| n.ends_with(MANIFEST_SUFFIX)) {
-            let bytes = self.get(name)?;
+        // Every manifest in one round of concurrent requests, not one after another.
+        let wanted: Vec<&String> = names
+            .iter()
+            .filter(|n| n.ends_with(MANIFEST_SUFFIX))
+            .collect();
+        let store = self.store.clone();
+        let paths: Vec<ObjectPath> = wanted.iter().map(|n| self.object(n)).collect();
+        let fetched = self
+            .run(async move {
+                futures::future::try_join_all(paths.iter().map(|p| {
+                    let store = store.clone();
+                    async move { store.get(p).await?.bytes().await }
+                }))
+                .await
+            })
+            .map_err(flat)
+            .with_context(|| format!("reading the manifests on remote {}", self.describe()))?;
+        for (name, bytes) in wanted.into_iter().zip(fetched) {
             match serde_json::from_slice::<Manifest>(&bytes) {
                 Ok(m) => manifests.push(m),
                 Err(e) => incomplete.push(format!("{name}: unreadable manifest ({e})")),
@@ -283,34 +299,21 @@ impl Remote {
 
     /// The copy of backup `id` (or a unique prefix, or "latest").
     pub fn find(&self, id: &str) -> anyhow::Result<Manifest> {
-        let (manifests, _) = self.list()?;
-        if id == "latest" {
-            return manifests
-                .into_iter()
-                .next()
-                .with_context(|| format!("remote {} holds no backups", self.describe()));
-        }
-        if let Some(m) = manifests.iter().find(|m| m.id == id) {
-            return Ok(m.clone());
-        }
-        let matches: Vec<&Manifest> = manifests.iter().filter(|m| m.id.starts_with(id)).collect();
-        match matches.as_slice() {
-            [one] => Ok((*one).clone()),
-            [] => bail!(
+        use crate::backup::catalog::{pick, NotPicked};
+        match pick(self.list()?.0, id) {
+            Ok(m) => Ok(m),
+            Err(NotPicked::Empty) => bail!("remote {} holds no backups", self.describe()),
+            Err(NotPicked::NoMatch) => bail!(
                 "remote {} has no backup {id:?}; `stablehand backup list --remote {}` shows what it holds",
                 self.describe(),
                 self.name
             ),
-            many => bail!("{id:?} matches {} backups on remote {}; give more of the id", many.len(), self.name),
+            Err(NotPicked::Ambiguous(ids)) => bail!(
+                "{id:?} matches {} backups on remote {}; give more of the id",
+                ids.len(),
+                self.name
+            ),
         }
-    }
-
-    fn get(&self, file: &str) -> anyhow::Result<bytes::Bytes> {
-        let store = self.store.clone();
-        let path = self.object(file);
-        self.run(async move { store.get(&path).await?.bytes().await })
-            .map_err(flat)
-            .with_context(|| format!("reading {file} from remote {}", self.describe()))
     }
 
     fn put(&self, file: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
@@ -499,22 +502,6 @@ impl Upload {
             }
         }
         result
-    }
-
-    /// Abandons the upload: the store discards what was sent.
-    pub fn abort(mut self) -> anyhow::Result<()> {
-        self.tx = None;
-        let _ = self.join();
-        Ok(())
-    }
-
-    /// Why the upload stopped (after a write failed).
-    pub fn failure(mut self) -> anyhow::Error {
-        self.tx = None;
-        match self.join() {
-            Err(e) => e,
-            Ok(()) => anyhow!("the upload stopped"),
-        }
     }
 
     fn join(&mut self) -> anyhow::Result<()> {

@@ -47,15 +47,7 @@ fn check_exits_1_for_each_alert_condition_and_0_when_all_is_well() {
 
     // A backup that fails verification.
     app.truncate_backup(&id, |len| len / 2);
-    assert_eq!(
-        app.cmd()
-            .args(["backup", "verify", &id])
-            .output()
-            .unwrap()
-            .status
-            .code(),
-        Some(1)
-    );
+    assert_eq!(app.exit_code(&["backup", "verify", &id]), Some(1));
     let (code, v) = check(&app);
     assert_eq!(code, 1, "{v:#}");
     let c = conditions(&v);

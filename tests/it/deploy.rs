@@ -325,7 +325,8 @@ impl Drop for Stack {
     }
 }
 
-fn steps(v: &serde_json::Value) -> Vec<String> {
+/// The outcome's steps as `name:status`.
+pub fn steps(v: &serde_json::Value) -> Vec<String> {
     v["steps"]
         .as_array()
         .map(|a| {

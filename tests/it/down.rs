@@ -5,23 +5,8 @@
 
 use std::fs;
 
-use crate::deploy::Stack;
+use crate::deploy::{steps, Stack};
 use crate::support::git;
-
-fn step_names(v: &serde_json::Value) -> Vec<String> {
-    v["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            format!(
-                "{}:{}",
-                s["name"].as_str().unwrap(),
-                s["status"].as_str().unwrap()
-            )
-        })
-        .collect()
-}
 
 fn column_exists(s: &Stack, table: &str, column: &str) -> bool {
     s.psql(
@@ -72,9 +57,9 @@ fn a_failed_deploy_rolls_back_by_down_migrations_keeping_rows_written_during_it(
         "{db}"
     );
     assert!(
-        step_names(&v).contains(&"database_down:done".to_string()),
+        steps(&v).contains(&"database_down:done".to_string()),
         "{:?}",
-        step_names(&v)
+        steps(&v)
     );
     // The schema is back, the rows written during the deploy are there, nothing restored.
     assert!(!s.table_exists("appdb", "posts"));
@@ -172,14 +157,14 @@ fn down_paths_that_cannot_be_trusted_fall_back_to_restore() {
     let (code, v) = s.deploy(&[]);
     assert_eq!(code, 11, "{v:#}");
     assert_eq!(v["rollback"]["db"]["action"], "restore", "{v:#}");
-    let steps = step_names(&v);
+    let done = steps(&v);
     assert!(
-        steps.contains(&"database_down:failed".to_string()),
-        "{steps:?}"
+        done.contains(&"database_down:failed".to_string()),
+        "{done:?}"
     );
     assert!(
-        steps.contains(&"database_restore:done".to_string()),
-        "{steps:?}"
+        done.contains(&"database_restore:done".to_string()),
+        "{done:?}"
     );
     let reason = v["rollback"]["db"]["reason"].as_str().unwrap();
     assert!(
@@ -215,9 +200,7 @@ fn down_paths_that_cannot_be_trusted_fall_back_to_restore() {
         "{reason}"
     );
     assert!(
-        !step_names(&v)
-            .iter()
-            .any(|s| s.starts_with("database_down")),
+        !steps(&v).iter().any(|s| s.starts_with("database_down")),
         "the down scripts never ran"
     );
     assert!(!s.table_exists("appdb", "c"));

@@ -265,15 +265,7 @@ fn a_refused_deploy_and_a_failed_verification_are_announced() {
     // A backup damaged on disk: its verification fails, and that is announced.
     let id = app.backup();
     app.truncate_backup(&id, |len| len - 10);
-    assert_eq!(
-        app.cmd()
-            .args(["backup", "verify", &id])
-            .output()
-            .unwrap()
-            .status
-            .code(),
-        Some(1)
-    );
+    assert_eq!(app.exit_code(&["backup", "verify", &id]), Some(1));
     let events = rx.bodies("/events");
     let v = events.last().unwrap();
     assert_eq!(v["event"], "verification_failed", "{events:#?}");

@@ -136,15 +136,12 @@ fn backups_go_offsite_in_the_same_pass_and_come_back_from_there() {
     // A directory remote, added later: `backup sync` uploads what it lacks, 0600.
     let nas = app.path().join("nas");
     fs::create_dir(&nas).unwrap();
-    let config = fs::read_to_string(app.path().join("stablehand.toml")).unwrap();
-    fs::write(
-        app.path().join("stablehand.toml"),
+    app.edit_config(|config| {
         format!(
             "{config}\n[[backup.remote]]\nname = \"nas\"\nurl = \"file://{}\"\n",
             nas.display()
-        ),
-    )
-    .unwrap();
+        )
+    });
     let synced = app.json(&["backup", "sync", "--remote", "nas"]);
     assert_eq!(synced.as_array().unwrap().len(), 3, "{synced:#}");
     assert!(synced.as_array().unwrap().iter().all(|s| s["ok"] == true));
@@ -354,15 +351,12 @@ fn encrypted_copies_round_trip_and_a_wrong_key_is_refused() {
 
     // encrypt_local: the local copy is encrypted too, and still verifies and restores.
     fs::write(&keyfile, key.to_string().expose_secret()).unwrap();
-    let config = fs::read_to_string(app.path().join("stablehand.toml")).unwrap();
-    fs::write(
-        app.path().join("stablehand.toml"),
+    app.edit_config(|config| {
         config.replace(
             "[backup.encryption]\n",
             "[backup.encryption]\nencrypt_local = true\n",
-        ),
-    )
-    .unwrap();
+        )
+    });
     let v = app.json(&["backup"]);
     let id = v["backup"]["id"].as_str().unwrap().to_string();
     assert_eq!(

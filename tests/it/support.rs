@@ -303,6 +303,17 @@ impl App {
         c
     }
 
+    /// The exit code of `stablehand ARGS...`.
+    pub fn exit_code(&self, args: &[&str]) -> Option<i32> {
+        self.cmd().args(args).output().unwrap().status.code()
+    }
+
+    /// Rewrites `stablehand.toml` with `change` (a test that reconfigures mid-way).
+    pub fn edit_config(&self, change: impl FnOnce(String) -> String) {
+        let path = self.path().join("stablehand.toml");
+        fs::write(&path, change(fs::read_to_string(&path).unwrap())).unwrap();
+    }
+
     /// Runs `stablehand --json ARGS...`, expects success and returns the JSON.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.cmd().arg("--json").args(args).output().unwrap();
