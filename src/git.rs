@@ -170,6 +170,19 @@ impl Repo {
         }
     }
 
+    /// The names of the directories directly under `dir` (relative to the app
+    /// directory) in `commit`'s tree; empty when the tree has no such directory.
+    pub fn dirs_at(&self, commit: &str, dir: &Path) -> anyhow::Result<Vec<String>> {
+        let spec = format!("{}/", dir.display().to_string().trim_end_matches('/'));
+        let out = self.run(["ls-tree", "-d", "--name-only", commit, "--", &spec])?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.rsplit('/').next())
+            .filter(|name| !name.is_empty())
+            .map(str::to_string)
+            .collect())
+    }
+
     /// The commit checked out now (works on a detached HEAD too).
     pub fn head(&self) -> anyhow::Result<String> {
         self.resolve("HEAD")
@@ -294,26 +307,10 @@ impl Repo {
             marked.push_error = Some("not pushed: git.push = false".into());
             return Ok(marked);
         }
-        let pushed = self
-            .git()
-            .timeout(NETWORK_TIMEOUT)
-            .args([
-                "push",
-                "--atomic",
-                "--porcelain",
-                &self.remote,
-                &format!("refs/tags/{tag}:refs/tags/{tag}"),
-                &format!("+refs/tags/{0}:refs/tags/{0}", self.names.stable_tag),
-            ])
-            .output();
-        match pushed {
-            Ok(_) => marked.pushed = true,
-            Err(e) => {
-                marked.push_error = Some(format!(
-                    "pushing the tags to remote {:?} failed: {e}\n  the tags exist locally; push them with: git push {} {tag} && git push --force {} {}",
-                    self.remote, self.remote, self.remote, self.names.stable_tag
-                ))
-            }
+        if let Err(e) = self.push_stable(&[tag.clone()]) {
+            marked.push_error = Some(e);
+        } else {
+            marked.pushed = true;
         }
         Ok(marked)
     }
@@ -362,32 +359,111 @@ impl Repo {
         Ok(tags)
     }
 
-    /// Fetches tags from the remote, moving local tags that the remote moved.
-    pub fn fetch_tags(&self) -> anyhow::Result<()> {
+    /// Pushes the dated tags `dated` and the moving tag in one atomic push (forcing only
+    /// the moving tag); the error says how to push them by hand.
+    fn push_stable(&self, dated: &[String]) -> Result<(), String> {
+        let mut refspecs: Vec<String> = dated
+            .iter()
+            .map(|t| format!("refs/tags/{t}:refs/tags/{t}"))
+            .collect();
+        refspecs.push(format!(
+            "+refs/tags/{0}:refs/tags/{0}",
+            self.names.stable_tag
+        ));
+        self.git()
+            .timeout(NETWORK_TIMEOUT)
+            .args(["push", "--atomic", "--porcelain", &self.remote])
+            .args(&refspecs)
+            .output()
+            .map(drop)
+            .map_err(|e| {
+                format!(
+                    "pushing the tags to remote {:?} failed: {e}\n  the tags exist locally; push them with: git push {} {} && git push --force {} {}",
+                    self.remote,
+                    self.remote,
+                    dated.join(" "),
+                    self.remote,
+                    self.names.stable_tag
+                )
+            })
+    }
+
+    /// Fetches tags from the remote (the moving tag reconciled: see `fetch_branch`).
+    pub fn fetch_tags(&self) -> anyhow::Result<StableSync> {
+        self.fetch_reconciling(&[])
+            .with_context(|| format!("fetching tags from remote {:?}", self.remote))
+    }
+
+    /// Fetches `branch` and every tag from the remote. Dated tags and the user's own
+    /// tags follow the remote; `latest-stable` follows it only when the remote's mark is
+    /// newer: a local mark whose push failed is newer, kept, and pushed again (see
+    /// `reconcile_stable`). What happened to it is in the returned note.
+    pub fn fetch_branch(&self, branch: &str) -> anyhow::Result<StableSync> {
+        let refspec = format!("+refs/heads/{branch}:refs/remotes/{}/{branch}", self.remote);
+        self.fetch_reconciling(&[refspec])
+            .with_context(|| format!("fetching {branch} and tags from remote {:?}", self.remote))
+    }
+
+    fn fetch_reconciling(&self, refspecs: &[String]) -> anyhow::Result<StableSync> {
+        let local_ref = format!("refs/tags/{}", self.names.stable_tag);
+        let remote_ref = format!("refs/stablehand/remote/{}", self.names.stable_tag);
+        let local = self.stable_mark(&local_ref)?;
+        // The remote's moving tag also lands beside ours (a glob: absent is no error).
         self.git()
             .timeout(NETWORK_TIMEOUT)
             .args(["fetch", "--tags", "--force", "--quiet", &self.remote])
-            .output()
-            .with_context(|| format!("fetching tags from remote {:?}", self.remote))?;
-        Ok(())
+            .args(refspecs)
+            .arg(format!("+{local_ref}*:{remote_ref}*"))
+            .output()?;
+        let remote = self.stable_mark(&remote_ref)?;
+        self.run(["update-ref", "-d", &remote_ref])?;
+        let decision = reconcile_stable(&self.names.stable_tag, local.as_ref(), remote.as_ref());
+        let mut note = decision.note;
+        if decision.restore_local {
+            let local = local.as_ref().expect("restore_local implies a local mark");
+            self.run(["update-ref", &local_ref, &local.object])?;
+        }
+        if decision.push {
+            let commit = local.as_ref().map(|l| l.commit.clone()).unwrap_or_default();
+            let dated: Vec<String> = self
+                .run([
+                    "tag",
+                    "--list",
+                    &format!("{}*", self.names.prefix),
+                    "--points-at",
+                    &commit,
+                ])?
+                .lines()
+                .map(str::to_string)
+                .collect();
+            let pushed = match self.push_stable(&dated) {
+                Ok(()) => "; pushed it again: the remote has it now".to_string(),
+                Err(e) => format!("; pushing it again failed too, the next deploy retries: {e}"),
+            };
+            note = note.map(|n| format!("{n}{pushed}"));
+        }
+        if let Some(n) = &note {
+            tracing::warn!("{n}");
+        }
+        Ok(StableSync { note })
     }
 
-    /// Fetches `branch` and every tag from the remote (tags forced: `latest-stable` moves).
-    pub fn fetch_branch(&self, branch: &str) -> anyhow::Result<()> {
-        let refspec = format!("+refs/heads/{branch}:refs/remotes/{}/{branch}", self.remote);
-        self.git()
-            .timeout(NETWORK_TIMEOUT)
-            .args([
-                "fetch",
-                "--tags",
-                "--force",
-                "--quiet",
-                &self.remote,
-                &refspec,
-            ])
-            .output()
-            .with_context(|| format!("fetching {branch} and tags from remote {:?}", self.remote))?;
-        Ok(())
+    /// The mark a stable tag ref holds: tag object, commit, tagger time.
+    fn stable_mark(&self, reference: &str) -> anyhow::Result<Option<StableMark>> {
+        let out = self.run([
+            "for-each-ref",
+            "--format=%(objectname)%00%(*objectname)%00%(taggerdate:unix)",
+            reference,
+        ])?;
+        Ok(out.lines().next().and_then(|line| {
+            let f: Vec<&str> = line.split('\0').collect();
+            (f.len() == 3).then(|| StableMark {
+                object: f[0].to_string(),
+                // A lightweight tag is the commit itself.
+                commit: if f[1].is_empty() { f[0] } else { f[1] }.to_string(),
+                marked_at: f[2].parse().unwrap_or(0),
+            })
+        }))
     }
 
     /// The remote this repository deploys from.
@@ -486,6 +562,89 @@ fn natural_desc(a: &str, b: &str) -> std::cmp::Ordering {
         (base, n)
     };
     key(b).cmp(&key(a))
+}
+
+/// What a fetch did to the local moving stable tag.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StableSync {
+    /// Said when the local and the remote tag differed, and which one won.
+    pub note: Option<String>,
+}
+
+/// A stable tag as one repository holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StableMark {
+    /// The tag object (or the commit, for a lightweight tag).
+    pub object: String,
+    pub commit: String,
+    /// When it was marked (the tagger time, seconds since the epoch; 0 when unknown).
+    pub marked_at: i64,
+}
+
+/// What to do after a fetch: which moving tag stands locally, and whether to push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StableDecision {
+    /// Put the local mark back (the fetch moved the tag to an older remote mark).
+    pub restore_local: bool,
+    /// Push the local mark (the remote has none, or an older one).
+    pub push: bool,
+    pub note: Option<String>,
+}
+
+/// Which `latest-stable` wins when the local and the remote differ: the newer mark. A
+/// stable release is never moved backwards by a fetch: a local mark whose push failed is
+/// newer than the remote's, so it stays and is pushed again; a newer mark on the remote
+/// (another server, or a mark by hand) moves the local tag forward, and says so.
+pub fn reconcile_stable(
+    tag: &str,
+    local: Option<&StableMark>,
+    remote: Option<&StableMark>,
+) -> StableDecision {
+    let same = StableDecision {
+        restore_local: false,
+        push: false,
+        note: None,
+    };
+    let when = |m: &StableMark| {
+        jiff::Timestamp::from_second(m.marked_at)
+            .map(|t| t.strftime("%Y-%m-%d %H:%M:%SZ").to_string())
+            .unwrap_or_else(|_| "an unknown time".into())
+    };
+    match (local, remote) {
+        (None, _) => same,
+        (Some(l), None) => StableDecision {
+            restore_local: false,
+            push: true,
+            note: Some(format!(
+                "{tag}: the remote has none; the local one ({}, marked {}) stands",
+                short(&l.commit),
+                when(l)
+            )),
+        },
+        (Some(l), Some(r)) if l.object == r.object || l.commit == r.commit => same,
+        (Some(l), Some(r)) if l.marked_at > r.marked_at => StableDecision {
+            restore_local: true,
+            push: true,
+            note: Some(format!(
+                "{tag}: the local one ({}, marked {}) is newer than the remote's ({}, marked {}), whose push had failed: the local one wins",
+                short(&l.commit),
+                when(l),
+                short(&r.commit),
+                when(r)
+            )),
+        },
+        (Some(l), Some(r)) => StableDecision {
+            restore_local: false,
+            push: false,
+            note: Some(format!(
+                "{tag}: moved forward from {} (marked {}) to the remote's newer mark {} (marked {})",
+                short(&l.commit),
+                when(l),
+                short(&r.commit),
+                when(r)
+            )),
+        },
+    }
 }
 
 /// What the rollback target is decided from. Commits are full shas.
@@ -750,6 +909,30 @@ mod tests {
             ..Default::default()
         });
         assert!(matches!(t, Target::None { .. }));
+    }
+
+    #[test]
+    fn the_newer_stable_mark_wins_and_a_local_one_is_never_moved_back() {
+        let mark = |commit: &str, at: i64| StableMark {
+            object: format!("tag-{commit}"),
+            commit: c(commit),
+            marked_at: at,
+        };
+        let (old, new) = (mark("v1", 100), mark("v2", 200));
+        // The push of v2 failed: the remote still has v1.
+        let d = reconcile_stable("latest-stable", Some(&new), Some(&old));
+        assert!(d.restore_local && d.push, "{d:?}");
+        assert!(d.note.unwrap().contains("the local one wins"));
+        // Another server marked v2 since: ours moves forward, nothing is pushed.
+        let d = reconcile_stable("latest-stable", Some(&old), Some(&new));
+        assert!(!d.restore_local && !d.push);
+        assert!(d.note.unwrap().contains("moved forward"));
+        // The remote has none: ours stands and is pushed.
+        let d = reconcile_stable("latest-stable", Some(&old), None);
+        assert!(!d.restore_local && d.push);
+        // Equal, or only the remote has one: nothing to say.
+        assert_eq!(reconcile_stable("t", Some(&old), Some(&old)).note, None);
+        assert_eq!(reconcile_stable("t", None, Some(&old)).note, None);
     }
 
     #[test]

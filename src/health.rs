@@ -269,7 +269,17 @@ pub fn ensure_something_to_check(loaded: &crate::config::Loaded) -> anyhow::Resu
 /// and the decision after it (for progress output).
 pub fn run_gate(
     loaded: &crate::config::Loaded,
+    on_round: impl FnMut(&Round, &Decision),
+) -> anyhow::Result<Verdict> {
+    run_gate_stopping(loaded, on_round, false)
+}
+
+/// `run_gate`; with `on_deferred_interrupt`, a signal taken while production is shielded
+/// (`process::deferred_interrupt`) ends the gate with an error: the release is not proven.
+pub fn run_gate_stopping(
+    loaded: &crate::config::Loaded,
     mut on_round: impl FnMut(&Round, &Decision),
+    on_deferred_interrupt: bool,
 ) -> anyhow::Result<Verdict> {
     ensure_something_to_check(loaded)?;
     let h = &loaded.config.health;
@@ -294,7 +304,9 @@ pub fn run_gate(
     let mut first: Option<std::collections::BTreeMap<String, u32>> = None;
     let mut restarted_services = std::collections::BTreeSet::new();
     loop {
-        if crate::process::interrupted() {
+        if crate::process::interrupted()
+            || (on_deferred_interrupt && crate::process::deferred_interrupt())
+        {
             anyhow::bail!("interrupted while the health gate was running");
         }
         let at = started.elapsed();

@@ -237,7 +237,11 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
         }
         Command::History { limit } => {
             let loaded = load_config(cli)?;
-            let mut history = deploy::journal::read_history(&loaded.state_dir())?;
+            let checked = deploy::journal::read_history_checked(&loaded.state_dir())?;
+            if let Some(warning) = checked.damage_warning(&loaded.state_dir()) {
+                tracing::warn!("{warning}");
+            }
+            let mut history = checked.releases;
             history.reverse();
             history.truncate(*limit);
             report::history(&history, cli.json);

@@ -5,11 +5,11 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -484,25 +484,90 @@ fn live_groups() -> &'static Mutex<HashSet<i32>> {
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// Set while production is being changed (see `shield_production`).
+static SHIELDED: AtomicBool = AtomicBool::new(false);
+/// Milliseconds since the epoch of the first signal taken while shielded (0: none).
+static DEFERRED_AT: AtomicU64 = AtomicU64::new(0);
+/// A second signal within this long of the first aborts even a shielded command.
+pub const ABORT_WINDOW: Duration = Duration::from_secs(5);
 
-/// True once SIGINT/SIGTERM/SIGHUP reached stablehand.
+/// True once SIGINT/SIGTERM/SIGHUP aborted stablehand: its child process groups were
+/// killed and no new program starts (but cleanup ones).
 pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
-/// On SIGINT/SIGTERM/SIGHUP: remember it and kill every child process group, so the
-/// command's own error path runs its cleanup and reports the interruption.
+/// True once a signal arrived while production was shielded: the command goes on to a
+/// healthy, matching state, then exits.
+pub fn deferred_interrupt() -> bool {
+    DEFERRED_AT.load(Ordering::SeqCst) != 0
+}
+
+/// While the returned guard lives, a first SIGINT/SIGTERM/SIGHUP does not abort: the
+/// children keep running, the command finishes the shortest path back to a healthy
+/// release (it reads `deferred_interrupt()`), and a second signal within
+/// `ABORT_WINDOW` aborts (the journal stays for `stablehand recover`).
+pub fn shield_production() -> Shield {
+    install_interrupt_handler();
+    SHIELDED.store(true, Ordering::SeqCst);
+    Shield(())
+}
+
+/// See `shield_production`.
+pub struct Shield(());
+
+impl Drop for Shield {
+    fn drop(&mut self) {
+        SHIELDED.store(false, Ordering::SeqCst);
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// What a signal does: deferred while shielded (the first one, or one long after it),
+/// otherwise an abort that kills every child process group, so the command's own error
+/// path runs its cleanup and reports the interruption.
+fn on_signal() {
+    let first = DEFERRED_AT.load(Ordering::SeqCst);
+    let now = now_ms();
+    let within_window = first != 0 && now.saturating_sub(first) < ABORT_WINDOW.as_millis() as u64;
+    if SHIELDED.load(Ordering::SeqCst) && !within_window {
+        if first == 0 {
+            DEFERRED_AT.store(now, Ordering::SeqCst);
+        }
+        // A closed terminal must not turn this note into a failure.
+        let _ = writeln!(
+            io::stderr(),
+            "stablehand: interrupted while production is being changed: finishing the way back to a healthy release first (signal again within {} s to abort; `stablehand recover` then finishes it)",
+            ABORT_WINDOW.as_secs()
+        );
+        return;
+    }
+    INTERRUPTED.store(true, Ordering::SeqCst);
+    if SHIELDED.load(Ordering::SeqCst) {
+        let _ = writeln!(
+            io::stderr(),
+            "stablehand: aborting: the journal stays; run `stablehand recover` to bring production back"
+        );
+    }
+    if let Ok(groups) = live_groups().lock() {
+        for pid in groups.iter() {
+            kill_group(*pid);
+        }
+    }
+}
+
+/// Installs the SIGINT/SIGTERM/SIGHUP handler (`on_signal`) once.
 pub fn install_interrupt_handler() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        let _ = ctrlc::set_handler(|| {
-            INTERRUPTED.store(true, Ordering::SeqCst);
-            if let Ok(groups) = live_groups().lock() {
-                for pid in groups.iter() {
-                    kill_group(*pid);
-                }
-            }
-        });
+        let _ = ctrlc::set_handler(on_signal);
     });
 }
 

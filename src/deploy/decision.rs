@@ -38,6 +38,10 @@ pub struct DbFacts {
     /// target: a database rollback only makes sense when they are the same.
     pub state_of: Option<String>,
     pub target: String,
+    /// The migrations the state the database returns to holds and the target's tree
+    /// lacks: empty when the target knows that state, None when it cannot be told
+    /// (then only the same commit counts as matching).
+    pub target_lacks: Option<Vec<String>>,
     /// Whether the deploy's migrations can be undone by their down scripts.
     pub down: DownPath,
 }
@@ -108,15 +112,26 @@ pub fn decide(policy: DbPolicy, f: &DbFacts) -> DbAction {
         _ => format!("{writes}: they stay in the failed database, kept aside"),
     };
     let changed = database_changed(f);
+    if policy == DbPolicy::None {
+        return DbAction::None {
+            reason: "database rollback disabled (--db none or database.on_rollback = \"none\")"
+                .into(),
+        };
+    }
+    // Whatever the rung, the code must return to a release that knows the database
+    // state it will run on: checked before "leave it alone" too.
+    if let Some(lacks) = f.target_lacks.as_ref().filter(|l| !l.is_empty()) {
+        return DbAction::Impossible {
+            reason: format!(
+                "the database would hold migration(s) {} that the rollback target {} does not have, so its code would run on a schema it does not know: manual intervention (restore a backup of the target's release with `stablehand restore ID`, or roll back to a release that has them with --to)",
+                lacks.join(", "),
+                crate::git::abbrev(&f.target, 12)
+            ),
+        };
+    }
     let why = match policy {
-        DbPolicy::None => {
-            return DbAction::None {
-                reason: "database rollback disabled (--db none or database.on_rollback = \"none\")"
-                    .into(),
-            }
-        }
         DbPolicy::Restore => "database rollback requested (--db restore or database.on_rollback = \"restore\")".to_string(),
-        DbPolicy::Auto | DbPolicy::Down => match changed {
+        DbPolicy::Auto | DbPolicy::Down | DbPolicy::None => match changed {
             None => {
                 return DbAction::None {
                     reason: format!(
@@ -127,7 +142,12 @@ pub fn decide(policy: DbPolicy, f: &DbFacts) -> DbAction {
             Some(what) => what,
         },
     };
-    if let Some(state) = f.state_of.as_deref().filter(|s| *s != f.target) {
+    let unknown_fit = f.target_lacks.is_none();
+    if let Some(state) = f
+        .state_of
+        .as_deref()
+        .filter(|s| unknown_fit && *s != f.target)
+    {
         return DbAction::Impossible {
             reason: format!(
                 "{why}, but the pre-deploy backup holds the database of {}, not of the rollback target {}: manual intervention (restore a backup of the target's release with `stablehand restore ID`, or roll back with --db none)",
@@ -232,6 +252,7 @@ mod tests {
             writes_since_backup: 42,
             state_of: Some("c1".into()),
             target: "c1".into(),
+            target_lacks: Option::None,
             down: DownPath::NotConsidered,
         }
     }
@@ -401,6 +422,19 @@ mod tests {
         elsewhere.ledger_diff = LedgerDiff::default();
         elsewhere.fingerprint_now = Some("fp1".into());
         assert_eq!(decide(DbPolicy::Auto, &elsewhere).name(), "none");
+        // Before "leave it alone": a target that lacks a migration the database holds
+        // never gets it, whichever rung would have been taken.
+        elsewhere.target_lacks = Some(vec!["002_m".into()]);
+        for policy in [DbPolicy::Auto, DbPolicy::Down, DbPolicy::Restore] {
+            let d = decide(policy, &elsewhere);
+            assert_eq!(d.name(), "impossible", "{policy:?}: {d:?}");
+            assert!(d.reason().contains("002_m"), "{d:?}");
+        }
+        assert_eq!(decide(DbPolicy::None, &elsewhere).name(), "none");
+        // A target known to fit another release's state: its backup may be restored.
+        elsewhere.target_lacks = Some(Vec::new());
+        elsewhere.ledger_diff.applied = vec!["003_n".into()];
+        assert_eq!(decide(DbPolicy::Auto, &elsewhere).name(), "swap_snapshot");
         let unknown = DbFacts {
             fingerprint_before: Option::None,
             backup: Some("b".into()),

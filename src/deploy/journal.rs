@@ -10,7 +10,7 @@ use anyhow::Context;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::decision::DbAction;
+use super::decision::{DbAction, DbPolicy};
 
 /// Where a deploy or rollback is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +59,12 @@ pub struct Journal {
     /// The commit that failed its gate.
     pub failed_commit: Option<String>,
     pub db_action: Option<DbAction>,
+    /// What a rollback by hand was asked for (`--to`, resolved, and `--db`): `recover`
+    /// finishes it with the same choices instead of re-deciding from the config.
+    #[serde(default)]
+    pub requested: Option<String>,
+    #[serde(default)]
+    pub db_policy: Option<DbPolicy>,
     pub steps: Vec<Step>,
 }
 
@@ -104,6 +110,8 @@ impl Journal {
             rollback_reason: None,
             failed_commit: None,
             db_action: None,
+            requested: None,
+            db_policy: None,
             steps: Vec::new(),
         }
     }
@@ -171,43 +179,197 @@ pub fn history_path(state_dir: &Path) -> PathBuf {
     state_dir.join("history.jsonl")
 }
 
-/// Appends one release to the history (fsynced).
+/// Appends one release to the history (fsynced). A torn last line (a crash mid-append)
+/// is closed first, so it never swallows this record.
 pub fn append_history(state_dir: &Path, release: &Release) -> anyhow::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
     use std::os::unix::fs::OpenOptionsExt;
     fs_err::create_dir_all(state_dir)?;
     let path = history_path(state_dir);
     let mut f = std::fs::OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
-    let mut line = serde_json::to_vec(release)?;
+    let mut line = Vec::new();
+    if f.seek(SeekFrom::End(0))? > 0 {
+        let mut last = [0u8; 1];
+        f.seek(SeekFrom::End(-1))?;
+        f.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            line.push(b'\n');
+        }
+    }
+    line.extend(serde_json::to_vec(release)?);
     line.push(b'\n');
-    f.write_all(&line)?;
-    f.sync_all()?;
+    f.write_all(&line)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("appending to {}", path.display()))?;
     Ok(())
 }
 
-/// The history, oldest first (a torn last line from a crash is skipped).
-pub fn read_history(state_dir: &Path) -> anyhow::Result<Vec<Release>> {
-    let path = history_path(state_dir);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    Ok(text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
+/// The history as read: the releases, oldest first, and the lines that could not be
+/// read (1-based line numbers: a crash mid-append, or an edit by hand).
+#[derive(Debug, Default)]
+pub struct History {
+    pub releases: Vec<Release>,
+    pub damaged: Vec<usize>,
 }
 
-/// Commits that failed a health gate, from the history.
+impl History {
+    /// A warning naming the damaged lines, if any.
+    pub fn damage_warning(&self, state_dir: &Path) -> Option<String> {
+        if self.damaged.is_empty() {
+            return None;
+        }
+        let lines = self
+            .damaged
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        Some(format!(
+            "{} has {} damaged line(s) ({lines}) that could not be read (a crash while a record was written?): they are left as they are; inspect them",
+            history_path(state_dir).display(),
+            self.damaged.len()
+        ))
+    }
+}
+
+/// The history with its damaged lines named.
+pub fn read_history_checked(state_dir: &Path) -> anyhow::Result<History> {
+    let path = history_path(state_dir);
+    let text = match std::fs::read(&path) {
+        Ok(t) => String::from_utf8_lossy(&t).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(History::default()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut history = History::default();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(line) {
+            Ok(release) => history.releases.push(release),
+            Err(_) => history.damaged.push(n + 1),
+        }
+    }
+    Ok(history)
+}
+
+/// The history, oldest first (damaged lines skipped: `read_history_checked` names them).
+pub fn read_history(state_dir: &Path) -> anyhow::Result<Vec<Release>> {
+    Ok(read_history_checked(state_dir)?.releases)
+}
+
+/// The latest health verdict of each commit the history knows: a commit that failed a
+/// gate and later passed one (a retry after an outside outage) is proven again.
+#[derive(Debug, Default, Clone)]
+pub struct Verdicts {
+    /// Commits whose latest gate verdict is a failure.
+    pub failed: std::collections::HashSet<String>,
+    /// Commits whose latest gate verdict is a pass (deployed, or a rollback to it passed).
+    pub passed: std::collections::HashSet<String>,
+}
+
+/// Reads the verdicts from the history, oldest first: a record's failed commit failed;
+/// a deployed release, and the target of a rollback that passed its gate, passed.
+pub fn verdicts(history: &[Release]) -> Verdicts {
+    let mut v = Verdicts::default();
+    for r in history {
+        if let Some(failed) = &r.failed_commit {
+            v.passed.remove(failed);
+            v.failed.insert(failed.clone());
+        }
+        let passed = match r.outcome.as_str() {
+            "deployed" | "rolled_back" => r.to.as_ref(),
+            _ => None,
+        };
+        if let Some(commit) = passed {
+            v.failed.remove(commit);
+            v.passed.insert(commit.clone());
+        }
+    }
+    v
+}
+
+/// Commits whose latest health verdict is a failure: never a rollback target.
 pub fn failed_commits(history: &[Release]) -> std::collections::HashSet<String> {
-    history
-        .iter()
-        .filter_map(|r| r.failed_commit.clone())
-        .collect()
+    verdicts(history).failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release(outcome: &str, to: Option<&str>, failed: Option<&str>) -> Release {
+        Release {
+            id: String::new(),
+            at: Timestamp::now(),
+            command: "deploy".into(),
+            trigger: "deploy".into(),
+            from: None,
+            to: to.map(str::to_string),
+            outcome: outcome.into(),
+            exit_code: 0,
+            backup: None,
+            stable_tag: None,
+            failed_commit: failed.map(str::to_string),
+            db_action: None,
+            db_reason: None,
+            writes_since_backup: None,
+            kept_database: None,
+            reverted_commits: Vec::new(),
+            notifications: Vec::new(),
+            message: String::new(),
+            total_ms: 0,
+            rollback_ms: None,
+        }
+    }
+
+    #[test]
+    fn the_latest_verdict_of_a_commit_counts() {
+        let history = [
+            release("deployed", Some("v"), None),
+            // x fails (an outside service was down): back to v.
+            release("rolled_back", Some("v"), Some("x")),
+            // x again: it passes.
+            release("deployed", Some("x"), None),
+            // y fails, and its rollback to x fails too.
+            release("rollback_failed", Some("x"), Some("y")),
+            // a refusal proves and condemns nothing.
+            release("refused", Some("x"), None),
+        ];
+        let v = verdicts(&history);
+        assert_eq!(failed_commits(&history), ["y".to_string()].into());
+        assert!(v.passed.contains("x") && v.passed.contains("v"));
+        // x fails again later: failed again.
+        let mut more = history.to_vec();
+        more.push(release("rolled_back", Some("v"), Some("x")));
+        assert!(failed_commits(&more).contains("x"));
+        assert!(!verdicts(&more).passed.contains("x"));
+    }
+
+    #[test]
+    fn a_torn_last_line_never_swallows_the_next_record() {
+        let dir = tempfile::tempdir().unwrap();
+        append_history(dir.path(), &release("deployed", Some("a"), None)).unwrap();
+        // A crash mid-append: half a record, no newline.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(history_path(dir.path()))
+            .unwrap();
+        f.write_all(b"{\"id\":\"torn").unwrap();
+        append_history(dir.path(), &release("deployed", Some("b"), None)).unwrap();
+        let h = read_history_checked(dir.path()).unwrap();
+        let to: Vec<_> = h.releases.iter().map(|r| r.to.clone().unwrap()).collect();
+        assert_eq!(to, ["a", "b"]);
+        assert_eq!(h.damaged, [2]);
+        assert!(h
+            .damage_warning(dir.path())
+            .unwrap()
+            .contains("1 damaged line(s) (2)"));
+    }
 }

@@ -16,6 +16,8 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::io::Write;
+
 use anyhow::{bail, Context};
 use serde::Serialize;
 
@@ -86,6 +88,9 @@ pub struct Plan {
     pub runtime: String,
     pub services: Vec<String>,
     pub snapshot: bool,
+    /// What fetching did to the local `latest-stable`, when it differed from the
+    /// remote's (see `git::reconcile_stable`).
+    pub stable_sync: Option<String>,
 }
 
 /// The rollback part of an outcome.
@@ -117,6 +122,8 @@ struct Run<'a> {
     runtime: Runtime,
     /// The live database, connected once (Compose detection costs a second on v1).
     db: Option<Database>,
+    /// Why the journal could not be written during a rollback (it goes on regardless).
+    journal_error: Option<String>,
 }
 
 impl Run<'_> {
@@ -129,7 +136,24 @@ impl Run<'_> {
 
     fn say(&self, line: &str) {
         if self.progress {
-            eprintln!("{line}");
+            // A closed terminal (a dropped SSH session) must not stop a deploy.
+            let _ = writeln!(std::io::stderr(), "{line}");
+        }
+    }
+
+    /// Writes the journal. While rolling back, a write that fails (a full disk) does
+    /// not stop the way back to a healthy release: it is said, and remembered for the
+    /// outcome.
+    fn save(&mut self) -> anyhow::Result<()> {
+        match self.journal.save(&self.state_dir) {
+            Ok(()) => Ok(()),
+            Err(e) if self.journal.phase == Phase::RollingBack => {
+                let why = format!("{e:#}");
+                tracing::warn!("the journal could not be written; rolling back regardless: {why}");
+                self.journal_error.get_or_insert(why);
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -147,7 +171,7 @@ impl Run<'_> {
             took_ms: None,
             detail: None,
         });
-        self.journal.save(&self.state_dir)?;
+        self.save()?;
         failpoint(&format!("{name}:start"));
         let t = Instant::now();
         let result = f(self);
@@ -161,7 +185,7 @@ impl Run<'_> {
                 self.say(&format!("    failed: {e:#}"));
             }
         }
-        self.journal.save(&self.state_dir)?;
+        self.save()?;
         failpoint(&format!("{name}:done"));
         result
     }
@@ -173,23 +197,47 @@ impl Run<'_> {
         }
     }
 
-    fn gate(&mut self) -> anyhow::Result<Verdict> {
+    /// The health gate. `deferrable`: a signal taken while shielded ends it early, as
+    /// a failure to prove the release (the deploy's gate; never the rollback's).
+    fn gate(&mut self, deferrable: bool) -> anyhow::Result<Verdict> {
         let progress = self.progress;
-        crate::health::run_gate(self.loaded, |round, decision| {
-            if progress {
-                crate::report::health_round(round, decision);
-            }
-        })
+        crate::health::run_gate_stopping(
+            self.loaded,
+            |round, decision| {
+                if progress {
+                    crate::report::health_round(round, decision);
+                }
+            },
+            deferrable,
+        )
     }
 }
 
 /// Kills the process at a named journal point when `STABLEHAND_FAILPOINT` names it
 /// (builds with the `failpoints` feature only: the crash-safety tests).
+/// `STABLEHAND_FAILPOINT_SIGNAL` (TERM, INT, HUP; INT2 for two SIGINTs, an abort) sends
+/// that signal instead, as a cancelled CI job or a dropped SSH session would.
 fn failpoint(point: &str) {
     #[cfg(feature = "failpoints")]
     if std::env::var("STABLEHAND_FAILPOINT").is_ok_and(|p| p == point) {
-        eprintln!("failpoint {point}: killing stablehand");
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        use nix::sys::signal::{raise, Signal};
+        let signal = std::env::var("STABLEHAND_FAILPOINT_SIGNAL").unwrap_or_default();
+        let (sig, times) = match signal.as_str() {
+            "TERM" => (Signal::SIGTERM, 1),
+            "INT" => (Signal::SIGINT, 1),
+            "HUP" => (Signal::SIGHUP, 1),
+            "INT2" => (Signal::SIGINT, 2),
+            _ => (Signal::SIGKILL, 1),
+        };
+        let _ = writeln!(
+            std::io::stderr(),
+            "failpoint {point}: sending {sig} to stablehand"
+        );
+        for _ in 0..times {
+            let _ = raise(sig);
+            // The handler runs on its own thread: let it take the signal.
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
     let _ = point;
 }
@@ -313,6 +361,7 @@ pub fn deploy(loaded: &Loaded, req: &DeployRequest) -> anyhow::Result<Outcome> {
         repo: pre.repo,
         runtime: pre.runtime,
         db: None,
+        journal_error: None,
     };
     run.journal.save(&run.state_dir)?;
     run.say(&format!(
@@ -324,6 +373,9 @@ pub fn deploy(loaded: &Loaded, req: &DeployRequest) -> anyhow::Result<Outcome> {
             .as_deref()
             .map_or("none yet", |s| git::abbrev(s, 12))
     ));
+    if let Some(note) = &pre.plan.stable_sync {
+        run.say(&format!("    {note}"));
+    }
     let outcome = deploy_steps(&mut run, started);
     finish(&mut run, outcome, started, "deploy")
 }
@@ -341,7 +393,7 @@ fn preflight(loaded: &Loaded, reference: Option<&str>) -> anyhow::Result<Preflig
         Some(b) => b.clone(),
         None => repo.default_branch()?,
     };
-    repo.fetch_branch(&branch)?;
+    let sync = repo.fetch_branch(&branch)?;
     let reference = reference
         .map(str::to_string)
         .unwrap_or_else(|| format!("{}/{branch}", repo.remote()));
@@ -378,6 +430,7 @@ fn preflight(loaded: &Loaded, reference: Option<&str>) -> anyhow::Result<Preflig
         runtime: runtime.kind_name().into(),
         services,
         snapshot: loaded.config.database.snapshot,
+        stable_sync: sync.note,
     };
     Ok(Preflight {
         repo,
@@ -503,7 +556,9 @@ fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Outcome> {
     run.journal.save(&run.state_dir)?;
     outcome.backup = Some(backup.clone());
 
-    // From here production changes: any failure rolls back.
+    // From here production changes: any failure rolls back, and a signal no longer
+    // abandons it (the first one ends the gate early and rolls back).
+    let _shield = crate::process::shield_production();
     let changed = (|| -> anyhow::Result<Verdict> {
         run.step("stop", |r| r.runtime.stop_app().map(drop))?;
         if run.loaded.config.database.snapshot {
@@ -534,7 +589,7 @@ fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Outcome> {
         // The verdict is journaled with the step: a crash right after it is recovered
         // by marking (passed) or by rolling back a commit known to have failed.
         run.step("gate", |r| {
-            let verdict = r.gate()?;
+            let verdict = r.gate(true)?;
             if verdict.passed {
                 r.journal.phase = Phase::Passed;
             } else {
@@ -583,10 +638,23 @@ fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Outcome> {
                     outcome.gate = Some(verdict);
                     format!("the health gate failed: {why}")
                 }
+                Err(e) if crate::process::deferred_interrupt() => {
+                    format!("interrupted before the release was proven ({e:#})")
+                }
                 Err(e) => format!("the deploy failed: {e:#}"),
             };
             run.say(&format!("{why}; rolling back"));
-            let report = roll_back(run, "automatic", Some(target.clone()), None, None)?;
+            // The commit failed only when the release itself ran and failed: not when
+            // stopping the old one or the snapshot failed, nor on an interrupt.
+            let release_failed = !crate::process::deferred_interrupt()
+                && !crate::process::interrupted()
+                && (run.journal.failed_commit.is_some()
+                    || run.journal.steps.iter().any(|s| {
+                        matches!(s.name.as_str(), "migrate" | "start" | "gate")
+                            && s.status == "failed"
+                    }));
+            let failed = release_failed.then(|| target.clone());
+            let report = roll_back(run, "automatic", failed, None, None)?;
             outcome.exit_code = report_exit(&report);
             outcome.outcome = if outcome.exit_code == EXIT_ROLLED_BACK {
                 "rolled_back".into()
@@ -650,7 +718,11 @@ fn rollback_message(why: &str, r: &RollbackReport) -> String {
 }
 
 /// Rolls back to the decided target: code, database and app, then the gate again.
-/// `failed` is the commit that failed its gate (None for a rollback by hand).
+/// `failed` is the commit that failed its gate (None for a rollback by hand, or when
+/// the release never ran). `requested` and `policy` are the choices of a rollback by
+/// hand; they are journaled, and a recover passes the journaled ones back. Never an
+/// error once it started: what went wrong is in the report (exit 12), so the outcome
+/// is still recorded and announced.
 fn roll_back(
     run: &mut Run,
     trigger: &str,
@@ -659,9 +731,12 @@ fn roll_back(
     policy: Option<DbPolicy>,
 ) -> anyhow::Result<RollbackReport> {
     let started = Instant::now();
+    let _shield = crate::process::shield_production();
     run.journal.phase = Phase::RollingBack;
     run.journal.failed_commit = failed.clone();
-    run.journal.save(&run.state_dir)?;
+    run.journal.requested = requested.clone();
+    run.journal.db_policy = policy;
+    run.save()?;
     let mut report = RollbackReport {
         trigger: trigger.into(),
         failed_commit: failed.clone(),
@@ -677,17 +752,39 @@ fn roll_back(
         gate: None,
         took_ms: 0,
     };
+    if let Err(e) = roll_back_steps(run, &mut report, failed, requested, policy) {
+        report.target_reason = match &report.target {
+            Some(target) => format!(
+                "the rollback to {} ({}) failed: {e:#}",
+                git::abbrev(target, 12),
+                report.target_reason
+            ),
+            None => format!("the rollback failed before it chose a target: {e:#}"),
+        };
+    }
+    report.took_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
 
+/// The rollback's target and steps, filling `report` as they go.
+fn roll_back_steps(
+    run: &mut Run,
+    report: &mut RollbackReport,
+    failed: Option<String>,
+    requested: Option<String>,
+    policy: Option<DbPolicy>,
+) -> anyhow::Result<()> {
     let current = run.repo.head()?;
     let history = journal::read_history(&run.state_dir).unwrap_or_default();
     let mut failed_set: HashSet<String> = journal::failed_commits(&history);
     failed_set.extend(failed.clone());
+    let previous = run.journal.from.clone().filter(|p| *p != current);
     let inputs = git::TargetInputs {
         current: current.clone(),
         latest_stable: run.repo.latest_stable()?,
-        previous: run.journal.from.clone().filter(|p| *p != current),
-        failed: failed_set,
-        requested,
+        previous: previous.clone(),
+        failed: failed_set.clone(),
+        requested: requested.clone(),
     };
     // A rollback already under way (recover) keeps its target.
     let decided = match (&run.journal.rollback_to, &run.journal.rollback_reason) {
@@ -697,7 +794,11 @@ fn roll_back(
                 .clone()
                 .unwrap_or_else(|| "the interrupted rollback's target".into()),
         },
-        _ => git::rollback_target(&inputs),
+        _ => {
+            let target = git::rollback_target(&inputs);
+            let policy = policy.unwrap_or(run.loaded.config.database.on_rollback);
+            matching_database(run, target, previous.as_deref(), &failed_set, policy)?
+        }
     };
     let target = match decided {
         Target::Commit { commit, reason } => {
@@ -705,11 +806,13 @@ fn roll_back(
             commit
         }
         Target::None { reason } => {
-            // Nothing is destroyed: the database stays, the app is started again.
+            // Nothing is destroyed: the database stays, the app is started again (a
+            // rollback by hand has stopped nothing yet).
             report.target_reason = reason;
-            let _ = run.step("restart", |r| r.runtime.start_app());
-            report.took_ms = started.elapsed().as_millis() as u64;
-            return Ok(report);
+            if requested.is_none() {
+                let _ = run.step("restart", |r| r.runtime.start_app());
+            }
+            return Ok(());
         }
     };
     report.target = Some(target.clone());
@@ -719,7 +822,7 @@ fn roll_back(
         .unwrap_or_default();
     run.journal.rollback_to = Some(target.clone());
     run.journal.rollback_reason = Some(report.target_reason.clone());
-    run.journal.save(&run.state_dir)?;
+    run.save()?;
     run.say(&format!(
         "rolling back to {} ({}), reverting {} commit(s): {}",
         git::abbrev(&target, 12),
@@ -744,7 +847,7 @@ fn roll_back(
         report.writes_since_backup = decided.writes;
         let mut action = decided.action.clone();
         run.journal.db_action = Some(action.clone());
-        run.journal.save(&run.state_dir)?;
+        run.save()?;
         report.db = Some(action.clone());
         let t = Instant::now();
         if let (DbAction::Down { .. }, Some(plan)) = (&action, &decided.down_plan) {
@@ -772,7 +875,7 @@ fn roll_back(
                     action.reason()
                 ));
                 run.journal.db_action = Some(action.clone());
-                run.journal.save(&run.state_dir)?;
+                run.save()?;
                 report.db = Some(action.clone());
             }
         }
@@ -819,19 +922,155 @@ fn roll_back(
         })?;
         report.images = switched.images;
         report.rebuilt = switched.rebuilt;
-        let verdict = run.step("rollback_gate", |r| r.gate())?;
+        let verdict = run.step("rollback_gate", |r| r.gate(false))?;
         report.gate = Some(verdict);
         Ok(())
     })();
-    if let Err(e) = result {
-        report.target_reason = format!(
-            "the rollback to {} ({}) failed: {e:#}",
-            git::abbrev(&target, 12),
-            report.target_reason
-        );
+    result
+}
+
+/// The database state a rollback returns to, and the one it has now.
+struct PreDeployState {
+    /// The verified pre-deploy backup of this deploy (or of the last deploy, by hand).
+    manifest: Option<crate::backup::manifest::Manifest>,
+    /// The migration ledger in that backup, and in the live database now.
+    ledger_before: Ledger,
+    ledger_now: Ledger,
+}
+
+/// Whether a commit's code knows the database state a rollback returns to.
+enum Fit {
+    Fits,
+    /// The migrations that state holds and the commit's tree lacks.
+    Lacks(Vec<String>),
+    /// Not tracked (`database.migrations = "none"`) and another commit's state.
+    Unknown,
+}
+
+impl PreDeployState {
+    fn read(run: &mut Run) -> anyhow::Result<PreDeployState> {
+        let manifest = match &run.journal.backup {
+            Some(id) => Some(Catalog::new(run.loaded.backup_dir()).find(id)?),
+            None => None,
+        };
+        let ledger_before: Ledger = manifest
+            .as_ref()
+            .and_then(|m| m.prisma_migrations.clone())
+            .map(|rows| serde_json::from_value(rows).map(|rows| Ledger { rows }))
+            .transpose()
+            .context("reading the backup's migration ledger")?
+            .unwrap_or_default();
+        let ledger_now = run.db()?.migration_ledger()?;
+        Ok(PreDeployState {
+            manifest,
+            ledger_before,
+            ledger_now,
+        })
     }
-    report.took_ms = started.elapsed().as_millis() as u64;
-    Ok(report)
+
+    /// The commit whose database state the backup (or the live database) holds.
+    fn state_of(&self, run: &Run) -> Option<String> {
+        self.manifest
+            .as_ref()
+            .and_then(|m| m.git_commit.clone())
+            .or_else(|| run.journal.from.clone())
+    }
+
+    /// Does `commit`'s code know the state a rollback returns the database to (the
+    /// backup's, else the live one)? With Prisma: every migration applied in it has its
+    /// directory in the commit's tree (migrations the commit adds are applied as it
+    /// starts).
+    fn fit(&self, run: &Run, commit: &str) -> anyhow::Result<Fit> {
+        if self.state_of(run).as_deref() == Some(commit) {
+            return Ok(Fit::Fits);
+        }
+        let database = &run.loaded.config.database;
+        if database.migrations != "prisma" {
+            return Ok(Fit::Unknown);
+        }
+        let end = if self.manifest.is_some() {
+            &self.ledger_before
+        } else {
+            &self.ledger_now
+        };
+        let known = run.repo.dirs_at(commit, &database.migrations_dir)?;
+        let mut lacks: Vec<String> = end
+            .rows
+            .iter()
+            .filter(|r| r.is_applied() && !known.contains(&r.migration_name))
+            .map(|r| r.migration_name.clone())
+            .collect();
+        lacks.sort();
+        lacks.dedup();
+        Ok(if lacks.is_empty() {
+            Fit::Fits
+        } else {
+            Fit::Lacks(lacks)
+        })
+    }
+}
+
+/// Checks the rollback target against the database before anything is stopped: the
+/// code must return to a release that knows the database state it will run on. When
+/// the chosen target does not (a `latest-stable` older than the schema: marked by hand,
+/// or a local mark lost), an automatic rollback returns instead to the commit whose
+/// state the database holds, the one running before this deploy, if it has not failed;
+/// a rollback by hand to such a target is refused (nothing was changed).
+fn matching_database(
+    run: &mut Run,
+    decided: Target,
+    previous: Option<&str>,
+    failed: &HashSet<String>,
+    policy: DbPolicy,
+) -> anyhow::Result<Target> {
+    let Target::Commit { commit, reason } = &decided else {
+        return Ok(decided);
+    };
+    if policy == DbPolicy::None {
+        return Ok(decided);
+    }
+    let state = PreDeployState::read(run)?;
+    let lacks = match state.fit(run, commit)? {
+        Fit::Fits => return Ok(decided),
+        Fit::Lacks(names) => Some(names),
+        Fit::Unknown => None,
+    };
+    let why = match &lacks {
+        Some(names) => format!(
+            "the database holds migration(s) {} that {} does not have",
+            names.join(", "),
+            git::abbrev(commit, 12)
+        ),
+        None => format!(
+            "the database holds the state of {}, and whether {} can run on it is not known (database.migrations = \"none\")",
+            state.state_of(run).as_deref().map_or("another release", |s| git::abbrev(s, 12)),
+            git::abbrev(commit, 12)
+        ),
+    };
+    if reason == "requested" {
+        return Ok(match lacks {
+            Some(_) => Target::None {
+                reason: format!(
+                    "--to {}: {why}, so its code would run on a schema it does not know; restore a backup of that release first (`stablehand restore ID`), or pass --db none to leave the database as it is",
+                    git::abbrev(commit, 12)
+                ),
+            },
+            None => decided,
+        });
+    }
+    let alternative = previous.filter(|p| p != commit && !failed.contains(*p));
+    if let Some(p) = alternative {
+        if matches!(state.fit(run, p)?, Fit::Fits) {
+            return Ok(Target::Commit {
+                commit: p.to_string(),
+                reason: format!(
+                    "the release running before this deploy, whose database state this is: {why}, so not {reason} {}",
+                    git::abbrev(commit, 12)
+                ),
+            });
+        }
+    }
+    Ok(decided)
 }
 
 /// The database decision with what it was made from.
@@ -854,19 +1093,19 @@ fn decide_database(
     let policy = policy.unwrap_or(run.loaded.config.database.on_rollback);
     let loaded = run.loaded;
     let journal = run.journal.clone();
-    let db = run.db()?;
-    let manifest = match &journal.backup {
-        Some(id) => Some(Catalog::new(loaded.backup_dir()).find(id)?),
-        None => None,
+    let target = journal.rollback_to.clone().unwrap_or_default();
+    let state = PreDeployState::read(run)?;
+    let target_lacks = match state.fit(run, &target)? {
+        Fit::Fits => Some(Vec::new()),
+        Fit::Lacks(names) => Some(names),
+        Fit::Unknown => None,
     };
-    let ledger_before: Ledger = manifest
-        .as_ref()
-        .and_then(|m| m.prisma_migrations.clone())
-        .map(|rows| serde_json::from_value(rows).map(|rows| Ledger { rows }))
-        .transpose()
-        .context("reading the backup's migration ledger")?
-        .unwrap_or_default();
-    let ledger_now = db.migration_ledger()?;
+    let PreDeployState {
+        manifest,
+        ledger_before,
+        ledger_now,
+    } = state;
+    let db = run.db()?;
     let writes = match manifest.as_ref().and_then(|m| m.write_counters.clone()) {
         Some(before) => Some(db.write_counters()?.since(&before)),
         None => None,
@@ -882,7 +1121,8 @@ fn decide_database(
             .as_ref()
             .and_then(|m| m.git_commit.clone())
             .or_else(|| journal.from.clone()),
-        target: journal.rollback_to.clone().unwrap_or_default(),
+        target,
+        target_lacks,
         down: decision::DownPath::NotConsidered,
     };
     let mut down_plan = None;
@@ -939,6 +1179,10 @@ fn decide_database(
 }
 
 /// Records the outcome in the history, removes the journal, and fills the steps.
+/// A rollback aborted by a second signal keeps its journal for `stablehand recover`
+/// (its outcome is recorded under no journal id, so recover does not take it for
+/// finished). A history that cannot be written (a full disk) does not change the
+/// outcome: the announcement still goes out, and the outcome says so.
 fn finish(
     run: &mut Run,
     outcome: anyhow::Result<Outcome>,
@@ -948,9 +1192,42 @@ fn finish(
     let mut outcome = outcome?;
     outcome.steps = run.journal.steps.clone();
     outcome.total_ms = started.elapsed().as_millis() as u64;
-    record(run.loaded, &run.journal.id, &outcome, trigger)?;
+    let aborted = crate::process::interrupted() && outcome.exit_code == EXIT_MANUAL;
+    if aborted {
+        let last = run
+            .journal
+            .steps
+            .last()
+            .map(|s| format!("{} ({})", s.name, s.status))
+            .unwrap_or_else(|| "its start".into());
+        outcome.message = format!(
+            "{}; ABORTED by a second signal during {last}: production is not known to be healthy; the journal stays: run `stablehand recover` to finish the rollback",
+            outcome.message
+        );
+    }
+    if let Some(why) = &run.journal_error {
+        outcome.message = format!(
+            "{}; the journal could not be written during the rollback ({why})",
+            outcome.message
+        );
+    }
+    let id = if aborted { "" } else { run.journal.id.as_str() };
+    if let Err(e) = record(run.loaded, id, &outcome, trigger) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "stablehand: the outcome could not be written to the history: {e:#}"
+        );
+        outcome.message = format!(
+            "{}; the history could not be written ({e:#})",
+            outcome.message
+        );
+    }
     failpoint("history:done");
-    Journal::finish(&run.state_dir)?;
+    if !aborted {
+        if let Err(e) = Journal::finish(&run.state_dir) {
+            tracing::warn!("{e:#}");
+        }
+    }
     Ok(outcome)
 }
 
@@ -1052,6 +1329,7 @@ pub fn rollback(loaded: &Loaded, req: &RollbackRequest) -> anyhow::Result<Outcom
         return refused_loudly(loaded, refused("rollback", message, started));
     }
     let mut journal = Journal::new("rollback", requested.as_deref().unwrap_or(""));
+    journal.phase = Phase::RollingBack;
     journal.from = last_deploy.and_then(|r| r.from.clone());
     journal.backup = last_deploy.and_then(|r| r.backup.clone());
     journal.stable_before = latest_stable;
@@ -1063,10 +1341,19 @@ pub fn rollback(loaded: &Loaded, req: &RollbackRequest) -> anyhow::Result<Outcom
         repo,
         runtime,
         db: None,
+        journal_error: None,
     };
-    run.journal.save(&run.state_dir)?;
+    run.save()?;
     let report = roll_back(&mut run, "manual", None, requested, req.db);
     let outcome = report.map(|report| {
+        if report.target.is_none() {
+            // Refused before anything was stopped.
+            return refused(
+                "rollback",
+                format!("{} (nothing was changed)", report.target_reason),
+                started,
+            );
+        }
         let exit_code = report_exit(&report);
         Outcome {
             outcome: if exit_code == EXIT_ROLLED_BACK {
@@ -1128,6 +1415,7 @@ pub fn recover(loaded: &Loaded, progress: bool) -> anyhow::Result<Outcome> {
         repo,
         runtime,
         db: None,
+        journal_error: None,
     };
     run.say(&format!(
         "recovering {} {} (phase {:?}, last step {})",
@@ -1192,7 +1480,8 @@ pub fn recover(loaded: &Loaded, progress: bool) -> anyhow::Result<Outcome> {
             // Only a commit that failed its gate counts as failed; one whose deploy was
             // interrupted is just not proven.
             let failed = run.journal.failed_commit.clone();
-            let report = roll_back(&mut run, "recover", failed, None, None)?;
+            let (requested, policy) = (run.journal.requested.clone(), run.journal.db_policy);
+            let report = roll_back(&mut run, "recover", failed, requested, policy)?;
             outcome.exit_code = report_exit(&report);
             outcome.outcome = if outcome.exit_code == EXIT_ROLLED_BACK {
                 "rolled_back"

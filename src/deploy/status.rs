@@ -41,10 +41,13 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<Status> {
             (None, None)
         }
     };
-    let last_release = journal::read_history(&state_dir)
+    let history = journal::read_history_checked(&state_dir)
         .map_err(|e| note("history", e))
-        .ok()
-        .and_then(|h| h.into_iter().last());
+        .ok();
+    if let Some(warning) = history.as_ref().and_then(|h| h.damage_warning(&state_dir)) {
+        note("history", anyhow::anyhow!(warning));
+    }
+    let last_release = history.and_then(|h| h.releases.into_iter().last());
     let listing = Catalog::new(loaded.backup_dir()).list();
     let (last_backup, last_backup_at, backups) = match listing {
         Ok(l) => (
