@@ -17,6 +17,7 @@ mod health;
 mod notify;
 mod remote;
 mod restore;
+mod rollback_rules;
 mod runtime;
 mod serve;
 mod stable;
