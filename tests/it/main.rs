@@ -18,6 +18,7 @@ mod notify;
 mod remote;
 mod restore;
 mod runtime;
+mod schedule;
 mod serve;
 mod stable;
 mod troubleshooting;
