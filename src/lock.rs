@@ -2,18 +2,39 @@
 //! `flock` (released by the kernel when the holder dies, so a stale lock is simply taken
 //! over) with the holder written inside: pid, host, command, start time and a heartbeat
 //! refreshed every few seconds.
+//!
+//! `serve`'s scheduled jobs take the same lock (holder `serve: scheduled backup`...), so a
+//! job never overlaps a deploy, rollback, recover or `migrate down`. The rule between
+//! them: a command that finds a scheduled job holding the lock waits for it (up to
+//! `SCHEDULED_JOB_WAIT`, saying so) instead of being refused, and while it waits it holds
+//! `.stablehand/lock.next`, which scheduled jobs yield to: the waiting command goes next.
+//! Any other holder refuses the command at once, as before.
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// The command of every lock holder that is one of `serve`'s scheduled jobs starts so.
+pub const SCHEDULED_JOB_PREFIX: &str = "serve: ";
+
+/// How long a deploy, rollback, recover or `migrate down` waits for a scheduled job that
+/// holds the lock before it is refused (exit 10, naming the job).
+pub const SCHEDULED_JOB_WAIT: Duration = Duration::from_secs(10 * 60);
+
+/// How often a waiting command tries the lock again.
+const RETRY: Duration = Duration::from_millis(100);
+
+/// How long a holder that has not written its name yet (it has only just taken the lock)
+/// is given to write it before the command is refused.
+const NAMING_GRACE: Duration = Duration::from_secs(2);
 
 /// Who holds (or held) the lock.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,10 +58,34 @@ impl std::fmt::Display for Holder {
 
 /// The lock is held by another process.
 #[derive(Debug, thiserror::Error)]
-#[error("another deploy or rollback holds the lock {path}: {holder}; wait for it to finish, or if that process is stuck, stop it (or run `stablehand unlock --force`)")]
+#[error("another deploy or rollback holds the lock {path}: {holder}{}; wait for it to finish, or if that process is stuck, stop it (or run `stablehand unlock --force`)", waited_note(*.waited))]
 pub struct Held {
     pub path: PathBuf,
+    /// The holder, described (or "a process that has not written its name yet").
     pub holder: String,
+    /// The holder as recorded in the lock file.
+    pub by: Option<Holder>,
+    /// How long this command waited for it (a scheduled job) before giving up.
+    pub waited: Option<Duration>,
+}
+
+fn waited_note(waited: Option<Duration>) -> String {
+    match waited {
+        Some(w) => format!(
+            ", still running after this command waited {} for it",
+            humantime::format_duration(Duration::from_secs(w.as_secs()))
+        ),
+        None => String::new(),
+    }
+}
+
+impl Held {
+    /// Whether the holder is one of `serve`'s scheduled jobs.
+    pub fn is_scheduled_job(&self) -> bool {
+        self.by
+            .as_ref()
+            .is_some_and(|h| h.command.starts_with(SCHEDULED_JOB_PREFIX))
+    }
 }
 
 /// The held lock; released on drop (or when the process dies).
@@ -54,6 +99,11 @@ pub struct AppLock {
 
 pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join("lock")
+}
+
+/// Held (flock) by a command waiting for a scheduled job to finish, its name inside.
+fn next_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("lock.next")
 }
 
 fn hostname() -> String {
@@ -92,7 +142,11 @@ pub fn read_holder(state_dir: &Path) -> Option<Holder> {
 
 /// Whether a process holds the lock now.
 pub fn is_held(state_dir: &Path) -> bool {
-    let Ok(file) = File::open(path(state_dir)) else {
+    flocked(&path(state_dir))
+}
+
+fn flocked(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else {
         return false;
     };
     match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
@@ -101,9 +155,108 @@ pub fn is_held(state_dir: &Path) -> bool {
     }
 }
 
+/// The command waiting for a scheduled job to release the lock, if one is: a scheduled
+/// job about to start lets it go first.
+pub fn next_in_line(state_dir: &Path) -> Option<Holder> {
+    let path = next_path(state_dir);
+    if !flocked(&path) {
+        return None;
+    }
+    let text = std::fs::read_to_string(&path).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// The place in line of a command waiting for a scheduled job; released on drop.
+struct NextInLine(nix::fcntl::Flock<File>);
+
+impl NextInLine {
+    /// None when another command already waits (it goes first; this one still waits).
+    fn take(state_dir: &Path, holder: &Holder) -> Option<NextInLine> {
+        let file = open_lock_file(&next_path(state_dir)).ok()?;
+        let mut lock =
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).ok()?;
+        write_holder(&mut lock, holder).ok()?;
+        Some(NextInLine(lock))
+    }
+}
+
+impl Drop for NextInLine {
+    fn drop(&mut self) {
+        let _ = self.0.set_len(0);
+    }
+}
+
+fn me(command: &str) -> Holder {
+    let now = jiff::Timestamp::now().to_string();
+    Holder {
+        pid: std::process::id(),
+        host: hostname(),
+        command: command.to_string(),
+        started_at: now.clone(),
+        heartbeat_at: now,
+    }
+}
+
 impl AppLock {
-    /// Takes the lock for `command`, or fails at once with `Held` naming the holder.
+    /// Takes the lock for `command`. A scheduled job of `serve` holding it is waited for
+    /// (up to `SCHEDULED_JOB_WAIT`, with a warning naming it); any other holder fails the
+    /// call at once with `Held` naming it.
     pub fn acquire(state_dir: &Path, command: &str) -> anyhow::Result<AppLock> {
+        Self::acquire_waiting(state_dir, command, SCHEDULED_JOB_WAIT)
+    }
+
+    /// `acquire`, waiting up to `limit` for a scheduled job.
+    fn acquire_waiting(
+        state_dir: &Path,
+        command: &str,
+        limit: Duration,
+    ) -> anyhow::Result<AppLock> {
+        let started = Instant::now();
+        let mut announced = false;
+        // Taken again each round while someone else has it (or a probe got in the way).
+        let mut place: Option<NextInLine> = None;
+        let mut unnamed_since: Option<Instant> = None;
+        loop {
+            let held = match Self::try_acquire(state_dir, command) {
+                Ok(lock) => return Ok(lock),
+                Err(e) => e.downcast::<Held>()?,
+            };
+            let waited = started.elapsed();
+            unnamed_since = match held.by {
+                None => unnamed_since.or(Some(Instant::now())),
+                Some(_) => None,
+            };
+            let wait = if held.is_scheduled_job() {
+                waited < limit
+            } else {
+                unnamed_since.is_some_and(|t| t.elapsed() < NAMING_GRACE)
+            };
+            if !wait {
+                return Err(Held {
+                    waited: held.is_scheduled_job().then_some(waited),
+                    ..held
+                }
+                .into());
+            }
+            if held.is_scheduled_job() {
+                if !announced {
+                    tracing::warn!(
+                        "waiting for {} to finish (up to {}) before this {command} starts",
+                        held.holder,
+                        humantime::format_duration(limit)
+                    );
+                    announced = true;
+                }
+                if place.is_none() {
+                    place = NextInLine::take(state_dir, &me(command));
+                }
+            }
+            std::thread::sleep(RETRY);
+        }
+    }
+
+    /// Takes the lock for `command` now, or fails with `Held` naming the holder.
+    pub fn try_acquire(state_dir: &Path, command: &str) -> anyhow::Result<AppLock> {
         fs_err::create_dir_all(state_dir)?;
         let path = path(state_dir);
         let file = open_lock_file(&path)?;
@@ -113,10 +266,18 @@ impl AppLock {
                 Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
                     let mut text = String::new();
                     let _ = file.read_to_string(&mut text);
-                    let holder = serde_json::from_str::<Holder>(&text)
+                    let by = serde_json::from_str::<Holder>(&text).ok();
+                    let holder = by
+                        .as_ref()
                         .map(|h| h.to_string())
-                        .unwrap_or_else(|_| "a process that has not written its name yet".into());
-                    return Err(Held { path, holder }.into());
+                        .unwrap_or_else(|| "a process that has not written its name yet".into());
+                    return Err(Held {
+                        path,
+                        holder,
+                        by,
+                        waited: None,
+                    }
+                    .into());
                 }
                 Err((_, e)) => {
                     return Err(e).with_context(|| format!("locking {}", path.display()))
@@ -128,14 +289,7 @@ impl AppLock {
         if let Some(h) = &took_over {
             tracing::warn!("took over the lock of a process that is gone: {h}");
         }
-        let now = jiff::Timestamp::now().to_string();
-        let holder = Holder {
-            pid: std::process::id(),
-            host: hostname(),
-            command: command.to_string(),
-            started_at: now.clone(),
-            heartbeat_at: now,
-        };
+        let holder = me(command);
         write_holder(&mut lock, &holder).with_context(|| format!("writing {}", path.display()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let heartbeat = {
@@ -232,5 +386,82 @@ mod tests {
             force_unlock(dir.path()).unwrap().is_none(),
             "released: nothing named"
         );
+    }
+
+    #[test]
+    fn a_deploy_waits_for_a_scheduled_job_and_goes_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = AppLock::try_acquire(dir.path(), "serve: scheduled backup").unwrap();
+        assert!(next_in_line(dir.path()).is_none());
+        let state_dir = dir.path().to_path_buf();
+        let deploy = std::thread::spawn(move || {
+            let started = Instant::now();
+            AppLock::acquire(&state_dir, "deploy").map(|lock| (lock, started.elapsed()))
+        });
+        let waiting = (0..100)
+            .find_map(|_| {
+                std::thread::sleep(Duration::from_millis(20));
+                next_in_line(dir.path())
+            })
+            .expect("the waiting deploy holds its place in line");
+        assert_eq!(waiting.command, "deploy");
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!deploy.is_finished(), "the deploy waits while the job runs");
+        drop(job);
+        let (lock, waited) = deploy.join().unwrap().expect("the deploy got the lock");
+        assert!(waited >= Duration::from_millis(300), "{waited:?}");
+        assert_eq!(read_holder(dir.path()).unwrap().command, "deploy");
+        assert!(next_in_line(dir.path()).is_none(), "its place is given up");
+        drop(lock);
+    }
+
+    #[test]
+    fn a_scheduled_job_still_running_after_the_limit_refuses_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let _job = AppLock::try_acquire(dir.path(), "serve: scheduled verify").unwrap();
+        let started = Instant::now();
+        let err = AppLock::acquire_waiting(dir.path(), "rollback", Duration::from_millis(400))
+            .err()
+            .unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        let held = err.downcast_ref::<Held>().expect("a Held error");
+        assert!(held.is_scheduled_job());
+        let msg = held.to_string();
+        assert!(msg.contains("`serve: scheduled verify`"), "{msg}");
+        assert!(
+            msg.contains("still running after this command waited"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_holder_with_no_name_yet_is_given_a_moment() {
+        // `is_held` (status, the dashboard) probes with a shared lock and writes no name:
+        // a deploy arriving during the probe waits it out instead of being refused.
+        let dir = tempfile::tempdir().unwrap();
+        drop(AppLock::acquire(dir.path(), "deploy").unwrap());
+        let file = File::open(path(dir.path())).unwrap();
+        let probe =
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(probe);
+        });
+        let lock = AppLock::acquire(dir.path(), "deploy").expect("taken once the probe is gone");
+        release.join().unwrap();
+        drop(lock);
+    }
+
+    #[test]
+    fn a_deploy_holding_the_lock_refuses_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let _deploy = AppLock::acquire(dir.path(), "deploy").unwrap();
+        let started = Instant::now();
+        let err = AppLock::acquire(dir.path(), "deploy").err().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let held = err.downcast_ref::<Held>().expect("a Held error");
+        assert!(!held.is_scheduled_job());
+        assert!(held.waited.is_none());
+        assert!(next_in_line(dir.path()).is_none(), "nobody waits");
     }
 }

@@ -4,8 +4,9 @@
 //! needs a token (`serve.token_env`), checked on every request.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use askama::Template;
@@ -16,6 +17,7 @@ use indicatif::HumanBytes;
 use jiff::Timestamp;
 
 use crate::config::Loaded;
+use crate::lock::{AppLock, Held, Holder};
 
 struct AppState {
     loaded: Loaded,
@@ -390,9 +392,133 @@ fn run_scheduler(loaded: &Loaded, jobs: Vec<Job>) {
     }
 }
 
+/// How long a scheduled job waits for a deploy, rollback, recover or `migrate down` that
+/// holds the app lock before it is skipped.
+const JOB_WAIT: Duration = Duration::from_secs(30 * 60);
+
+/// How often a waiting job looks at the lock again.
+const JOB_RETRY: Duration = Duration::from_secs(1);
+
+/// Whether a scheduled job may run now.
+enum Turn {
+    /// It may: the app lock, held for the job; and, when it had to wait, for whom.
+    Go {
+        lock: AppLock,
+        waited: Option<String>,
+    },
+    /// It may not: why.
+    Skip(String),
+}
+
+/// Takes the app lock for the scheduled job `name`, so that no deploy, rollback or
+/// recover runs (or connects to the database) while the job does, and none is running
+/// when it starts. A holder, or a command waiting for the lock (`lock::next_in_line`), is
+/// waited for up to `limit`, checking every second, and the wait is logged once per
+/// holder. An unfinished journal (a deploy cut short; `recover` finishes it) skips the job.
+fn take_turn(state_dir: &Path, name: &str, limit: Duration) -> anyhow::Result<Turn> {
+    let started = Instant::now();
+    let mut blocked_by: Option<Blocker> = None;
+    let lock = loop {
+        let blocker = match crate::lock::next_in_line(state_dir) {
+            Some(next) => Blocker::new(Some(&next), "waiting for the lock"),
+            None => match AppLock::try_acquire(state_dir, &format!("serve: scheduled {name}")) {
+                Ok(lock) => break lock,
+                Err(e) => match e.downcast_ref::<Held>() {
+                    Some(held) => Blocker::new(held.by.as_ref(), "running"),
+                    None => return Err(e.context("taking the app lock for a scheduled job")),
+                },
+            },
+        };
+        if started.elapsed() >= limit {
+            return Ok(Turn::Skip(format!(
+                "{} is still {} after {} of waiting; the job runs again at its next time",
+                blocker.who,
+                blocker.doing,
+                humantime::format_duration(limit)
+            )));
+        }
+        if blocked_by.as_ref() != Some(&blocker) {
+            eprintln!(
+                "stablehand serve: scheduled {name} waiting: {} is {}; the job runs when it has finished (waiting up to {})",
+                blocker.who,
+                blocker.doing,
+                humantime::format_duration(limit)
+            );
+            blocked_by = Some(blocker);
+        }
+        let pause = Instant::now();
+        while pause.elapsed() < JOB_RETRY {
+            if crate::process::interrupted() {
+                return Ok(Turn::Skip("serve is stopping".into()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    Ok(match crate::deploy::journal::Journal::load(state_dir) {
+        Ok(None) => Turn::Go {
+            lock,
+            waited: blocked_by.map(|b| {
+                format!(
+                    "waited {}: {} was {}",
+                    humantime::format_duration(Duration::from_secs(started.elapsed().as_secs())),
+                    b.who,
+                    b.doing
+                )
+            }),
+        },
+        Ok(Some(journal)) => Turn::Skip(crate::deploy::unfinished_message(&journal)),
+        Err(e) => Turn::Skip(format!("{e:#}")),
+    })
+}
+
+/// What a scheduled job waits for, as its log names it: "a deploy (pid 4121 on web-1)",
+/// "running".
+#[derive(PartialEq)]
+struct Blocker {
+    who: String,
+    doing: &'static str,
+}
+
+impl Blocker {
+    fn new(holder: Option<&Holder>, doing: &'static str) -> Blocker {
+        let who = match holder {
+            Some(h) if h.command.starts_with(crate::lock::SCHEDULED_JOB_PREFIX) => {
+                format!("`{}` (pid {} on {})", h.command, h.pid, h.host)
+            }
+            Some(h) => format!("a {} (pid {} on {})", h.command, h.pid, h.host),
+            None => "a process that has not written its name yet".into(),
+        };
+        Blocker { who, doing }
+    }
+}
+
 fn run_job(loaded: &Loaded, name: &str) {
-    eprintln!("stablehand serve: running scheduled {name}");
-    let result: anyhow::Result<String> = match name {
+    match take_turn(&loaded.state_dir(), name, JOB_WAIT) {
+        Ok(Turn::Go { lock, waited }) => {
+            let waited = waited.map(|w| format!(" ({w})")).unwrap_or_default();
+            eprintln!("stablehand serve: running scheduled {name}{waited}");
+            let result = run_job_now(loaded, name);
+            drop(lock);
+            match result {
+                Ok(what) => eprintln!("stablehand serve: scheduled {name} done{waited}: {what}"),
+                Err(e) => eprintln!(
+                    "stablehand serve: scheduled {name} FAILED{waited}: {}",
+                    crate::redact::redact_text(&format!("{e:#}"))
+                ),
+            }
+        }
+        Ok(Turn::Skip(why)) => eprintln!("stablehand serve: scheduled {name} SKIPPED: {why}"),
+        Err(e) => eprintln!(
+            "stablehand serve: scheduled {name} FAILED: {}",
+            crate::redact::redact_text(&format!("{e:#}"))
+        ),
+    }
+    crate::metrics::write_textfile(loaded);
+}
+
+/// Runs the job `name`; the caller holds the app lock.
+fn run_job_now(loaded: &Loaded, name: &str) -> anyhow::Result<String> {
+    match name {
         "backup" => crate::backup::create_backup(loaded, "scheduled", false)
             .map(|c| {
                 format!(
@@ -419,20 +545,103 @@ fn run_job(loaded: &Loaded, name: &str) {
         }),
         _ => crate::backup::prune(loaded, false)
             .map(|p| format!("pruned {} backup(s)", p.deleted().count())),
-    };
-    match result {
-        Ok(what) => eprintln!("stablehand serve: scheduled {name} done: {what}"),
-        Err(e) => eprintln!(
-            "stablehand serve: scheduled {name} FAILED: {}",
-            crate::redact::redact_text(&format!("{e:#}"))
-        ),
     }
-    crate::metrics::write_textfile(loaded);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_due_while_a_deploy_runs_waits_for_it_then_runs_saying_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let deploy = AppLock::acquire(dir.path(), "deploy").unwrap();
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            drop(deploy);
+        });
+        let started = Instant::now();
+        let turn = take_turn(dir.path(), "backup", Duration::from_secs(60)).unwrap();
+        releaser.join().unwrap();
+        let Turn::Go { lock, waited } = turn else {
+            panic!("the job runs once the deploy is done")
+        };
+        assert!(started.elapsed() >= Duration::from_millis(1500));
+        let waited = waited.expect("it says it waited");
+        let pid = std::process::id();
+        assert!(
+            waited.starts_with("waited ") && waited.contains(&format!("a deploy (pid {pid} on ")),
+            "{waited}"
+        );
+        assert!(waited.ends_with("was running"), "{waited}");
+        let holder = crate::lock::read_holder(dir.path()).unwrap();
+        assert_eq!(holder.command, "serve: scheduled backup");
+        drop(lock);
+    }
+
+    #[test]
+    fn a_job_skips_when_the_deploy_outlasts_the_wait_or_a_journal_is_unfinished() {
+        let dir = tempfile::tempdir().unwrap();
+        let deploy = AppLock::acquire(dir.path(), "rollback").unwrap();
+        let turn = take_turn(dir.path(), "verify", Duration::from_millis(500)).unwrap();
+        let Turn::Skip(why) = turn else {
+            panic!("skipped")
+        };
+        assert!(why.contains("a rollback (pid "), "{why}");
+        assert!(
+            why.contains("is still running after 500ms of waiting"),
+            "{why}"
+        );
+        drop(deploy);
+
+        let j = crate::deploy::journal::Journal::new("deploy", "abc123");
+        j.save(dir.path()).unwrap();
+        let Turn::Skip(why) = take_turn(dir.path(), "prune", Duration::from_secs(5)).unwrap()
+        else {
+            panic!("skipped")
+        };
+        assert!(why.contains("an unfinished deploy"), "{why}");
+        assert!(why.contains("run `stablehand recover`"), "{why}");
+        assert!(
+            !crate::lock::is_held(dir.path()),
+            "a skipped job gives the lock back"
+        );
+    }
+
+    #[test]
+    fn a_job_lets_a_command_waiting_for_the_lock_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = AppLock::try_acquire(dir.path(), "serve: scheduled backup").unwrap();
+        let state_dir = dir.path().to_path_buf();
+        let deployed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = deployed.clone();
+        let deploy = std::thread::spawn(move || {
+            let lock = AppLock::acquire(&state_dir, "deploy").unwrap();
+            std::thread::sleep(Duration::from_millis(1200));
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            drop(lock);
+        });
+        while crate::lock::next_in_line(dir.path()).is_none() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(job);
+        let Turn::Go { waited, .. } =
+            take_turn(dir.path(), "backup", Duration::from_secs(60)).unwrap()
+        else {
+            panic!("the next job runs after the deploy")
+        };
+        assert!(
+            deployed.load(std::sync::atomic::Ordering::SeqCst),
+            "the deploy went first"
+        );
+        deploy.join().unwrap();
+        assert!(
+            waited
+                .as_deref()
+                .is_some_and(|w| w.contains("a deploy (pid ")),
+            "{waited:?}"
+        );
+    }
 
     #[test]
     fn next_due_follows_the_cron_expression_in_utc() {

@@ -19,6 +19,7 @@ mod remote;
 mod restore;
 mod rollback_rules;
 mod runtime;
+mod schedule;
 mod serve;
 mod stable;
 mod troubleshooting;
