@@ -45,6 +45,10 @@ pub enum Command {
         /// Print the plan and change nothing
         #[arg(long)]
         dry_run: bool,
+        /// Run in the background, detached from the terminal (a cancelled CI job or a
+        /// dropped SSH session cannot interrupt it); `stablehand wait` waits for its outcome
+        #[arg(long, conflicts_with = "dry_run")]
+        detach: bool,
     },
     /// Roll code and database back to the last stable release (exit 11 healthy again, 12 not)
     Rollback {
@@ -61,6 +65,13 @@ pub enum Command {
     },
     /// Finish an interrupted deploy or rollback so code and database match
     Recover,
+    /// Wait for the running deploy, rollback or recover, then print its outcome and exit
+    /// with its exit code (0, 10, 11, 12)
+    Wait {
+        /// Give up after this long (exit 1; the deploy goes on)
+        #[arg(long, value_name = "DURATION", default_value = "2h")]
+        timeout: String,
+    },
     /// Check tools, versions, access, privileges, disk and secrets (exit 1 when something
     /// blocks a deploy)
     Doctor,

@@ -138,12 +138,15 @@ impl Repo {
         cmd
     }
 
+    /// A local git command (no network): it runs even after an interrupt, since reading
+    /// the repository and putting the code back are how an interrupted deploy ends
+    /// cleanly.
     fn run<I, S>(&self, args: I) -> Result<String, ProcessError>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        self.git().args(args).output()
+        self.git().cleanup().args(args).output()
     }
 
     /// The full sha of `rev` (a commit, tag or branch).
@@ -527,7 +530,8 @@ impl Repo {
     }
 
     /// Moves the work tree to `target` (`git reset --hard`). Refuses on local changes to
-    /// tracked files, naming them, unless `discard` is set.
+    /// tracked files, naming them, unless `discard` is set. Runs even after an
+    /// interrupt: putting the code back is how an interrupted deploy refuses cleanly.
     pub fn reset_hard(&self, target: &str, discard: bool) -> anyhow::Result<()> {
         let commit = self.resolve(target)?;
         let changes = self.local_changes()?;

@@ -1,6 +1,24 @@
 //! stablehand: guarded deploys for docker-compose + PostgreSQL apps.
 //! `run` parses the command line, loads the config, dispatches, and maps errors to exit codes.
 
+/// `println!` that never panics: a closed terminal (a dropped SSH session) or a closed
+/// pipe must not stop a deploy halfway. What cannot be written is lost; the outcome is
+/// still in the history and the notifications.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `eprintln!` that never panics (see `outln!`).
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 pub mod backup;
 pub mod check;
 pub mod cli;
@@ -145,8 +163,20 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
     let show_progress = !cli.quiet && !cli.json && std::io::stderr().is_terminal();
     let progress = !cli.quiet && !cli.json;
     match &cli.command {
-        Command::Deploy { reference, dry_run } => {
+        Command::Deploy {
+            reference,
+            dry_run,
+            detach,
+        } => {
             let loaded = load_config(cli)?;
+            if *detach {
+                let detached = deploy::background::detach(&loaded, std::env::args_os().collect())?;
+                report::detached(&detached, cli.json);
+                return Ok(Exit::Ok);
+            }
+            if !*dry_run {
+                process::ignore_hangup();
+            }
             let outcome = deploy::deploy(
                 &loaded,
                 &deploy::DeployRequest {
@@ -163,6 +193,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
             if !*yes {
                 confirm_rollback(&loaded)?;
             }
+            process::ignore_hangup();
             let outcome = deploy::rollback(
                 &loaded,
                 &deploy::RollbackRequest {
@@ -221,9 +252,21 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
         }
         Command::Recover => {
             let loaded = load_config(cli)?;
+            process::ignore_hangup();
             let outcome = deploy::recover(&loaded, progress)?;
             report::outcome(&outcome, cli.json);
             Ok(Exit::from_outcome(outcome.exit_code))
+        }
+        Command::Wait { timeout } => {
+            let loaded = load_config(cli)?;
+            let timeout = humantime::parse_duration(timeout).map_err(|e| {
+                UsageError(format!(
+                    "--timeout {timeout:?} is not a duration like 90s or 2h: {e}"
+                ))
+            })?;
+            let waited = deploy::background::wait(&loaded, timeout)?;
+            report::waited(&waited, cli.json);
+            Ok(Exit::from_outcome(waited.exit_code))
         }
         Command::Status => {
             let loaded = load_config(cli)?;
@@ -293,7 +336,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
                         report::backup_list(&catalog.list()?, None, cli.json);
                     }
                 }
-                eprintln!("restore needs a backup id: stablehand restore ID (or \"latest\")");
+                errln!("restore needs a backup id: stablehand restore ID (or \"latest\")");
                 return Ok(Exit::Usage);
             };
             let restored = restore::restore(

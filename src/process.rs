@@ -563,6 +563,20 @@ fn on_signal() {
     }
 }
 
+/// Ignores SIGHUP from here on (it stays ignored in the programs stablehand runs): a
+/// deploy, rollback or recover whose terminal goes away (a dropped SSH session) runs
+/// to completion, and its outcome stays readable (`status`, `history`, `wait`).
+pub fn ignore_hangup() {
+    install_interrupt_handler();
+    // SAFETY: setting a signal's disposition to SIG_IGN runs no handler code.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGHUP,
+            nix::sys::signal::SigHandler::SigIgn,
+        )
+    };
+}
+
 /// Installs the SIGINT/SIGTERM/SIGHUP handler (`on_signal`) once.
 pub fn install_interrupt_handler() {
     static ONCE: OnceLock<()> = OnceLock::new();

@@ -10,7 +10,7 @@ use crate::backup::manifest::Manifest;
 use crate::backup::{Created, PruneOutcome, Verified};
 
 fn print_json<T: Serialize + ?Sized>(value: &T) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).expect("reports serialise")
     );
@@ -26,7 +26,7 @@ pub fn error(err: &anyhow::Error, exit_code: i32, json: bool) {
             "error": text,
         }));
     }
-    eprintln!("error: {text}");
+    errln!("error: {text}");
 }
 
 /// "3h ago", "2d ago".
@@ -89,10 +89,10 @@ pub fn created(c: &Created, json: bool, quiet: bool) {
         return;
     }
     if let Some(e) = &c.prune.error {
-        eprintln!("warning: the backup stands, but pruning old backups failed: {e}");
+        errln!("warning: the backup stands, but pruning old backups failed: {e}");
     }
     if quiet {
-        println!("{}", c.backup.id);
+        outln!("{}", c.backup.id);
         return;
     }
     let m = &c.backup;
@@ -101,16 +101,16 @@ pub fn created(c: &Created, json: bool, quiet: bool) {
     } else {
         0.0
     };
-    println!("backup {} created", m.id);
-    println!("  file      {}", c.path);
-    println!(
+    outln!("backup {} created", m.id);
+    outln!("  file      {}", c.path);
+    outln!(
         "  size      {} (pg_dump wrote {}, {:.1}x smaller)",
         HumanBytes(m.size_bytes),
         HumanBytes(m.dump_bytes),
         ratio
     );
-    println!("  sha256    {}", m.sha256);
-    println!(
+    outln!("  sha256    {}", m.sha256);
+    outln!(
         "  database  {} (PostgreSQL {}, {} mode)",
         m.database.name,
         m.database.server_version,
@@ -119,21 +119,22 @@ pub fn created(c: &Created, json: bool, quiet: bool) {
             .as_str()
             .unwrap_or("")
     );
-    println!("  took      {:.1}s", m.duration_ms as f64 / 1000.0);
+    outln!("  took      {:.1}s", m.duration_ms as f64 / 1000.0);
     if let Some(v) = &m.verification {
-        println!(
+        outln!(
             "  checked   {} ({} entries in the table of contents)",
-            v.method, v.toc_entries
+            v.method,
+            v.toc_entries
         );
     }
     if let Some(rows) = m.prisma_migrations.as_ref().and_then(|p| p.as_array()) {
-        println!("  prisma    {} migration rows recorded", rows.len());
+        outln!("  prisma    {} migration rows recorded", rows.len());
     }
     if let Some(e) = &m.encryption {
-        println!("  encrypted age, to {}", e.recipients.join(", "));
+        outln!("  encrypted age, to {}", e.recipients.join(", "));
     }
     for u in &m.uploads {
-        println!(
+        outln!(
             "  offsite   {}: {} ({}, sha256 {})",
             u.remote,
             u.file,
@@ -142,23 +143,23 @@ pub fn created(c: &Created, json: bool, quiet: bool) {
         );
     }
     for f in &c.upload_failures {
-        println!("  offsite   {}: FAILED: {}", f.remote, f.error);
+        outln!("  offsite   {}: FAILED: {}", f.remote, f.error);
     }
     for p in &c.remote_prune {
         if !p.deleted.is_empty() {
-            println!(
+            outln!(
                 "retention on {}: deleted {}",
                 p.remote,
                 p.deleted.join(", ")
             );
         }
         if let Some(e) = &p.error {
-            eprintln!("warning: retention on remote {} failed: {e}", p.remote);
+            errln!("warning: retention on remote {} failed: {e}", p.remote);
         }
     }
     let deleted: Vec<&str> = c.prune.deleted().map(|r| r.id.as_str()).collect();
     if !deleted.is_empty() {
-        println!(
+        outln!(
             "retention: deleted {} old backup(s): {}",
             deleted.len(),
             deleted.join(", ")
@@ -188,7 +189,7 @@ pub fn backup_list(
     }
     if let Some(side) = databases {
         if side.is_empty() {
-            println!("no databases kept beside the live one");
+            outln!("no databases kept beside the live one");
         } else {
             let rows: Vec<Vec<String>> = side
                 .iter()
@@ -200,14 +201,14 @@ pub fn backup_list(
                     ]
                 })
                 .collect();
-            println!("{}", table(&["DATABASE", "KIND", "SIZE"], &rows));
-            println!("(drop one with `stablehand db drop-kept NAME --yes`)");
+            outln!("{}", table(&["DATABASE", "KIND", "SIZE"], &rows));
+            outln!("(drop one with `stablehand db drop-kept NAME --yes`)");
         }
-        println!();
+        outln!();
     }
     let now = Timestamp::now();
     if listing.backups.is_empty() {
-        println!("no backups yet (create one with `stablehand backup`)");
+        outln!("no backups yet (create one with `stablehand backup`)");
     } else {
         let rows: Vec<Vec<String>> = listing
             .backups
@@ -229,7 +230,7 @@ pub fn backup_list(
                 ]
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             table(
                 &[
@@ -247,7 +248,7 @@ pub fn backup_list(
         );
     }
     for s in &listing.strays {
-        eprintln!("note: {}: {}", s.file, s.problem);
+        errln!("note: {}: {}", s.file, s.problem);
     }
 }
 
@@ -257,44 +258,49 @@ pub fn backup_show(m: &Manifest, catalog: &Catalog, json: bool) {
         return;
     }
     let now = Timestamp::now();
-    println!("backup    {}", m.id);
-    println!("file      {}", m.data_path(&catalog.dir).display());
-    println!(
+    outln!("backup    {}", m.id);
+    outln!("file      {}", m.data_path(&catalog.dir).display());
+    outln!(
         "created   {} UTC ({})",
         short_time(m.created_at),
         age(m.created_at, now)
     );
-    println!("label     {}", m.label);
-    println!(
+    outln!("label     {}", m.label);
+    outln!(
         "commit    {}",
         m.git_commit
             .as_deref()
             .unwrap_or("- (not a git repository)")
     );
-    println!(
+    outln!(
         "database  {} (PostgreSQL {})",
-        m.database.name, m.database.server_version
+        m.database.name,
+        m.database.server_version
     );
-    println!(
+    outln!(
         "size      {} ({} dumped)",
         HumanBytes(m.size_bytes),
         HumanBytes(m.dump_bytes)
     );
-    println!("sha256    {}", m.sha256);
-    println!(
+    outln!("sha256    {}", m.sha256);
+    outln!(
         "format    {}, zstd level {} ({} threads)",
-        m.format, m.compression.level, m.compression.threads
+        m.format,
+        m.compression.level,
+        m.compression.threads
     );
-    println!(
+    outln!(
         "tools     pg_dump {}, stablehand {}, zstd {}",
-        m.tools.pg_dump, m.tools.stablehand, m.tools.zstd
+        m.tools.pg_dump,
+        m.tools.stablehand,
+        m.tools.zstd
     );
-    println!("took      {:.1}s", m.duration_ms as f64 / 1000.0);
-    println!("verified  {}", verified_cell(m));
-    println!("pinned    {}", if m.pinned { "yes" } else { "no" });
+    outln!("took      {:.1}s", m.duration_ms as f64 / 1000.0);
+    outln!("verified  {}", verified_cell(m));
+    outln!("pinned    {}", if m.pinned { "yes" } else { "no" });
     match m.prisma_migrations.as_ref().and_then(|p| p.as_array()) {
-        Some(rows) => println!("prisma    {} rows in _prisma_migrations", rows.len()),
-        None => println!("prisma    no _prisma_migrations table"),
+        Some(rows) => outln!("prisma    {} rows in _prisma_migrations", rows.len()),
+        None => outln!("prisma    no _prisma_migrations table"),
     }
 }
 
@@ -306,23 +312,23 @@ pub fn verify(results: &[Verified], json: bool) {
     for r in results {
         match &r.problem {
             None => match r.toc_entries {
-                Some(n) => println!(
+                Some(n) => outln!(
                     "ok      {}  ({}, {n} entries in the table of contents)",
                     r.id,
                     HumanBytes(r.size_bytes),
                 ),
-                None => println!(
+                None => outln!(
                     "ok      {}  ({}, size and SHA-256 match the manifest)",
                     r.id,
                     HumanBytes(r.size_bytes),
                 ),
             },
-            Some(p) => println!("FAILED  {}  {}", r.id, p),
+            Some(p) => outln!("FAILED  {}  {}", r.id, p),
         }
     }
     let failed = results.iter().filter(|r| !r.ok).count();
     if failed > 0 {
-        eprintln!(
+        errln!(
             "{failed} of {} backup(s) failed verification; they no longer count as verified. Do not restore from them.",
             results.len()
         );
@@ -335,7 +341,7 @@ pub fn prune(p: &PruneOutcome, json: bool) {
         return;
     }
     if p.rows.is_empty() {
-        println!("no backups to prune");
+        outln!("no backups to prune");
         return;
     }
     let rows: Vec<Vec<String>> = p
@@ -365,15 +371,15 @@ pub fn prune(p: &PruneOutcome, json: bool) {
             ]
         })
         .collect();
-    println!(
+    outln!(
         "{}",
         table(&["ID", "CREATED (UTC)", "SIZE", "DECISION"], &rows)
     );
     let n = p.deleted().count();
     let verb = if p.dry_run { "would delete" } else { "deleted" };
-    println!("{verb} {n} of {} backup(s)", p.rows.len());
+    outln!("{verb} {n} of {} backup(s)", p.rows.len());
     if let Some(e) = &p.error {
-        eprintln!("error: some backups could not be deleted: {e}");
+        errln!("error: some backups could not be deleted: {e}");
     }
 }
 
@@ -381,9 +387,9 @@ pub fn pinned(m: &Manifest, json: bool) {
     if json {
         print_json(m);
     } else if m.pinned {
-        println!("pinned {}: retention will never delete it", m.id);
+        outln!("pinned {}: retention will never delete it", m.id);
     } else {
-        println!("unpinned {}: retention rules apply to it again", m.id);
+        outln!("unpinned {}: retention rules apply to it again", m.id);
     }
 }
 
@@ -392,17 +398,17 @@ pub fn marked(m: &crate::git::Marked, json: bool) {
         print_json(m);
         return;
     }
-    println!(
+    outln!(
         "marked {} stable: tag {}, {} moved to it",
         crate::git::abbrev(&m.commit, 12),
         m.tag,
         m.stable_tag
     );
     if m.pushed {
-        println!("pushed both tags to the remote");
+        outln!("pushed both tags to the remote");
     }
     if let Some(e) = &m.push_error {
-        eprintln!("{}: {e}", if m.pushed { "note" } else { "error" });
+        errln!("{}: {e}", if m.pushed { "note" } else { "error" });
     }
 }
 
@@ -412,7 +418,7 @@ pub fn stable_list(tags: &[crate::git::StableTag], names: &crate::git::TagNames,
         return;
     }
     if tags.is_empty() {
-        println!(
+        outln!(
             "no stable releases yet (no tags {}*); mark one with `stablehand stable mark`",
             names.prefix
         );
@@ -434,7 +440,7 @@ pub fn stable_list(tags: &[crate::git::StableTag], names: &crate::git::TagNames,
             ]
         })
         .collect();
-    println!(
+    outln!(
         "{}",
         table(&["TAG", "COMMIT", "TAGGED", "SUBJECT", ""], &rows)
     );
@@ -456,20 +462,20 @@ pub fn target(
     }
     match target {
         crate::git::Target::Commit { commit, reason } => {
-            println!(
+            outln!(
                 "a rollback from {} would go to {} ({reason})",
                 crate::git::abbrev(current, 12),
                 crate::git::abbrev(commit, 12)
             );
             if !reverted.is_empty() {
-                println!("commits it would revert ({}):", reverted.len());
+                outln!("commits it would revert ({}):", reverted.len());
                 for c in reverted {
-                    println!("  {} {}", crate::git::abbrev(&c.sha, 12), c.subject);
+                    outln!("  {} {}", crate::git::abbrev(&c.sha, 12), c.subject);
                 }
             }
         }
         crate::git::Target::None { reason } => {
-            eprintln!(
+            errln!(
                 "no rollback target from {} (if it failed now): {reason}",
                 crate::git::abbrev(current, 12)
             );
@@ -484,9 +490,9 @@ pub fn restored(r: &crate::restore::Restored, json: bool) {
     }
     let rows: u64 = r.tables.values().sum();
     match r.method.as_str() {
-        "target" => println!("restored backup {} into the new database {}", r.backup, r.restored_into),
-        "in_place" => println!("restored backup {} in place into {}", r.backup, r.database),
-        _ => println!(
+        "target" => outln!("restored backup {} into the new database {}", r.backup, r.restored_into),
+        "in_place" => outln!("restored backup {} in place into {}", r.backup, r.database),
+        _ => outln!(
             "restored backup {} into {}: swapped in within {} ms; the previous database is kept as {}",
             r.backup,
             r.database,
@@ -494,32 +500,32 @@ pub fn restored(r: &crate::restore::Restored, json: bool) {
             r.kept_as.as_deref().unwrap_or("-")
         ),
     }
-    println!(
+    outln!(
         "  {} table(s), {rows} row(s) in all; restore took {:.1}s, {:.1}s in all",
         r.tables.len(),
         r.restore_ms as f64 / 1000.0,
         r.total_ms as f64 / 1000.0
     );
     for (t, n) in &r.tables {
-        println!("    {t}: {n}");
+        outln!("    {t}: {n}");
     }
     if r.app_stopped {
-        println!("  the app was stopped for the swap and started again");
+        outln!("  the app was stopped for the swap and started again");
     }
     if !r.leftovers_dropped.is_empty() {
-        println!(
+        outln!(
             "  dropped leftovers of interrupted restores: {}",
             r.leftovers_dropped.join(", ")
         );
     }
     if !r.replaced_dropped.is_empty() {
-        println!(
+        outln!(
             "  dropped older replaced databases (database.keep_replaced_databases): {}",
             r.replaced_dropped.join(", ")
         );
     }
     if let Some(w) = &r.warning {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
 }
 
@@ -530,14 +536,14 @@ pub fn restore_tests(results: &[crate::restore::RestoreTest], json: bool) {
     }
     for r in results {
         match &r.problem {
-            None => println!(
+            None => outln!(
                 "ok      {}  restored into a scratch database: {} tables, {} rows ({:.1}s)",
                 r.id,
                 r.tables,
                 r.rows,
                 r.took_ms as f64 / 1000.0
             ),
-            Some(p) => println!("FAILED  {}  {p}", r.id),
+            Some(p) => outln!("FAILED  {}  {p}", r.id),
         }
     }
 }
@@ -546,7 +552,7 @@ pub fn dropped(name: &str, json: bool) {
     if json {
         print_json(&serde_json::json!({ "dropped": name }));
     } else {
-        println!("dropped database {name}");
+        outln!("dropped database {name}");
     }
 }
 
@@ -562,13 +568,13 @@ pub fn health_round(round: &crate::health::Round, decision: &crate::health::Deci
                 None => format!("{consecutive_ok} ok in a row"),
             };
             if round.all_ok {
-                eprintln!("[{at:5.1}s] ok ({phase})");
+                errln!("[{at:5.1}s] ok ({phase})");
             } else {
-                eprintln!("[{at:5.1}s] not yet: {}", round.problems.join("; "));
+                errln!("[{at:5.1}s] not yet: {}", round.problems.join("; "));
             }
         }
-        crate::health::Decision::Pass => eprintln!("[{at:5.1}s] healthy"),
-        crate::health::Decision::Fail { .. } => eprintln!("[{at:5.1}s] unhealthy"),
+        crate::health::Decision::Pass => errln!("[{at:5.1}s] healthy"),
+        crate::health::Decision::Fail { .. } => errln!("[{at:5.1}s] unhealthy"),
     }
 }
 
@@ -578,20 +584,20 @@ pub fn health_verdict(v: &crate::health::Verdict, json: bool) {
         return;
     }
     if v.passed {
-        println!(
+        outln!(
             "healthy: the gate passed after {:.1}s ({} rounds)",
             v.took_ms as f64 / 1000.0,
             v.rounds
         );
     } else {
-        println!(
+        outln!(
             "UNHEALTHY after {:.1}s: {}",
             v.took_ms as f64 / 1000.0,
             v.reason.as_deref().unwrap_or("")
         );
     }
     for p in &v.probes {
-        println!(
+        outln!(
             "  {} {}  {} ({} ms)",
             if p.ok { "ok  " } else { "FAIL" },
             p.url,
@@ -600,7 +606,7 @@ pub fn health_verdict(v: &crate::health::Verdict, json: bool) {
         );
     }
     for c in &v.containers {
-        println!(
+        outln!(
             "  {} service {} [{}]: {}{}, restarts {}",
             if c.is_ok() { "ok  " } else { "FAIL" },
             c.service,
@@ -614,14 +620,58 @@ pub fn health_verdict(v: &crate::health::Verdict, json: bool) {
         );
     }
     for (service, logs) in &v.logs {
-        println!("  last log lines of {service}:");
+        outln!("  last log lines of {service}:");
         for line in logs.lines() {
-            println!("    {line}");
+            outln!("    {line}");
         }
     }
 }
 
 /// A deploy, rollback or recover outcome.
+/// `stablehand deploy --detach`.
+pub fn detached(d: &crate::deploy::background::Detached, json: bool) {
+    if json {
+        print_json(d);
+        return;
+    }
+    if d.running {
+        outln!(
+            "deploy running in the background as pid {} (output: {}); `stablehand wait` waits for its outcome",
+            d.pid,
+            d.log.display()
+        );
+    } else {
+        outln!(
+            "the background deploy (pid {}) has already finished; `stablehand wait` shows its outcome (output: {})",
+            d.pid,
+            d.log.display()
+        );
+    }
+}
+
+/// `stablehand wait`: the outcome it waited for.
+pub fn waited(w: &crate::deploy::background::Waited, json: bool) {
+    if json {
+        print_json(w);
+        return;
+    }
+    match (&w.unfinished, &w.release) {
+        (Some(unfinished), _) => outln!(
+            "MANUAL INTERVENTION REQUIRED (exit {}): {unfinished}",
+            w.exit_code
+        ),
+        (None, Some(r)) => outln!(
+            "{} {} (exit {}, recorded {}): {}",
+            r.command,
+            r.outcome,
+            r.exit_code,
+            r.at,
+            r.message
+        ),
+        (None, None) => outln!("no deploy or rollback recorded yet"),
+    }
+}
+
 pub fn outcome(o: &crate::deploy::Outcome, json: bool) {
     if json {
         print_json(o);
@@ -636,9 +686,9 @@ pub fn outcome(o: &crate::deploy::Outcome, json: bool) {
         "nothing_to_do" => "NOTHING TO DO",
         other => other,
     };
-    println!("{headline} (exit {}): {}", o.exit_code, o.message);
+    outln!("{headline} (exit {}): {}", o.exit_code, o.message);
     if let Some(plan) = &o.plan {
-        println!(
+        outln!(
             "  running {}  ->  target {}  (latest-stable: {})",
             crate::git::abbrev(&plan.running, 12),
             crate::git::abbrev(&plan.target, 12),
@@ -646,12 +696,12 @@ pub fn outcome(o: &crate::deploy::Outcome, json: bool) {
                 .as_deref()
                 .map_or("none yet", |s| crate::git::abbrev(s, 12))
         );
-        println!("  commits the deploy brings ({}):", plan.commits.len());
+        outln!("  commits the deploy brings ({}):", plan.commits.len());
         for c in &plan.commits {
-            println!("    {} {}", crate::git::abbrev(&c.sha, 7), c.subject);
+            outln!("    {} {}", crate::git::abbrev(&c.sha, 7), c.subject);
         }
-        println!("  backup first: {}", plan.database);
-        println!(
+        outln!("  backup first: {}", plan.database);
+        outln!(
             "  runtime: {}{}; snapshot: {}",
             plan.runtime,
             if plan.services.is_empty() {
@@ -661,12 +711,15 @@ pub fn outcome(o: &crate::deploy::Outcome, json: bool) {
             },
             plan.snapshot
         );
+        if let Some(note) = &plan.stable_sync {
+            outln!("  {note}");
+        }
     }
     if let Some(rb) = &o.rollback {
         if let Some(failed) = &rb.failed_commit {
-            println!("  failed commit: {}", crate::git::abbrev(failed, 12));
+            outln!("  failed commit: {}", crate::git::abbrev(failed, 12));
         }
-        println!(
+        outln!(
             "  rollback target: {} ({})",
             rb.target
                 .as_deref()
@@ -674,29 +727,29 @@ pub fn outcome(o: &crate::deploy::Outcome, json: bool) {
             rb.target_reason
         );
         if !rb.reverted_commits.is_empty() {
-            println!("  reverted commits:");
+            outln!("  reverted commits:");
             for c in &rb.reverted_commits {
-                println!("    {} {}", crate::git::abbrev(&c.sha, 7), c.subject);
+                outln!("    {} {}", crate::git::abbrev(&c.sha, 7), c.subject);
             }
         }
         if let Some(db) = &rb.db {
-            println!("  database: {}: {}", db.name(), db.reason());
+            outln!("  database: {}: {}", db.name(), db.reason());
         }
         if let Some(w) = rb.writes_since_backup {
-            println!("  writes since the pre-deploy backup: {w}");
+            outln!("  writes since the pre-deploy backup: {w}");
         }
         if let Some(kept) = &rb.kept_database {
-            println!("  the failed database is kept as {kept} (drop it with `stablehand db drop-kept {kept} --yes`)");
+            outln!("  the failed database is kept as {kept} (drop it with `stablehand db drop-kept {kept} --yes`)");
         }
         for i in &rb.images {
-            println!("  {}: {} ({})", i.service, i.image, i.source);
+            outln!("  {}: {} ({})", i.service, i.image, i.source);
         }
-        println!("  rollback took {:.1}s", rb.took_ms as f64 / 1000.0);
+        outln!("  rollback took {:.1}s", rb.took_ms as f64 / 1000.0);
     }
     if !o.steps.is_empty() {
-        println!("  steps:");
+        outln!("  steps:");
         for s in &o.steps {
-            println!(
+            outln!(
                 "    {:<16} {:<8} {:>8}{}",
                 s.name,
                 s.status,
@@ -710,7 +763,7 @@ pub fn outcome(o: &crate::deploy::Outcome, json: bool) {
             );
         }
     }
-    println!("  total {:.1}s", o.total_ms as f64 / 1000.0);
+    outln!("  total {:.1}s", o.total_ms as f64 / 1000.0);
 }
 
 /// `stablehand status`.
@@ -720,7 +773,7 @@ pub fn status(s: &crate::deploy::status::Status, json: bool) {
         return;
     }
     if let Some(j) = &s.unfinished {
-        println!(
+        outln!(
             "UNFINISHED {} {} (started {} by pid {}, phase {:?}, last step {}): run `stablehand recover`",
             j.command,
             j.id,
@@ -737,10 +790,10 @@ pub fn status(s: &crate::deploy::status::Status, json: bool) {
         x.as_deref()
             .map_or("-".to_string(), |v| crate::git::abbrev(v, 12).to_string())
     };
-    println!("running commit:  {}", c(&s.running_commit));
-    println!("latest-stable:   {}", c(&s.latest_stable));
+    outln!("running commit:  {}", c(&s.running_commit));
+    outln!("latest-stable:   {}", c(&s.latest_stable));
     match &s.last_release {
-        Some(r) => println!(
+        Some(r) => outln!(
             "last {}:     {} {} ({}, exit {}): {}",
             r.command,
             r.outcome,
@@ -749,29 +802,29 @@ pub fn status(s: &crate::deploy::status::Status, json: bool) {
             r.exit_code,
             r.message
         ),
-        None => println!("last deploy:     none recorded"),
+        None => outln!("last deploy:     none recorded"),
     }
     match (&s.last_backup, s.last_backup_at) {
-        (Some(id), Some(at)) => println!(
+        (Some(id), Some(at)) => outln!(
             "last backup:     {id} ({}), {} in all",
             age(at, Timestamp::now()),
             s.backups
         ),
-        _ => println!("last backup:     none"),
+        _ => outln!("last backup:     none"),
     }
     if s.kept_databases.is_empty() {
-        println!("kept databases:  none");
+        outln!("kept databases:  none");
     } else {
-        println!("kept databases:");
+        outln!("kept databases:");
         for d in &s.kept_databases {
-            println!("  {} ({}, {})", d.name, d.kind, HumanBytes(d.size_bytes));
+            outln!("  {} ({}, {})", d.name, d.kind, HumanBytes(d.size_bytes));
         }
     }
     if let Some(h) = &s.lock_holder {
-        println!("deploy lock:     held by {h}");
+        outln!("deploy lock:     held by {h}");
     }
     for p in &s.problems {
-        println!("problem: {p}");
+        outln!("problem: {p}");
     }
 }
 
@@ -782,7 +835,7 @@ pub fn history(h: &[crate::deploy::journal::Release], json: bool) {
         return;
     }
     if h.is_empty() {
-        println!("no deploys or rollbacks recorded yet");
+        outln!("no deploys or rollbacks recorded yet");
         return;
     }
     let c = |x: &Option<String>| {
@@ -806,7 +859,7 @@ pub fn history(h: &[crate::deploy::journal::Release], json: bool) {
             ]
         })
         .collect();
-    println!(
+    outln!(
         "{}",
         table(
             &[
@@ -825,8 +878,8 @@ pub fn unlocked(holder: Option<&crate::lock::Holder>, json: bool) {
         return;
     }
     match holder {
-        Some(h) => println!("removed the deploy lock (it named {h})"),
-        None => println!("there was no deploy lock"),
+        Some(h) => outln!("removed the deploy lock (it named {h})"),
+        None => outln!("there was no deploy lock"),
     }
 }
 
@@ -837,12 +890,12 @@ pub fn check(r: &crate::check::Report, json: bool) {
         return;
     }
     if r.ok {
-        println!("ok: backups fresh and verified, no unfinished deploy, the release is healthy");
+        outln!("ok: backups fresh and verified, no unfinished deploy, the release is healthy");
         return;
     }
-    println!("ALERT: {} condition(s) hold", r.problems.len());
+    outln!("ALERT: {} condition(s) hold", r.problems.len());
     for p in &r.problems {
-        println!("  {}: {}\n    fix: {}", p.condition, p.detail, p.fix);
+        outln!("  {}: {}\n    fix: {}", p.condition, p.detail, p.fix);
     }
 }
 
@@ -852,9 +905,9 @@ pub fn initialized(path: &std::path::Path, d: &crate::init::Detected, json: bool
         print_json(&serde_json::json!({ "written": path, "detected": d }));
         return;
     }
-    println!("wrote {}", path.display());
+    outln!("wrote {}", path.display());
     if let Some(f) = &d.compose_file {
-        println!(
+        outln!(
             "  compose file {f}: database service {}, app services {}",
             d.db_service.as_deref().unwrap_or("none found"),
             if d.app_services.is_empty() {
@@ -864,16 +917,16 @@ pub fn initialized(path: &std::path::Path, d: &crate::init::Detected, json: bool
             }
         );
     }
-    println!(
+    outln!(
         "  git remote {}, branch {}; migrations: {}",
         d.git_remote.as_deref().unwrap_or("none"),
         d.git_branch.as_deref().unwrap_or("the remote's default"),
         if d.prisma { "prisma" } else { "none found" }
     );
     for n in &d.notes {
-        println!("  CHECK: {n}");
+        outln!("  CHECK: {n}");
     }
-    println!("next: `stablehand doctor`, then `stablehand deploy --dry-run`");
+    outln!("next: `stablehand doctor`, then `stablehand deploy --dry-run`");
 }
 
 /// `stablehand doctor`.
@@ -894,11 +947,11 @@ pub fn doctor(r: &crate::doctor::Report, json: bool) {
             ]
         })
         .collect();
-    println!("{}", table(&["", "CHECK", "FOUND", "FIX"], &rows));
+    outln!("{}", table(&["", "CHECK", "FOUND", "FIX"], &rows));
     if r.blocking == 0 {
-        println!("nothing blocks a deploy");
+        outln!("nothing blocks a deploy");
     } else {
-        println!("{} problem(s) block a deploy", r.blocking);
+        outln!("{} problem(s) block a deploy", r.blocking);
     }
 }
 
@@ -909,9 +962,7 @@ pub fn migrate_down(r: &crate::migrations::DownReport, json: bool) {
         return;
     }
     if r.migrations.is_empty() {
-        println!(
-            "nothing to undo: no migration is applied (after the one named with --to, if any)"
-        );
+        outln!("nothing to undo: no migration is applied (after the one named with --to, if any)");
         return;
     }
     let verb = if r.applied.is_some() {
@@ -919,13 +970,13 @@ pub fn migrate_down(r: &crate::migrations::DownReport, json: bool) {
     } else {
         "would undo"
     };
-    println!(
+    outln!(
         "{verb} {} migration(s) in database {}, newest first: {}",
         r.migrations.len(),
         r.database,
         r.migrations.join(", ")
     );
-    println!(
+    outln!(
         "  {} statement(s), {}",
         r.statements,
         if r.transactional {
@@ -935,29 +986,29 @@ pub fn migrate_down(r: &crate::migrations::DownReport, json: bool) {
         }
     );
     if !r.destroys.is_empty() {
-        println!(
+        outln!(
             "  drops {} (no data written since the reference backup in them)",
             r.destroys.join(", ")
         );
     }
     match (&r.reference_backup, &r.applied) {
         (Some(b), Some(a)) if a.fingerprint_checked => {
-            println!("  the schema now matches backup {b}'s fingerprint")
+            outln!("  the schema now matches backup {b}'s fingerprint")
         }
-        (Some(b), _) => println!("  the result is checked against backup {b}'s fingerprint"),
-        (None, _) => println!(
+        (Some(b), _) => outln!("  the result is checked against backup {b}'s fingerprint"),
+        (None, _) => outln!(
             "  WARNING: no backup records the schema these migrations leave, so the result cannot be checked against a fingerprint"
         ),
     }
     match &r.applied {
         Some(a) => {
-            println!(
+            outln!(
                 "  done in {} ms; the ledger rows are marked rolled back, so a deploy applies them again",
                 a.took_ms
             );
-            println!("next: the running code may expect the newer schema: roll the code back too (`stablehand rollback --to <commit> --db none`)");
+            outln!("next: the running code may expect the newer schema: roll the code back too (`stablehand rollback --to <commit> --db none`)");
         }
-        None => println!("dry run: nothing was changed"),
+        None => outln!("dry run: nothing was changed"),
     }
 }
 
@@ -967,9 +1018,9 @@ pub fn remote_list(l: &crate::remote::commands::RemoteListing, json: bool) {
         print_json(l);
         return;
     }
-    println!("remote {} ({})", l.remote, l.url);
+    outln!("remote {} ({})", l.remote, l.url);
     if l.backups.is_empty() {
-        println!("no backups on this remote");
+        outln!("no backups on this remote");
     } else {
         let now = Timestamp::now();
         let rows: Vec<Vec<String>> = l
@@ -986,7 +1037,7 @@ pub fn remote_list(l: &crate::remote::commands::RemoteListing, json: bool) {
                 ]
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             table(
                 &["ID", "CREATED", "SIZE", "COMMIT", "ENCRYPTED", "VERIFIED"],
@@ -995,7 +1046,7 @@ pub fn remote_list(l: &crate::remote::commands::RemoteListing, json: bool) {
         );
     }
     for i in &l.incomplete {
-        println!("incomplete: {i}");
+        outln!("incomplete: {i}");
     }
 }
 
@@ -1006,17 +1057,17 @@ pub fn synced(s: &[crate::remote::commands::Synced], json: bool) {
         return;
     }
     if s.is_empty() {
-        println!("every remote already holds every local backup");
+        outln!("every remote already holds every local backup");
     }
     for r in s {
         match &r.error {
-            None => println!(
+            None => outln!(
                 "uploaded {} to {} ({})",
                 r.id,
                 r.remote,
                 HumanBytes(r.size_bytes)
             ),
-            Some(e) => println!("FAILED {} to {}: {e}", r.id, r.remote),
+            Some(e) => outln!("FAILED {} to {}: {e}", r.id, r.remote),
         }
     }
 }

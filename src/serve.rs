@@ -56,7 +56,7 @@ pub fn serve(loaded: Loaded, listen: Option<&str>) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {addr}"))?;
         let bound = listener.local_addr()?;
-        eprintln!("stablehand serve: listening on http://{bound}");
+        errln!("stablehand serve: listening on http://{bound}");
         let app = axum::Router::new()
             .route("/", axum::routing::get(dashboard))
             .route("/metrics", axum::routing::get(metrics))
@@ -374,7 +374,7 @@ fn run_scheduler(loaded: &Loaded, jobs: Vec<Job>) {
     let mut due: Vec<Option<Timestamp>> =
         jobs.iter().map(|j| next_due(j, Timestamp::now())).collect();
     for (j, d) in jobs.iter().zip(&due) {
-        eprintln!(
+        errln!(
             "stablehand serve: {} scheduled, next at {}",
             j.name,
             d.map(|t| t.to_string()).unwrap_or_else(|| "never".into())
@@ -438,7 +438,7 @@ fn take_turn(state_dir: &Path, name: &str, limit: Duration) -> anyhow::Result<Tu
             )));
         }
         if blocked_by.as_ref() != Some(&blocker) {
-            eprintln!(
+            errln!(
                 "stablehand serve: scheduled {name} waiting: {} is {}; the job runs when it has finished (waiting up to {})",
                 blocker.who,
                 blocker.doing,
@@ -496,19 +496,19 @@ fn run_job(loaded: &Loaded, name: &str) {
     match take_turn(&loaded.state_dir(), name, JOB_WAIT) {
         Ok(Turn::Go { lock, waited }) => {
             let waited = waited.map(|w| format!(" ({w})")).unwrap_or_default();
-            eprintln!("stablehand serve: running scheduled {name}{waited}");
+            errln!("stablehand serve: running scheduled {name}{waited}");
             let result = run_job_now(loaded, name);
             drop(lock);
             match result {
-                Ok(what) => eprintln!("stablehand serve: scheduled {name} done{waited}: {what}"),
-                Err(e) => eprintln!(
+                Ok(what) => errln!("stablehand serve: scheduled {name} done{waited}: {what}"),
+                Err(e) => errln!(
                     "stablehand serve: scheduled {name} FAILED{waited}: {}",
                     crate::redact::redact_text(&format!("{e:#}"))
                 ),
             }
         }
-        Ok(Turn::Skip(why)) => eprintln!("stablehand serve: scheduled {name} SKIPPED: {why}"),
-        Err(e) => eprintln!(
+        Ok(Turn::Skip(why)) => errln!("stablehand serve: scheduled {name} SKIPPED: {why}"),
+        Err(e) => errln!(
             "stablehand serve: scheduled {name} FAILED: {}",
             crate::redact::redact_text(&format!("{e:#}"))
         ),

@@ -8,6 +8,7 @@
 //! action (decision::decide) -> database -> revert code -> start the target's retained
 //! images -> gate again. Exit 11 when production is healthy on the target, 12 when not.
 
+pub mod background;
 pub mod decision;
 pub mod journal;
 pub mod status;

@@ -264,10 +264,23 @@ name = "appdb"
         ready: &str,
         sql: &str,
     ) -> (i32, serde_json::Value) {
+        let (code, v, _) = self.deploy_during_gate(|| {
+            wait_for(Duration::from_secs(60), || {
+                (self.psql("appdb", ready) == "t").then_some(())
+            })
+            .expect("the new release's schema is in place");
+            self.psql("appdb", sql);
+        });
+        (code, v)
+    }
+
+    /// `stablehand --json deploy`, running `at_gate` once the deploy reaches its health
+    /// gate; returns the exit code, the outcome and stderr.
+    pub fn deploy_during_gate(&self, at_gate: impl FnOnce()) -> (i32, serde_json::Value, String) {
         let child = self
             .stablehand_cmd(&["--json", "deploy"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let journal = self.app().join(".stablehand/journal.json");
@@ -276,15 +289,12 @@ name = "appdb"
             j.contains("\"name\": \"gate\"").then_some(())
         })
         .expect("the deploy reached its gate");
-        wait_for(Duration::from_secs(60), || {
-            (self.psql("appdb", ready) == "t").then_some(())
-        })
-        .expect("the new release's schema is in place");
-        self.psql("appdb", sql);
+        at_gate();
         let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
-        (out.status.code().unwrap_or(-1), v)
+            .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
+        (out.status.code().unwrap_or(-1), v, stderr)
     }
 
     pub fn head(&self) -> String {

@@ -440,25 +440,8 @@ fn a_full_disk_during_a_rollback_still_rolls_back_and_announces() {
 
     s.set_healthy(false);
     s.commit("v2: broken");
-    let child = s
-        .stablehand_cmd(&["--json", "deploy"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let journal = s.app().join(".stablehand/journal.json");
-    wait_for(Duration::from_secs(120), || {
-        let j = fs::read_to_string(&journal).ok()?;
-        j.contains("\"name\": \"gate\"").then_some(())
-    })
-    .expect("the deploy reached its gate");
-    disk.fill();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let v: serde_json::Value =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
-    assert_eq!(out.status.code(), Some(11), "{v:#}\n{stderr}");
+    let (code, v, stderr) = s.deploy_during_gate(|| disk.fill());
+    assert_eq!(code, 11, "{v:#}\n{stderr}");
     assert_eq!(v["rollback"]["target"], v1);
     let message = v["message"].as_str().unwrap();
     assert!(
