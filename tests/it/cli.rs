@@ -112,8 +112,9 @@ fn list_with_no_backups_is_friendly() {
         .stdout(predicate::str::contains("no backups yet"));
 }
 
-/// The GitHub Actions example parses as YAML, runs stablehand over SSH, reports every
-/// exit code of the contract, and its shell steps are shellcheck-clean.
+/// The GitHub Actions example parses as YAML, runs stablehand over SSH the way that
+/// survives a cancelled job (detach, then wait), reports every exit code of the
+/// contract, and its shell steps are shellcheck-clean.
 #[test]
 fn the_github_actions_example_is_valid() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -127,8 +128,12 @@ fn the_github_actions_example_is_valid() {
         .collect();
     let deploy = scripts
         .iter()
-        .find(|s| s.contains("stablehand --json deploy"))
-        .expect("a step runs stablehand deploy");
+        .find(|s| s.contains("stablehand deploy --detach"))
+        .expect("a step runs stablehand deploy, detached");
+    assert!(
+        deploy.contains("stablehand --json wait"),
+        "and waits for its outcome: {deploy}"
+    );
     for code in ["0)", "10)", "11)", "12)"] {
         assert!(deploy.contains(code), "exit code {code} is handled");
     }

@@ -182,13 +182,10 @@ fn crash_failing_deploy_in_the_database_rollback() {
 
 #[test]
 fn crash_failing_deploy_in_the_code_rollback() {
-    run_points(
-        &[
-            "revert_code:done",
-            "switch:done",
-            "rollback_gate:done",
-            "history:done",
-        ],
-        false,
-    );
+    run_points(&["revert_code:done", "switch:done"], false);
+}
+
+#[test]
+fn crash_failing_deploy_after_its_rollback_gate() {
+    run_points(&["rollback_gate:done", "history:done"], false);
 }
