@@ -12,16 +12,9 @@ use std::time::Duration;
 use crate::deploy::Stack;
 use crate::support::wait_for;
 
-/// Fast gate timing: these tests run many deploys.
-const HEALTH: &str =
-    "consecutive = 1\nstable_for = \"1s\"\ntimeout = \"5s\"\ninterval = \"200ms\"\n";
-
 /// A stack with v1 deployed and stable.
 fn stack() -> Option<Stack> {
-    let s = Stack::with_health(HEALTH, "")?;
-    let (code, v) = s.deploy(&[]);
-    assert_eq!(code, 0, "{v:#}");
-    Some(s)
+    Stack::fast_deployed()
 }
 
 /// Deploys a new release (with a migration; healthy or not), killed at `point`; then

@@ -37,7 +37,44 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Gate timing for tests that run many deploys.
+pub const FAST_HEALTH: &str =
+    "consecutive = 1\nstable_for = \"1s\"\ntimeout = \"5s\"\ninterval = \"200ms\"\n";
+
 impl Stack {
+    /// `with_health(FAST_HEALTH, extra_config)`.
+    pub fn fast(extra_config: &str) -> Option<Stack> {
+        Stack::with_health(FAST_HEALTH, extra_config)
+    }
+
+    /// A `fast` stack with v1 deployed and stable.
+    pub fn fast_deployed() -> Option<Stack> {
+        let s = Stack::fast("")?;
+        let (code, v) = s.deploy(&[]);
+        assert_eq!(code, 0, "{v:#}");
+        Some(s)
+    }
+
+    /// `stablehand --json deploy` with `signal` (KILL when empty; see the failpoints)
+    /// sent at `point`: the exit code (-1 when killed), the outcome (Null when there is
+    /// none) and stderr.
+    pub fn deploy_at_failpoint(
+        &self,
+        point: &str,
+        signal: &str,
+    ) -> (i32, serde_json::Value, String) {
+        let out = self
+            .stablehand_cmd(&["--json", "deploy"])
+            .env("STABLEHAND_FAILPOINT", point)
+            .env("STABLEHAND_FAILPOINT_SIGNAL", signal)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let v = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+        (out.status.code().unwrap_or(-1), v, stderr)
+    }
+
     /// Builds the repositories and starts PostgreSQL (with 100 existing messages);
     /// `extra_config` is appended to stablehand.toml. The web app is not running yet.
     pub fn new(extra_config: &str) -> Option<Stack> {

@@ -11,16 +11,9 @@ use std::time::Duration;
 use crate::deploy::Stack;
 use crate::support::wait_for;
 
-/// Fast gate timing: these tests run many deploys.
-const HEALTH: &str =
-    "consecutive = 1\nstable_for = \"1s\"\ntimeout = \"5s\"\ninterval = \"200ms\"\n";
-
 /// A stack with v1 deployed and stable.
 fn stack() -> Option<Stack> {
-    let s = Stack::with_health(HEALTH, "")?;
-    let (code, v) = s.deploy(&[]);
-    assert_eq!(code, 0, "{v:#}");
-    Some(s)
+    Stack::fast_deployed()
 }
 
 /// Deploys a new healthy release with `signal` sent at `point`; returns the exit code,
@@ -33,16 +26,8 @@ fn deploy_signalled(s: &Stack, point: &str, signal: &str) -> (i32, serde_json::V
         &format!("insert into messages (body) values ('before {signal} at {point}')"),
     );
     let rows = s.count("select count(*) from messages");
-    let out = s
-        .stablehand_cmd(&["--json", "deploy"])
-        .env("STABLEHAND_FAILPOINT", point)
-        .env("STABLEHAND_FAILPOINT_SIGNAL", signal)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let v: serde_json::Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("{point} {signal}: {e}: {stdout}\n{stderr}"));
+    let (code, v, stderr) = s.deploy_at_failpoint(point, signal);
+    assert!(!v.is_null(), "{point} {signal}: an outcome: {stderr}");
     assert!(
         !s.app().join(".stablehand/journal.json").exists(),
         "{point} {signal}: finished, journal removed: {v:#}"
@@ -55,7 +40,7 @@ fn deploy_signalled(s: &Stack, point: &str, signal: &str) -> (i32, serde_json::V
         s.count("select count(*) from messages") >= rows,
         "{point}: rows lost"
     );
-    (out.status.code().unwrap_or(-1), v, stderr)
+    (code, v, stderr)
 }
 
 /// Before production is touched, SIGINT/SIGTERM refuse cleanly: exit 10, the code back

@@ -12,12 +12,8 @@ use std::time::Duration;
 use crate::deploy::{steps, Stack};
 use crate::support::{wait_for, Session};
 
-/// Fast gate timing: these tests run many deploys.
-const HEALTH: &str =
-    "consecutive = 1\nstable_for = \"1s\"\ntimeout = \"5s\"\ninterval = \"200ms\"\n";
-
 fn stack(extra: &str) -> Option<Stack> {
-    Stack::with_health(HEALTH, extra)
+    Stack::fast(extra)
 }
 
 /// `stablehand stable target --to COMMIT` does not refuse the commit for having failed
@@ -269,23 +265,16 @@ fn deploy_signalled(
     }
     s.set_healthy(false);
     s.commit(&format!("release {n:?}: broken, {signal} at {point}"));
-    let out = s
-        .stablehand_cmd(&["--json", "deploy"])
-        .env("STABLEHAND_FAILPOINT", point)
-        .env("STABLEHAND_FAILPOINT_SIGNAL", signal)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let v: serde_json::Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("{point} {signal}: {e}: {stdout}\n{stderr}"));
-    if !["INT2"].contains(&signal) {
+    let (code, v, stderr) = s.deploy_at_failpoint(point, signal);
+    assert!(!v.is_null(), "{point} {signal}: an outcome: {stderr}");
+    // SIGHUP is ignored altogether; INT2 aborts.
+    if !["INT2", "HUP"].contains(&signal) {
         assert!(
             stderr.contains("finishing the way back to a healthy release"),
             "{point} {signal}: says what it does: {stderr}"
         );
     }
-    (out.status.code().unwrap_or(-1), v)
+    (code, v)
 }
 
 /// Sends `signal` at each rollback step in `points` of a failing release (with a
@@ -366,14 +355,8 @@ fn an_aborted_rollback_keeps_its_journal_and_a_signalled_gate_condemns_nothing()
     // A healthy release whose gate is interrupted: rolled back, not condemned.
     s.set_healthy(true);
     let h = s.commit("healthy, its gate interrupted");
-    let out = s
-        .stablehand_cmd(&["--json", "deploy"])
-        .env("STABLEHAND_FAILPOINT", "gate:start")
-        .env("STABLEHAND_FAILPOINT_SIGNAL", "TERM")
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(11), "{v:#}");
+    let (code, v, stderr) = s.deploy_at_failpoint("gate:start", "TERM");
+    assert_eq!(code, 11, "{v:#}\n{stderr}");
     assert!(
         v["message"].as_str().unwrap().contains("interrupted"),
         "{v:#}"
