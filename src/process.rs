@@ -497,6 +497,17 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// When `err` comes from an interrupt (a program stablehand ran was stopped, or refused
+/// to start, because stablehand was interrupted): that cause alone, so the message says
+/// "interrupted" instead of blaming what the interrupt cut short (a tool, the engine).
+pub fn interruption_in(err: &anyhow::Error) -> Option<String> {
+    err.chain()
+        .find_map(|c| match c.downcast_ref::<ProcessError>() {
+            Some(e @ ProcessError::Interrupted { .. }) => Some(e.to_string()),
+            _ => None,
+        })
+}
+
 /// True once a signal arrived while production was shielded: the command goes on to a
 /// healthy, matching state, then exits.
 pub fn deferred_interrupt() -> bool {

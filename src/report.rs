@@ -18,7 +18,12 @@ fn print_json<T: Serialize + ?Sized>(value: &T) {
 
 /// Prints an error with its whole chain, and a JSON error document with `--json`.
 pub fn error(err: &anyhow::Error, exit_code: i32, json: bool) {
-    let text = crate::redact::redact_text(&format!("{err:#}"));
+    // After an interrupt, what it cut short is not the cause: say "interrupted".
+    let text = match crate::process::interruption_in(err) {
+        Some(cause) => format!("interrupted: {cause}"),
+        None => format!("{err:#}"),
+    };
+    let text = crate::redact::redact_text(&text);
     if json {
         print_json(&serde_json::json!({
             "ok": false,

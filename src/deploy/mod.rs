@@ -548,8 +548,12 @@ fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Outcome> {
                 .unwrap_or_default();
             outcome.outcome = "refused".into();
             outcome.exit_code = EXIT_REFUSED;
+            let why = match crate::process::interruption_in(&e) {
+                Some(cause) => format!("interrupted ({cause})"),
+                None => format!("{e:#}"),
+            };
             outcome.message =
-                format!("the deploy was refused before any change to production: {e:#}{reverted}");
+                format!("the deploy was refused before any change to production: {why}{reverted}");
             return Ok(outcome);
         }
     };

@@ -35,6 +35,8 @@ impl Compose {
             Ok(_) => Flavor::V2,
             Err(v2_error) => match probe(Cmd::new("docker-compose").arg("version")) {
                 Ok(_) => Flavor::V1,
+                // Cut short by an interrupt: say that, not that Compose is missing.
+                Err(e @ crate::process::ProcessError::Interrupted { .. }) => return Err(e.into()),
                 Err(v1_error) => bail!(
                     "neither `docker compose` (v2) nor `docker-compose` (v1) works on this machine \
                      (docker compose: {v2_error}; docker-compose: {v1_error}); install the Docker Compose \

@@ -152,6 +152,8 @@ pub fn image_id(reference: &str) -> anyhow::Result<Option<String>> {
             reference,
         ])
         .timeout(DOCKER_TIMEOUT)
+        // Quick and local: it runs after an interrupt too, to put image names back.
+        .cleanup()
         .output()?;
     Ok(out.lines().next().map(|l| l.trim().to_string()))
 }
@@ -161,6 +163,7 @@ pub fn tag(source: &str, target: &str) -> anyhow::Result<()> {
     Cmd::new("docker")
         .args(["tag", source, target])
         .timeout(DOCKER_TIMEOUT)
+        .cleanup()
         .output()
         .with_context(|| format!("tagging {source} as {target}"))?;
     Ok(())
