@@ -534,6 +534,15 @@ fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Outcome> {
             Ok((created.backup.id, not_offsite))
         })
     })();
+    // From here on a signal no longer abandons production (the first one ends the gate
+    // early and rolls back); one that came before is a refusal, nothing touched.
+    let _shield = crate::process::shield_production();
+    let before_change = before_change.and_then(|done| match crate::process::interrupted() {
+        true => Err(anyhow::anyhow!(
+            "interrupted by a signal before production was touched"
+        )),
+        false => Ok(done),
+    });
     let (backup, not_offsite) = match before_change {
         Ok(done) => done,
         Err(e) => {
@@ -561,9 +570,7 @@ fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Outcome> {
     run.journal.save(&run.state_dir)?;
     outcome.backup = Some(backup.clone());
 
-    // From here production changes: any failure rolls back, and a signal no longer
-    // abandons it (the first one ends the gate early and rolls back).
-    let _shield = crate::process::shield_production();
+    // From here production changes: any failure rolls back.
     let changed = (|| -> anyhow::Result<Verdict> {
         run.step("stop", |r| r.runtime.stop_app().map(drop))?;
         if run.loaded.config.database.snapshot {
