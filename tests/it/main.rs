@@ -14,6 +14,7 @@ mod deploy;
 mod doctor;
 mod down;
 mod health;
+mod images;
 mod notify;
 mod remote;
 mod restore;
