@@ -1,6 +1,7 @@
 //! Docker Compose, v2 (`docker compose`) or v1 (`docker-compose`), detected in that order.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -24,6 +25,9 @@ pub struct Compose {
     app_dir: PathBuf,
     project: Option<String>,
     files: Vec<PathBuf>,
+    /// The project label of the containers, once `containers` has seen one: later reads
+    /// list containers with `docker ps` instead of a (slow, on v1) `compose ps`.
+    project_label: OnceLock<String>,
 }
 
 impl Compose {
@@ -49,6 +53,7 @@ impl Compose {
             app_dir: app_dir.to_owned(),
             project: runtime.project.clone(),
             files: runtime.files.clone(),
+            project_label: OnceLock::new(),
         })
     }
 
@@ -222,6 +227,51 @@ impl ContainerState {
     }
 }
 
+/// One container of the project: which service, which image, when it last started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    /// The Compose project label.
+    pub project: String,
+    pub service: String,
+    pub id: String,
+    /// The image reference it was created from (`Config.Image`), as the Compose file
+    /// named it when the container was made.
+    pub image: String,
+    /// `State.StartedAt`; None when it never started.
+    pub started_at: Option<String>,
+}
+
+/// `docker inspect` format read by `parse_containers`: tab-separated, image last.
+const CONTAINER_FORMAT: &str = "{{.Id}}\t{{.State.StartedAt}}\t{{index .Config.Labels \"com.docker.compose.project\"}}\t{{index .Config.Labels \"com.docker.compose.service\"}}\t{{index .Config.Labels \"com.docker.compose.oneoff\"}}\t{{.Config.Image}}";
+
+/// Parses `CONTAINER_FORMAT` lines; containers without a service label and one-off
+/// containers are left out.
+pub fn parse_containers(out: &str) -> Vec<Container> {
+    out.lines()
+        .filter_map(|line| {
+            let mut fields = line.trim_end().split('\t');
+            let id = fields.next()?.trim();
+            let started_at = fields.next()?.trim();
+            let project = fields.next()?.trim();
+            let service = fields.next()?.trim();
+            let oneoff = fields.next()?.trim();
+            let image = fields.next()?.trim();
+            if id.is_empty() || service.is_empty() || oneoff.eq_ignore_ascii_case("true") {
+                return None;
+            }
+            Some(Container {
+                project: project.to_string(),
+                service: service.to_string(),
+                id: id.to_string(),
+                image: image.to_string(),
+                // Docker's zero time marks a container created but never started.
+                started_at: (!started_at.is_empty() && !started_at.starts_with("0001-"))
+                    .then(|| started_at.to_string()),
+            })
+        })
+        .collect()
+}
+
 impl Compose {
     /// The containers of `services`, read with `ps -q` and `docker inspect` (the same on
     /// Compose v1 and v2).
@@ -274,6 +324,44 @@ impl Compose {
         Ok(states)
     }
 
+    /// The project's service containers, stopped ones included (one-off `compose run`
+    /// containers left out), read with `compose ps --all -q` (then, once their project
+    /// label is known, `docker ps` filtered by it) and one `docker inspect`.
+    pub fn containers(&self) -> anyhow::Result<Vec<Container>> {
+        let ids = match self.project_label.get() {
+            Some(project) => Cmd::new("docker")
+                .args(["ps", "--all", "--quiet", "--no-trunc", "--filter"])
+                .arg(format!("label=com.docker.compose.project={project}"))
+                .timeout(Duration::from_secs(60))
+                .output()
+                .context("listing the app's containers (docker ps)")?,
+            None => self
+                .cmd(["ps", "--all", "-q"])
+                .timeout(Duration::from_secs(60))
+                .output()
+                .context("listing the app's containers (compose ps)")?,
+        };
+        let ids: Vec<&str> = ids
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = Cmd::new("docker")
+            .args(["inspect", "--format", CONTAINER_FORMAT])
+            .args(&ids)
+            .timeout(Duration::from_secs(60))
+            .output()
+            .context("reading the app's containers (docker inspect)")?;
+        let containers = parse_containers(&out);
+        if let Some(c) = containers.iter().find(|c| !c.project.is_empty()) {
+            let _ = self.project_label.set(c.project.clone());
+        }
+        Ok(containers)
+    }
+
     /// The last `lines` log lines of a service, for reports (URL passwords and
     /// `password=` values redacted).
     pub fn logs_tail(&self, service: &str, lines: u32) -> anyhow::Result<String> {
@@ -314,6 +402,34 @@ mod tests {
     fn no_services_is_an_error() {
         assert!(parse_config("version: '3'\n", Flavor::V1, "x").is_err());
         assert!(parse_config(": : :", Flavor::V1, "x").is_err());
+    }
+
+    #[test]
+    fn containers_are_read_from_inspect_lines() {
+        let out = "aaa\t2026-12-01T10:00:00.5Z\tshop\tweb\tFalse\tshop_web\n\
+                   bbb\t0001-01-01T00:00:00Z\tshop\tsidecar\tFalse\tshop-sidecar:2\n\
+                   ccc\t2026-12-01T10:00:01Z\tshop\tweb\tTrue\tshop_web\n\
+                   ddd\t2026-12-01T10:00:01Z\t\t\t\tother\n";
+        let containers = parse_containers(out);
+        assert_eq!(
+            containers,
+            [
+                Container {
+                    project: "shop".into(),
+                    service: "web".into(),
+                    id: "aaa".into(),
+                    image: "shop_web".into(),
+                    started_at: Some("2026-12-01T10:00:00.5Z".into()),
+                },
+                Container {
+                    project: "shop".into(),
+                    service: "sidecar".into(),
+                    id: "bbb".into(),
+                    image: "shop-sidecar:2".into(),
+                    started_at: None,
+                },
+            ]
+        );
     }
 
     #[test]

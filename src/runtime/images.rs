@@ -35,6 +35,31 @@ pub fn commit_tag(image: &str, commit: &str) -> String {
     )
 }
 
+/// Whether two image references name the same image as Docker resolves them: a missing
+/// tag is `latest`, and Docker Hub's `docker.io/` and `library/` prefixes are implied
+/// (`busybox` = `busybox:latest` = `docker.io/library/busybox:latest`). A digest
+/// (`repo@sha256:...`) is compared as written.
+pub fn same_reference(a: &str, b: &str) -> bool {
+    normalized_reference(a) == normalized_reference(b)
+}
+
+fn normalized_reference(image: &str) -> String {
+    let (name, digest) = match image.split_once('@') {
+        Some((name, digest)) => (name, Some(digest)),
+        None => (image, None),
+    };
+    let (repository, tag) = split_repo_tag(name);
+    let repository = repository
+        .strip_prefix("docker.io/")
+        .or_else(|| repository.strip_prefix("index.docker.io/"))
+        .unwrap_or(repository);
+    let repository = repository.strip_prefix("library/").unwrap_or(repository);
+    match digest {
+        Some(digest) => format!("{repository}@{digest}"),
+        None => format!("{repository}:{tag}"),
+    }
+}
+
 /// What to keep and what to remove, by commit (12-character abbreviations).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PrunePlan {
@@ -213,6 +238,25 @@ mod tests {
             commit_tag("myorg/api:1.2", "0123456789abcdef0123"),
             "myorg/api:sh-0123456789ab"
         );
+    }
+
+    #[test]
+    fn references_compare_as_docker_resolves_them() {
+        assert!(same_reference("busybox", "busybox:latest"));
+        assert!(same_reference(
+            "busybox",
+            "docker.io/library/busybox:latest"
+        ));
+        assert!(same_reference("acme/api:2", "docker.io/acme/api:2"));
+        assert!(same_reference(
+            "localhost:5000/api:v3",
+            "localhost:5000/api:v3"
+        ));
+        assert!(!same_reference("acme/api:1", "acme/api:2"));
+        assert!(!same_reference("localhost:5000/api", "api"));
+        assert!(!same_reference("api@sha256:aa", "api@sha256:bb"));
+        assert!(!same_reference("api@sha256:aa", "api:latest"));
+        assert!(same_reference("library/api@sha256:aa", "api@sha256:aa"));
     }
 
     fn s(v: &[&str]) -> Vec<String> {

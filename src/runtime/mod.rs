@@ -2,11 +2,17 @@
 //! The operations a deploy and a rollback call: build (while the old containers keep
 //! serving), stop the app (never the database service), start it, switch to a commit's
 //! retained images without a rebuild, and prune images down to the configured set.
+//!
+//! A deploy must start the release it gates. Image-only services (`image:`, no `build:`)
+//! whose image the checked-out commit changes are pulled when missing and stopped and
+//! started with the app for that deploy; a deploy that would restart nothing is refused,
+//! and a start after which no app container started is an error.
 
 pub mod compose;
 pub mod images;
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -14,13 +20,15 @@ use serde::Serialize;
 
 use crate::config::{DbMode, Loaded, RuntimeKind};
 use crate::process::Cmd;
-use compose::{Compose, ContainerState, ProjectSpec};
+use compose::{Compose, Container, ContainerState, ProjectSpec};
 use images::{BuildRecord, PrunePlan};
 
 /// Limit for building the app.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Limit for stopping or starting the app.
 const APP_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+/// Limit for pulling one service's image.
+const PULL_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// What runs the app.
 pub enum Runtime {
@@ -34,8 +42,14 @@ pub enum Runtime {
 pub struct ComposeApp {
     pub compose: Compose,
     pub spec: ProjectSpec,
-    /// The app services stablehand builds, stops and starts.
+    /// The app services stablehand builds, stops and starts (`runtime.services`, or the
+    /// services with a `build:` section).
     pub services: Vec<String>,
+    /// The database service (compose database mode): never stopped, pulled or started.
+    db_service: Option<String>,
+    /// Image-only services whose image the checked-out commit changes: stopped and
+    /// started with `services` from the build (or switch) that found them on.
+    repointed: Mutex<Vec<ImageChange>>,
     keep_images: usize,
     state_dir: PathBuf,
 }
@@ -54,7 +68,22 @@ pub struct BuildReport {
     pub commit: String,
     /// Images tagged for the commit (`repo:sh-<sha12>`).
     pub tagged: Vec<String>,
+    /// Image-only services whose image the commit changes: they are restarted too.
+    pub image_changes: Vec<ImageChange>,
     pub took_ms: u64,
+}
+
+/// An image-only service (`image:`, no `build:`) whose image reference in the
+/// checked-out commit differs from the one its container was created from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageChange {
+    pub service: String,
+    /// What its container runs now (`Config.Image`).
+    pub from: String,
+    /// What the commit's Compose files name.
+    pub to: String,
+    /// Pulled because it was not on this host.
+    pub pulled: bool,
 }
 
 /// How one service got its image when switching to a commit.
@@ -123,6 +152,8 @@ impl Runtime {
                     compose,
                     spec,
                     services,
+                    db_service: db_service.map(str::to_string),
+                    repointed: Mutex::new(Vec::new()),
                     keep_images: r.keep_images as usize,
                     state_dir: loaded.state_dir(),
                 }))
@@ -131,22 +162,33 @@ impl Runtime {
     }
 
     /// Builds the app at the checked-out commit `commit` while the running app keeps
-    /// serving, and tags the built images for the commit.
+    /// serving, tags the built images for the commit, and pulls the images of image-only
+    /// services the commit changes (which the following stop and start then include).
+    /// Refuses when the start that follows would restart nothing: no runtime, an empty
+    /// `runtime.start`, or no Compose service to stop and start.
     pub fn build(&self, commit: &str) -> anyhow::Result<BuildReport> {
         let started = Instant::now();
-        let tagged = match self {
+        let (tagged, image_changes) = match self {
             Runtime::Compose(app) => app.build(commit)?,
             Runtime::Command(app) => {
+                if app.start.trim().is_empty() {
+                    bail!(
+                        "runtime.start is empty: nothing would start the new release, so the health gate would judge the app that already runs; set runtime.start and runtime.stop to the commands that restart the app"
+                    );
+                }
                 if let Some(build) = &app.build {
                     app.run("build", build, BUILD_TIMEOUT)?;
                 }
-                Vec::new()
+                (Vec::new(), Vec::new())
             }
-            Runtime::None => Vec::new(),
+            Runtime::None => bail!(
+                "no runtime is configured: nothing would start the new release, so the health gate would judge the app that already runs; add a Compose file or set runtime.start and runtime.stop (`start = \"true\"` and `stop = \"true\"` when checking out the code is the whole release)"
+            ),
         };
         Ok(BuildReport {
             commit: commit.to_string(),
             tagged,
+            image_changes,
             took_ms: started.elapsed().as_millis() as u64,
         })
     }
@@ -154,13 +196,14 @@ impl Runtime {
     /// Stops the app (not the database); false when there is nothing stablehand stops.
     pub fn stop_app(&self) -> anyhow::Result<bool> {
         match self {
-            Runtime::Compose(app) if !app.services.is_empty() => {
-                tracing::info!(services = ?app.services, "stopping the app");
+            Runtime::Compose(app) if !app.active_services().is_empty() => {
+                let services = app.active_services();
+                tracing::info!(?services, "stopping the app");
                 app.compose
                     .cmd(
                         ["stop"]
                             .into_iter()
-                            .chain(app.services.iter().map(String::as_str)),
+                            .chain(services.iter().map(String::as_str)),
                     )
                     .timeout(APP_COMMAND_TIMEOUT)
                     .cleanup()
@@ -175,10 +218,13 @@ impl Runtime {
         }
     }
 
-    /// Starts (or recreates) the app with the images it has, never building.
+    /// Starts (or recreates) the app with the images it has, never building. With
+    /// Compose, an error when afterwards no app container started (the health gate would
+    /// judge containers of an earlier start) or a changed image-only service still runs
+    /// its old image.
     pub fn start_app(&self) -> anyhow::Result<()> {
         match self {
-            Runtime::Compose(app) if !app.services.is_empty() => app.up(),
+            Runtime::Compose(app) if !app.active_services().is_empty() => app.start(),
             Runtime::Command(app) => app.run("start", &app.start, APP_COMMAND_TIMEOUT),
             _ => Ok(()),
         }
@@ -213,6 +259,9 @@ impl Runtime {
         let Runtime::Compose(app) = self else {
             return Ok(());
         };
+        // The abandoned build's image-only changes are not started; their containers
+        // never stopped.
+        app.repointed_mut().clear();
         for s in app.built_services() {
             let retained = images::commit_tag(&s.image, commit);
             if images::image_id(&retained)?.is_some() {
@@ -302,6 +351,149 @@ impl Runtime {
 }
 
 impl ComposeApp {
+    /// The services stop, start and switch act on: `services`, then the image-only
+    /// services whose image the checked-out commit changes.
+    pub fn active_services(&self) -> Vec<String> {
+        let mut all = self.services.clone();
+        for change in self.repointed_mut().iter() {
+            if !all.contains(&change.service) {
+                all.push(change.service.clone());
+            }
+        }
+        all
+    }
+
+    fn repointed_mut(&self) -> std::sync::MutexGuard<'_, Vec<ImageChange>> {
+        // The list stays valid whatever a panicking holder did: recover it.
+        self.repointed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The image-only app services (never the database service) whose image in
+    /// `target` (the checked-out commit's Compose config) differs from the image their
+    /// containers were created from. A service with no container is left out: the
+    /// running release does not run it, so no old container can pass for it.
+    fn image_changes(&self, target: &ProjectSpec, containers: &[Container]) -> Vec<ImageChange> {
+        let mut changes = Vec::new();
+        for s in &target.services {
+            let is_db = Some(s.name.as_str()) == self.db_service.as_deref();
+            if s.build {
+                continue;
+            }
+            let Some(old) = containers
+                .iter()
+                .find(|c| c.service == s.name && !images::same_reference(&c.image, &s.image))
+            else {
+                continue;
+            };
+            if is_db {
+                tracing::warn!(
+                    "the database service {} runs {} and the Compose files now name {}: stablehand never restarts the database; upgrade it separately",
+                    s.name,
+                    old.image,
+                    s.image
+                );
+                continue;
+            }
+            changes.push(ImageChange {
+                service: s.name.clone(),
+                from: old.image.clone(),
+                to: s.image.clone(),
+                pulled: false,
+            });
+        }
+        changes
+    }
+
+    /// Pulls each changed image this host does not have (`compose pull SERVICE`).
+    fn pull_missing(&self, changes: &mut [ImageChange]) -> anyhow::Result<()> {
+        for change in changes {
+            if images::image_id(&change.to)?.is_some() {
+                continue;
+            }
+            tracing::info!(service = change.service, image = change.to, "pulling");
+            let pulled = self
+                .compose
+                .cmd(["pull", change.service.as_str()])
+                .timeout(PULL_TIMEOUT)
+                .output();
+            let present = pulled.is_ok() && images::image_id(&change.to)?.is_some();
+            if !present {
+                let why = match pulled {
+                    Err(e) => format!("{e}"),
+                    Ok(_) => "the pull finished but Docker has no such image".into(),
+                };
+                bail!(
+                    "could not pull image {} for service {} (the Compose files changed its `image:` from {}): {why}; push the image to its registry (or build or load it on this host), run `docker login` if the registry needs it, or correct the tag",
+                    change.to,
+                    change.service,
+                    change.from
+                );
+            }
+            change.pulled = true;
+        }
+        Ok(())
+    }
+
+    /// Finds (in the checked-out commit) the image-only services whose image changes,
+    /// pulls what is missing, and adds them to the services acted on.
+    fn repoint_image_only_services(&self) -> anyhow::Result<Vec<ImageChange>> {
+        let target = self.compose.project_spec()?;
+        let containers = self.compose.containers()?;
+        let mut changes = self.image_changes(&target, &containers);
+        // Services repointed earlier in this run (the deploy's build, before a rollback's
+        // switch) stay acted on, now with the image the checked-out commit names.
+        for earlier in self.repointed_mut().iter() {
+            if changes.iter().any(|c| c.service == earlier.service) {
+                continue;
+            }
+            if let Some(s) = target.service(&earlier.service).filter(|s| !s.build) {
+                let from = containers
+                    .iter()
+                    .find(|c| c.service == s.name)
+                    .map_or(earlier.to.clone(), |c| c.image.clone());
+                changes.push(ImageChange {
+                    service: s.name.clone(),
+                    from,
+                    to: s.image.clone(),
+                    pulled: false,
+                });
+            }
+        }
+        if !changes.is_empty() {
+            tracing::info!(
+                "image-only services restarted with the app for this commit: {}",
+                changes
+                    .iter()
+                    .map(|c| format!("{} ({} -> {})", c.service, c.from, c.to))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            self.pull_missing(&mut changes)?;
+        }
+        *self.repointed_mut() = changes.clone();
+        Ok(changes)
+    }
+
+    /// Errors when a repointed service's containers do not run the image its commit names.
+    fn check_repointed(&self, containers: &[Container]) -> anyhow::Result<()> {
+        for change in self.repointed_mut().iter() {
+            if let Some(stale) = containers.iter().find(|c| {
+                c.service == change.service && !images::same_reference(&c.image, &change.to)
+            }) {
+                bail!(
+                    "service {} still runs image {} after `compose up` (the Compose files name {}); run `docker compose up -d {}` by hand to see why Compose did not recreate it",
+                    change.service,
+                    stale.image,
+                    change.to,
+                    change.service
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The app services that have a `build:` section: their images are built and kept.
     fn built_services(&self) -> Vec<&compose::ServiceSpec> {
         self.services
@@ -326,7 +518,13 @@ impl ComposeApp {
         Ok(())
     }
 
-    fn build(&self, commit: &str) -> anyhow::Result<Vec<String>> {
+    fn build(&self, commit: &str) -> anyhow::Result<(Vec<String>, Vec<ImageChange>)> {
+        let changes = self.repoint_image_only_services()?;
+        if self.active_services().is_empty() {
+            bail!(
+                "nothing would start the new release: no app service has a `build:` section and this release changes no service's `image:`, so the health gate would judge the containers that already run; list the services that run the app in runtime.services (every deploy then stops and starts them)"
+            );
+        }
         let services = self.built_services();
         self.build_services(&services)?;
         let mut tagged = Vec::new();
@@ -345,16 +543,17 @@ impl ComposeApp {
         if !tagged.is_empty() {
             BuildRecord::note(&self.state_dir, commit)?;
         }
-        Ok(tagged)
+        Ok((tagged, changes))
     }
 
     fn up(&self) -> anyhow::Result<()> {
-        tracing::info!(services = ?self.services, "starting the app");
+        let services = self.active_services();
+        tracing::info!(?services, "starting the app");
         self.compose
             .cmd(
                 ["up", "-d", "--no-build"]
                     .into_iter()
-                    .chain(self.services.iter().map(String::as_str)),
+                    .chain(services.iter().map(String::as_str)),
             )
             .timeout(APP_COMMAND_TIMEOUT)
             .cleanup()
@@ -363,8 +562,38 @@ impl ComposeApp {
         Ok(())
     }
 
+    /// `up`, then proof that it started something: some app container started after
+    /// (or was created since) the moment before `up`, and the repointed services run
+    /// their new images.
+    fn start(&self) -> anyhow::Result<()> {
+        let services = self.active_services();
+        let ours = |c: &Container| services.contains(&c.service);
+        let before: Vec<Container> = self
+            .compose
+            .containers()?
+            .into_iter()
+            .filter(ours)
+            .collect();
+        self.up()?;
+        let after: Vec<Container> = self
+            .compose
+            .containers()?
+            .into_iter()
+            .filter(ours)
+            .collect();
+        if !started_any(&before, &after) {
+            bail!(
+                "nothing was restarted: `compose up` of {} started no container, so the health gate would judge containers of an earlier start; check `docker compose ps`, and list the services that run the app in runtime.services",
+                services.join(", ")
+            );
+        }
+        self.check_repointed(&after)
+    }
+
     fn switch_to(&self, commit: &str) -> anyhow::Result<(Vec<ServiceImage>, bool)> {
         self.compose.ensure_engine()?;
+        // Image-only services go back to the image the commit names (pulled if gone).
+        self.repoint_image_only_services()?;
         let mut report = Vec::new();
         let mut missing = Vec::new();
         for s in self.built_services() {
@@ -400,8 +629,16 @@ impl ComposeApp {
             }
             BuildRecord::note(&self.state_dir, commit)?;
         }
-        if !self.services.is_empty() {
+        for change in self.repointed_mut().iter() {
+            report.push(ServiceImage {
+                service: change.service.clone(),
+                image: change.to.clone(),
+                source: if change.pulled { "pulled" } else { "present" }.into(),
+            });
+        }
+        if !self.active_services().is_empty() {
             self.up()?;
+            self.check_repointed(&self.compose.containers()?)?;
         }
         Ok((report, rebuilt))
     }
@@ -410,6 +647,16 @@ impl ComposeApp {
     pub fn container_states(&self) -> anyhow::Result<Vec<ContainerState>> {
         self.compose.container_states(&self.services)
     }
+}
+
+/// Whether some container in `after` is new or started again since `before`.
+fn started_any(before: &[Container], after: &[Container]) -> bool {
+    after.iter().any(|c| {
+        c.started_at.is_some()
+            && !before
+                .iter()
+                .any(|b| b.id == c.id && b.started_at == c.started_at)
+    })
 }
 
 impl CommandApp {
@@ -423,5 +670,34 @@ impl CommandApp {
             .output()
             .with_context(|| format!("{what} the app (runtime.{what}: {command:?})"))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(id: &str, started_at: Option<&str>) -> Container {
+        Container {
+            project: "shop".into(),
+            service: "web".into(),
+            id: id.into(),
+            image: "shop-web".into(),
+            started_at: started_at.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_start_counts_only_when_a_container_started_anew() {
+        let before = [c("a", Some("t1")), c("b", None)];
+        assert!(!started_any(&before, &before), "nothing changed");
+        assert!(started_any(&before, &[c("a", Some("t2"))]), "restarted");
+        assert!(started_any(&before, &[c("z", Some("t1"))]), "recreated");
+        assert!(
+            !started_any(&before, &[c("z", None)]),
+            "created, never started"
+        );
+        assert!(started_any(&[], &[c("a", Some("t1"))]), "first start");
+        assert!(!started_any(&before, &[]), "removed");
     }
 }

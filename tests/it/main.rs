@@ -14,6 +14,7 @@ mod deploy;
 mod doctor;
 mod down;
 mod health;
+mod images;
 mod interrupts;
 mod notify;
 mod remote;
