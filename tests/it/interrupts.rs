@@ -16,11 +16,11 @@ fn stack() -> Option<Stack> {
     Stack::fast_deployed()
 }
 
-/// Deploys a new healthy release with `signal` sent at `point`; returns the exit code,
+/// Deploys a new release (healthy unless the test broke it) with `signal` sent at `point`; returns the exit code,
 /// the outcome and stderr, and checks what always holds: the journal is gone, the app is
 /// healthy, and the rows written before the deploy are all there.
 fn deploy_signalled(s: &Stack, point: &str, signal: &str) -> (i32, serde_json::Value, String) {
-    s.commit(&format!("healthy, {signal} at {point}"));
+    s.commit(&format!("release, {signal} at {point}"));
     s.psql(
         "appdb",
         &format!("insert into messages (body) values ('before {signal} at {point}')"),
@@ -71,26 +71,28 @@ fn a_signal_before_stop_refuses_and_puts_the_code_back() {
     assert_eq!(s.head(), v2);
 }
 
-/// From `stop` on, a signal does not abandon production: before the gate passed, the
-/// gate ends and the release is rolled back (11, not marked failed); once the gate
-/// passed, the deploy is finished (0, marked stable).
-#[test]
-fn a_signal_after_stop_finishes_the_shortest_way_to_a_healthy_release() {
-    let Some(s) = stack() else { return };
-    for (point, signal, expect) in [
-        ("stop:done", "TERM", 11),
-        ("start:done", "INT", 11),
-        ("gate:done", "TERM", 0),
-        ("mark_stable:start", "TERM", 0),
-        ("prune:start", "INT", 0),
-    ] {
+/// A stack whose deploys have every step: a snapshot and a migrate command too.
+fn stack_with_every_step() -> Option<Stack> {
+    let s = Stack::fast("snapshot = true\nmigrate_command = \"true\"\n")?;
+    let (code, v) = s.deploy(&[]);
+    assert_eq!(code, 0, "{v:#}");
+    Some(s)
+}
+
+/// Sends `signal` at each deploy step in `points` of a healthy release: the deploy ends
+/// with exit `expect` (11: rolled back, the release not marked failed; 0: deployed and
+/// marked stable), saying what it does.
+fn signal_each_deploy_step(s: &Stack, points: &[&str], signal: &str, expect: i32) {
+    for point in points {
         let running = s.head();
-        let (code, v, stderr) = deploy_signalled(&s, point, signal);
+        let (code, v, stderr) = deploy_signalled(s, point, signal);
         assert_eq!(code, expect, "{point} {signal}: {v:#}\n{stderr}");
-        assert!(
-            stderr.contains("finishing the way back to a healthy release"),
-            "{point}: says what it does: {stderr}"
-        );
+        if signal != "HUP" {
+            assert!(
+                stderr.contains("finishing the way back to a healthy release"),
+                "{point}: says what it does: {stderr}"
+            );
+        }
         if expect == 11 {
             assert_eq!(s.head(), running, "{point}");
             assert_eq!(v["rollback"]["failed_commit"], serde_json::Value::Null);
@@ -104,20 +106,105 @@ fn a_signal_after_stop_finishes_the_shortest_way_to_a_healthy_release() {
     }
 }
 
-/// SIGHUP (the SSH session dropped) is not an interrupt at all: the deploy runs to
-/// completion wherever it arrives.
+/// From `stop` on, before the gate passed, a signal does not abandon production: the
+/// gate ends (or is never begun) and the release is rolled back, not marked failed.
 #[test]
-fn a_hangup_at_any_step_lets_the_deploy_complete() {
-    let Some(s) = stack() else { return };
-    for point in [
-        "checkout:done",
-        "stop:done",
-        "gate:start",
-        "mark_stable:start",
+fn a_signal_after_stop_before_the_gate_passed_rolls_back() {
+    let Some(s) = stack_with_every_step() else {
+        return;
+    };
+    for (point, signal) in [
+        ("stop:done", "TERM"),
+        ("snapshot:start", "TERM"),
+        ("migrate:start", "INT"),
+        ("start:done", "TERM"),
     ] {
+        signal_each_deploy_step(&s, &[point], signal, 11);
+    }
+}
+
+/// Once the gate passed, a signal lets the deploy finish: marked stable, exit 0.
+#[test]
+fn a_signal_after_the_gate_passed_finishes_the_deploy() {
+    let Some(s) = stack() else { return };
+    signal_each_deploy_step(&s, &["gate:done", "mark_stable:start"], "TERM", 0);
+    signal_each_deploy_step(&s, &["prune:start"], "INT", 0);
+}
+
+/// SIGHUP (the SSH session dropped) is not an interrupt at all: the deploy runs to
+/// completion wherever it arrives (the first half of the steps).
+#[test]
+fn a_hangup_at_each_early_deploy_step_lets_the_deploy_complete() {
+    let Some(s) = stack_with_every_step() else {
+        return;
+    };
+    signal_each_deploy_step(
+        &s,
+        &[
+            "checkout:start",
+            "build:start",
+            "backup:start",
+            "stop:start",
+            "snapshot:start",
+        ],
+        "HUP",
+        0,
+    );
+}
+
+/// SIGHUP at each of the later deploy steps.
+#[test]
+fn a_hangup_at_each_late_deploy_step_lets_the_deploy_complete() {
+    let Some(s) = stack_with_every_step() else {
+        return;
+    };
+    signal_each_deploy_step(
+        &s,
+        &[
+            "migrate:start",
+            "start:start",
+            "gate:start",
+            "mark_stable:start",
+            "prune:start",
+        ],
+        "HUP",
+        0,
+    );
+}
+
+/// SIGHUP at each step of a rollback (a failing release with a migration, the
+/// snapshot swapped back in): the rollback completes, exit 11, healthy on v1.
+#[test]
+fn a_hangup_at_each_rollback_step_lets_the_rollback_complete() {
+    let Some(s) = Stack::fast("snapshot = true\n") else {
+        return;
+    };
+    let (code, v) = s.deploy(&[]);
+    assert_eq!(code, 0, "{v:#}");
+    let v1 = s.head();
+    s.set_healthy(false);
+    for (n, point) in [
+        "stop_app:start",
+        "database:start",
+        "database_swap:start",
+        "revert_code:start",
+        "switch:start",
+        "rollback_gate:start",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("2{n:02}_h{n}");
+        s.add_migration(&name, &format!("create table h{n} (id int);"));
         let (code, v, stderr) = deploy_signalled(&s, point, "HUP");
-        assert_eq!(code, 0, "{point}: {v:#}\n{stderr}");
-        assert_eq!(s.head(), s.remote_stable().unwrap(), "{point}");
+        assert_eq!(code, 11, "{point}: {v:#}\n{stderr}");
+        assert!(
+            crate::deploy::steps(&v).contains(&point.replace(":start", ":done")),
+            "{point} ran: {v:#}"
+        );
+        assert_eq!(s.head(), v1, "{point}");
+        assert!(!s.table_exists("appdb", &format!("h{n}")), "{point}");
+        std::fs::remove_dir_all(s.dev().join("prisma/migrations").join(name)).unwrap();
     }
 }
 

@@ -321,7 +321,7 @@ fn a_signal_during_the_database_rollback_finishes_it() {
 fn a_signal_during_the_code_rollback_finishes_it() {
     signal_each_rollback_step(
         &[
-            ("revert_code:start", "HUP"),
+            ("revert_code:start", "TERM"),
             ("switch:start", "TERM"),
             ("rollback_gate:start", "TERM"),
         ],
