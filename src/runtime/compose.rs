@@ -272,6 +272,14 @@ pub fn parse_containers(out: &str) -> Vec<Container> {
         .collect()
 }
 
+/// The container ids in the output of `ps -q` (one per line, blank lines skipped).
+fn container_ids(out: &str) -> Vec<&str> {
+    out.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
 impl Compose {
     /// The containers of `services`, read with `ps -q` and `docker inspect` (the same on
     /// Compose v1 and v2).
@@ -283,11 +291,7 @@ impl Compose {
                 .cmd(["ps", "--all", "-q", service.as_str()])
                 .timeout(Duration::from_secs(60))
                 .output()?;
-            let ids: Vec<&str> = ids
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect();
+            let ids = container_ids(&ids);
             if ids.is_empty() {
                 states.push(ContainerState {
                     service: service.clone(),
@@ -341,11 +345,7 @@ impl Compose {
                 .output()
                 .context("listing the app's containers (compose ps)")?,
         };
-        let ids: Vec<&str> = ids
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
+        let ids = container_ids(&ids);
         if ids.is_empty() {
             return Ok(Vec::new());
         }
