@@ -120,7 +120,19 @@ impl Stack {
             .replace("@DB_PORT@", &db_port.to_string())
             .replace("@WEB_PORT@", &web_port.to_string());
         fs::write(dev.join("docker-compose.yml"), compose).unwrap();
-        fs::copy(example.join("Dockerfile"), dev.join("Dockerfile")).unwrap();
+        // The demo's Dockerfile with one layer of this stack's own right after FROM, so
+        // no build-cache image is shared between stacks: Docker removes the untagged
+        // parents of an image it removes, and a stack tearing down (or pruning) would
+        // otherwise delete a cached layer another stack's build is about to use
+        // ("unable to find image sha256:...").
+        let dockerfile = fs::read_to_string(example.join("Dockerfile")).unwrap();
+        let (from, rest) = dockerfile.split_once('\n').unwrap();
+        fs::write(
+            dev.join("Dockerfile"),
+            format!("{from}\nCOPY stack-id.txt /stack-id.txt\n{rest}"),
+        )
+        .unwrap();
+        fs::write(dev.join("stack-id.txt"), format!("{project}\n")).unwrap();
         copy_dir(&example.join("app"), &dev.join("app"));
         copy_dir(&example.join("prisma"), &dev.join("prisma"));
         let busybox = ["/bin/busybox", "/usr/bin/busybox"]
