@@ -413,9 +413,10 @@ pub struct DatabaseConfig {
     pub url: Option<String>,
     /// Directory of pg_dump/pg_restore/psql for direct mode; default: PATH.
     pub client_bin_dir: Option<PathBuf>,
-    /// The database stablehand connects to for CREATE, DROP and RENAME DATABASE.
-    #[serde(default = "default_maintenance_db")]
-    pub maintenance_db: String,
+    /// The database stablehand connects to for CREATE, DROP and RENAME DATABASE; never
+    /// the live one. Default: `postgres`, or `template1` when the app's database is
+    /// `postgres` (the official image's default).
+    pub maintenance_db: Option<String>,
     /// Databases replaced by a restore or snapshot swap that are kept (newest first).
     #[serde(default = "default_keep_replaced")]
     pub keep_replaced_databases: u32,
@@ -449,9 +450,6 @@ fn default_on_rollback() -> crate::deploy::decision::DbPolicy {
     crate::deploy::decision::DbPolicy::Auto
 }
 
-fn default_maintenance_db() -> String {
-    "postgres".into()
-}
 fn default_keep_replaced() -> u32 {
     2
 }

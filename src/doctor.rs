@@ -230,12 +230,12 @@ pub fn doctor(loaded: &Loaded) -> Report {
                 f.push(
                     "privileges",
                     match createdb.as_deref() {
-                        Ok("true") => Ok(format!("CREATEDB, and connects to {}", cfg.database.maintenance_db)),
+                        Ok("true") => Ok(format!("CREATEDB, and connects to {} for CREATE/DROP/RENAME DATABASE", db.maintenance_db)),
                         Ok(_) => Err(fail(
                             "the user lacks CREATEDB: a rollback cannot restore into a new database and swap",
                             "ALTER ROLE <user> CREATEDB (or restore with --in-place by hand)",
                         )),
-                        Err(e) => Err(fail(e, "let the user connect to database.maintenance_db (default postgres)")),
+                        Err(e) => Err(fail(e, "let the user connect to the maintenance database (database.maintenance_db; default postgres, or template1 when the app's database is postgres)")),
                     },
                 );
             }

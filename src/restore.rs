@@ -153,6 +153,7 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
         "in_place" => {
             // Invariant 1: overwriting the live database needs a verified backup of its
             // current state first.
+            reproducible(&live, &prepared)?;
             let safety = crate::backup::create_backup_locked(loaded, &catalog, &lock, "pre-restore", None, false)
                 .context("an in-place restore first backs up the current state, and that backup failed; nothing was changed")?;
             report.safety_backup = Some(safety.backup.id.clone());
@@ -310,7 +311,11 @@ fn prepare(
                 "pg_restore could not read the dump's table of contents",
             )))
         })?;
-    let check = FileCheck::from_listing(size, sha, &listing).map_err(refused)?;
+    let toc = fs_err::File::open(&temp.0)
+        .map_err(anyhow::Error::from)
+        .and_then(|f| Ok(crate::backup::toc::read(io::BufReader::new(f))?))
+        .map_err(|e| refused(CheckError::Damaged(e)))?;
+    let check = FileCheck::from_listing(size, sha, &listing, toc).map_err(refused)?;
     Ok(Prepared {
         check,
         source: Source::File(temp),
@@ -416,17 +421,26 @@ fn confirm(db: &str, m: &Manifest, method: &str, yes: bool) -> anyhow::Result<()
     Ok(())
 }
 
-/// Creates `name`, restores into it and checks it; on any failure drops it again.
+/// Creates `name`, restores into it (object owners and grants included), checks it and
+/// gives it the live database's owner, ACL and settings; on any failure drops it again.
+/// Refused before anything is created when stablehand's role could not reproduce them.
 fn restore_into_new(
     loaded: &Loaded,
     live: &Database,
     name: &str,
     prepared: &Prepared,
 ) -> anyhow::Result<BTreeMap<String, u64>> {
+    let properties = reproducible(live, prepared)?;
     live.create_database_like_live(name)?;
     let target = live.on(name);
     let result = pg_restore(loaded, &target, &prepared.source, false)
-        .and_then(|()| check_tables(&target, &prepared.check));
+        .and_then(|()| check_tables(&target, &prepared.check))
+        .and_then(|counts| {
+            if let Some(p) = &properties {
+                live.apply_properties(name, p)?;
+            }
+            Ok(counts)
+        });
     if let Err(e) = result {
         let _ = live.end_sessions_on(&[name]);
         let dropped = live.drop_side_database(name);
@@ -441,28 +455,73 @@ fn restore_into_new(
     Ok(result.expect("checked above"))
 }
 
-/// Every table of the backup's table of contents exists; returns rows per table.
-fn check_tables(db: &Database, check: &FileCheck) -> anyhow::Result<BTreeMap<String, u64>> {
-    let counts = db
-        .table_row_counts()
-        .context("counting the restored rows")?;
-    let missing: Vec<&String> = check
-        .tables
-        .iter()
-        .filter(|t| !counts.contains_key(*t))
-        .collect();
-    if !missing.is_empty() {
+/// The live database's owner, ACL and settings (None when it does not exist: a restore
+/// into a new database after the live one was lost), once it is known that
+/// stablehand's role can reproduce them and the backup's object owners.
+fn reproducible(
+    live: &Database,
+    prepared: &Prepared,
+) -> anyhow::Result<Option<crate::db::properties::Properties>> {
+    let properties = if live.database_exists(&live.name)? {
+        Some(live.properties_of(&live.name)?)
+    } else {
+        None
+    };
+    let problems = live.reproduction_problems(
+        properties.as_ref().unwrap_or(&Default::default()),
+        &prepared.check.toc.owners(),
+    )?;
+    if !problems.is_empty() {
         bail!(
-            "the restored database lacks {} table(s) of the backup: {}",
-            missing.len(),
-            missing
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            "stablehand's role cannot make a faithful copy of {}: {}; nothing was created or changed",
+            live.name,
+            problems.join("; ")
         );
     }
-    Ok(counts)
+    Ok(properties)
+}
+
+/// Every table and materialized view of the backup's table of contents exists in the
+/// restored database (partitions and partitioned tables included, each compared by
+/// schema and name); returns rows per table.
+fn check_tables(db: &Database, check: &FileCheck) -> anyhow::Result<BTreeMap<String, u64>> {
+    let relations = db
+        .relations()
+        .context("reading the restored database's tables")?;
+    let present: std::collections::BTreeSet<(&str, &str, bool)> = relations
+        .iter()
+        .map(|(schema, name, kind)| (schema.as_str(), name.as_str(), *kind == 'm'))
+        .collect();
+    let missing = missing_relations(&check.toc, &present);
+    if !missing.is_empty() {
+        bail!(
+            "the restored database lacks {} table(s) or materialized view(s) of the backup: {}",
+            missing.len(),
+            missing.join(", ")
+        );
+    }
+    db.table_row_counts().context("counting the restored rows")
+}
+
+/// The `TABLE` and `MATERIALIZED VIEW` entries of `toc` with no (schema, name,
+/// is-matview) in `present`, as `schema.name`.
+fn missing_relations(
+    toc: &crate::backup::toc::Toc,
+    present: &std::collections::BTreeSet<(&str, &str, bool)>,
+) -> Vec<String> {
+    toc.entries
+        .iter()
+        .filter_map(|e| {
+            let matview = match e.desc.as_str() {
+                "TABLE" => false,
+                "MATERIALIZED VIEW" => true,
+                _ => return None,
+            };
+            let schema = e.namespace.as_deref().unwrap_or("");
+            (!present.contains(&(schema, e.tag.as_str(), matview)))
+                .then(|| format!("{schema}.{}", e.tag))
+        })
+        .collect()
 }
 
 /// Runs pg_restore into `target`: with parallel jobs from a decompressed file, or
@@ -478,7 +537,9 @@ fn pg_restore(
         .with_session_env("PGOPTIONS", RESTORE_PGOPTIONS);
     let mut cmd = target
         .tool(Tool::PgRestore, true)
-        .args(["--exit-on-error", "--no-owner", "--no-acl"])
+        // Owners and grants are restored as they were (reproduction_problems checked
+        // that stablehand's role may): an app connecting as its own role keeps working.
+        .args(["--exit-on-error"])
         .timeout(loaded.config.backup.timeout);
     if in_place {
         cmd = cmd.args(["--clean", "--if-exists", "--single-transaction"]);

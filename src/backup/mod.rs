@@ -6,6 +6,7 @@ pub mod create;
 pub mod crypt;
 pub mod manifest;
 pub mod retention;
+pub mod toc;
 pub mod verify;
 
 use anyhow::Context;

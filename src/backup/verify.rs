@@ -21,8 +21,8 @@ pub struct FileCheck {
     pub sha256: String,
     /// Entries listed by `pg_restore --list`.
     pub toc_entries: u64,
-    /// The tables in the table of contents, as `schema.name`.
-    pub tables: Vec<String>,
+    /// The archive's table of contents, read field by field.
+    pub toc: super::toc::Toc,
 }
 
 /// Why a check did not pass: the backup is bad, or it could not be checked at all.
@@ -87,6 +87,8 @@ pub fn check_file(
     let mut buf = vec![0u8; 1 << 20];
     let mut feeding = true;
     let mut decode_error = None;
+    // The front of the archive, kept until its table of contents reads whole.
+    let mut front = TocFront::default();
     loop {
         let n = match decoder.read(&mut buf) {
             Ok(0) => break,
@@ -97,6 +99,7 @@ pub fn check_file(
                 break;
             }
         };
+        front.push(&buf[..n]);
         if feeding {
             if let Err(e) = stdin.write_all(&buf[..n]) {
                 if e.kind() != io::ErrorKind::BrokenPipe {
@@ -108,7 +111,7 @@ pub fn check_file(
                 feeding = false;
             }
         }
-        if !feeding && !read_all {
+        if !feeding && !read_all && front.done() {
             break;
         }
     }
@@ -143,7 +146,46 @@ pub fn check_file(
     }
     let listing = listing.map_err(unchecked)?;
     let (size, sha) = hashing.finish();
-    FileCheck::from_listing(size, sha, &listing)
+    let toc = front.finish().map_err(damaged)?;
+    FileCheck::from_listing(size, sha, &listing, toc)
+}
+
+/// Collects the front of a streamed archive until its table of contents parses.
+#[derive(Default)]
+struct TocFront {
+    bytes: Vec<u8>,
+    parsed: Option<Result<super::toc::Toc, super::toc::TocError>>,
+}
+
+/// The most of a stream's front kept to read its table of contents (a schema of tens
+/// of thousands of objects fits many times over).
+const TOC_FRONT_LIMIT: usize = 512 << 20;
+
+impl TocFront {
+    fn push(&mut self, chunk: &[u8]) {
+        if self.done() {
+            return;
+        }
+        self.bytes.extend_from_slice(chunk);
+        match super::toc::read(&self.bytes[..]) {
+            Err(super::toc::TocError::Truncated) if self.bytes.len() < TOC_FRONT_LIMIT => {}
+            result => {
+                self.parsed = Some(result);
+                self.bytes = Vec::new();
+            }
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.parsed.is_some()
+    }
+
+    fn finish(self) -> anyhow::Result<super::toc::Toc> {
+        match self.parsed {
+            Some(result) => Ok(result?),
+            None => Ok(super::toc::read(&self.bytes[..])?),
+        }
+    }
 }
 
 impl FileCheck {
@@ -153,6 +195,7 @@ impl FileCheck {
         size_bytes: u64,
         sha256: String,
         listing: &str,
+        toc: super::toc::Toc,
     ) -> Result<FileCheck, CheckError> {
         let toc_entries = listing
             .lines()
@@ -167,7 +210,7 @@ impl FileCheck {
             size_bytes,
             sha256,
             toc_entries,
-            tables: toc_tables(listing),
+            toc,
         })
     }
 }
@@ -183,19 +226,6 @@ pub fn check_size(path: &Path, m: &crate::backup::manifest::Manifest) -> Result<
         )));
     }
     Ok(())
-}
-
-/// Tables named by a `pg_restore --list` listing ("216; 1259 16386 TABLE public users app").
-pub fn toc_tables(listing: &str) -> Vec<String> {
-    listing
-        .lines()
-        .filter(|l| !l.starts_with(';'))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 6 && f[3] == "TABLE" && f[4] != "DATA")
-                .then(|| format!("{}.{}", f[4], f[5]))
-        })
-        .collect()
 }
 
 /// A reader that hashes and counts what passes through it.

@@ -165,43 +165,53 @@ impl Database {
         })
     }
 
-    /// The ordinary tables (schema-qualified) and their exact row counts.
-    pub fn table_row_counts(&self) -> anyhow::Result<BTreeMap<String, u64>> {
-        let tables = self.query(
-            "select coalesce(string_agg(format('%I.%I', n.nspname, c.relname), E'\\n'), '') from pg_class c \
-             join pg_namespace n on n.oid = c.relnamespace \
-             where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema') \
-             and n.nspname not like 'pg_toast%' and not c.relispartition",
+    /// The tables (ordinary, partitioned and partitions) and materialized views, as
+    /// (schema, name, relkind): what a table of contents' `TABLE` and `MATERIALIZED
+    /// VIEW` entries become.
+    pub fn relations(&self) -> anyhow::Result<Vec<(String, String, char)>> {
+        let out = self.query(
+            "select coalesce(json_agg(json_build_array(n.nspname, c.relname, c.relkind::text)), '[]') \
+             from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+             where c.relkind in ('r', 'p', 'm') and n.nspname not in ('pg_catalog', 'information_schema') \
+             and n.nspname not like 'pg_toast%' and n.nspname not like 'pg_temp%'",
         )?;
-        let names: Vec<&str> = tables.lines().filter(|l| !l.is_empty()).collect();
-        if names.is_empty() {
+        let rows: Vec<(String, String, String)> =
+            serde_json::from_str(&out).context("reading the database's tables")?;
+        Ok(rows
+            .into_iter()
+            .map(|(schema, name, kind)| (schema, name, kind.chars().next().unwrap_or('r')))
+            .collect())
+    }
+
+    /// Rows per table that holds rows (ordinary tables and partitions, not the
+    /// partitioned parents, whose rows are their partitions'), keyed `schema.name`.
+    pub fn table_row_counts(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        let tables: Vec<(String, String)> = self
+            .relations()?
+            .into_iter()
+            .filter(|(_, _, kind)| *kind == 'r')
+            .map(|(schema, name, _)| (schema, name))
+            .collect();
+        if tables.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let sql = names
+        let sql = tables
             .iter()
-            .map(|t| {
+            .map(|(schema, name)| {
                 format!(
-                    "select '{}' || E'\\t' || count(*) from {t}",
-                    t.replace('\'', "''")
+                    "select {} as t, count(*) as n from {}.{}",
+                    super::ops::literal(&format!("{schema}.{name}")),
+                    super::ops::ident(schema),
+                    super::ops::ident(name)
                 )
             })
             .collect::<Vec<_>>()
             .join(" union all ");
-        let out = self.query(&sql)?;
-        Ok(out
-            .lines()
-            .filter_map(|l| l.rsplit_once('\t'))
-            .filter_map(|(t, n)| Some((unquote_qualified(t), n.parse().ok()?)))
-            .collect())
+        let out = self.query(&format!(
+            "select coalesce(json_object_agg(t, n), '{{}}') from ({sql}) counts"
+        ))?;
+        serde_json::from_str(&out).context("reading the row counts")
     }
-}
-
-/// `"public"."Users"` -> `public.Users` (the form pg_restore's listing uses).
-fn unquote_qualified(name: &str) -> String {
-    name.split('.')
-        .map(|p| p.trim_matches('"').replace("\"\"", "\""))
-        .collect::<Vec<_>>()
-        .join(".")
 }
 
 /// One row of `_prisma_migrations`.

@@ -14,6 +14,7 @@ use crate::runtime::compose::Compose;
 
 pub mod inspect;
 pub mod ops;
+pub mod properties;
 
 /// Query parameters that Prisma (and other ORMs) put in DATABASE_URL but libpq rejects.
 const NON_LIBPQ_PARAMS: &[&str] = &[
@@ -108,6 +109,43 @@ impl Version {
     }
 }
 
+/// `/<name>` percent-encoded for a URL path (a space, `/`, `?`, `#` or `%` in a database
+/// name must not change what the URL means).
+fn url_path(name: &str) -> String {
+    format!(
+        "/{}",
+        percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
+    )
+}
+
+/// The database to run CREATE/DROP/RENAME DATABASE from: `database.maintenance_db`, or
+/// `postgres`, or `template1` when the app's own database is `postgres` (a database
+/// cannot be renamed or dropped from a session connected to it).
+fn maintenance_db(loaded: &Loaded, live: &str) -> anyhow::Result<String> {
+    match loaded.config.database.maintenance_db.as_deref() {
+        Some(m) if m == live => Err(ConfigError::Invalid {
+            path: loaded.path.clone(),
+            location: String::new(),
+            key: "database.maintenance_db".into(),
+            message: format!(
+                "the maintenance database {m:?} is the app's own database, which cannot be renamed or dropped from a session connected to it; name another database (template1 always exists) or remove the key"
+            ),
+        }
+        .into()),
+        Some(m) => Ok(m.to_string()),
+        None => Ok(default_maintenance_db(live).to_string()),
+    }
+}
+
+/// The maintenance database when none is configured.
+pub fn default_maintenance_db(live: &str) -> &'static str {
+    if live == "postgres" {
+        "template1"
+    } else {
+        "postgres"
+    }
+}
+
 impl Database {
     /// Builds database access from the config; the URL comes from the environment.
     pub fn from_config(loaded: &Loaded) -> anyhow::Result<Database> {
@@ -168,9 +206,13 @@ impl Database {
                     clean.query_pairs_mut().extend_pairs(kept);
                 }
                 if let Some(name) = &db.name {
-                    clean.set_path(&format!("/{name}"));
+                    clean.set_path(&url_path(name));
                 }
-                let name = clean.path().trim_start_matches('/').to_string();
+                // The path is percent-encoded (`my%20app`); SQL needs the name itself.
+                let name = percent_encoding::percent_decode_str(clean.path().trim_start_matches('/'))
+                    .decode_utf8()
+                    .map_err(|e| invalid(format!("the database name in the URL of {} is not UTF-8 once decoded: {e}", db.url_env)))?
+                    .into_owned();
                 if name.is_empty() {
                     bail!(ConfigError::Invalid {
                         path: loaded.path.clone(),
@@ -180,6 +222,7 @@ impl Database {
                     });
                 }
                 let url = SafeUrl::parse(clean.as_str()).expect("a URL we built parses");
+                let maintenance_db = maintenance_db(loaded, &name)?;
                 Ok(Database {
                     access: Access::Direct {
                         url: Some(url),
@@ -191,12 +234,14 @@ impl Database {
                     schema,
                     application_name: "stablehand".into(),
                     session_env: Vec::new(),
-                    maintenance_db: db.maintenance_db.clone(),
+                    maintenance_db,
                     query_timeout: QUERY_TIMEOUT,
                 })
             }
             DbMode::Compose => {
                 let compose = Compose::detect(&loaded.app_dir, &loaded.config.runtime)?;
+                let name = db.name.clone().unwrap_or_default();
+                let maintenance_db = maintenance_db(loaded, &name)?;
                 Ok(Database {
                     access: Access::Compose {
                         compose,
@@ -204,12 +249,12 @@ impl Database {
                         user: db.user.clone(),
                         container: Default::default(),
                     },
-                    name: db.name.clone().unwrap_or_default(),
+                    name,
                     mode: DbMode::Compose,
                     schema: None,
                     application_name: "stablehand".into(),
                     session_env: Vec::new(),
-                    maintenance_db: db.maintenance_db.clone(),
+                    maintenance_db,
                     query_timeout: QUERY_TIMEOUT,
                 })
             }
@@ -232,7 +277,7 @@ impl Database {
                 schema: None,
                 application_name: "stablehand".into(),
                 session_env: Vec::new(),
-                maintenance_db: db.maintenance_db.clone(),
+                maintenance_db: db.maintenance_db.clone().unwrap_or_else(|| "postgres".into()),
                 query_timeout: QUERY_TIMEOUT,
             }),
             DbMode::Compose => Database::from_config(loaded),
@@ -244,7 +289,7 @@ impl Database {
         let mut other = self.clone();
         if let Access::Direct { url: Some(url), .. } = &mut other.access {
             let mut u = url.inner().clone();
-            u.set_path(&format!("/{name}"));
+            u.set_path(&url_path(name));
             *url = SafeUrl::parse(u.as_str()).expect("a URL we built parses");
         }
         other.name = name.to_string();
@@ -458,14 +503,13 @@ impl Database {
         Ok(())
     }
 
-    /// `pg_dump` of the whole database in custom format, uncompressed (we compress).
+    /// `pg_dump` of the whole database in custom format, uncompressed (we compress),
+    /// with object owners (always in a custom-format table of contents) and grants
+    /// (`GRANT`, `REVOKE`, default privileges), so a restore gives the app's own role
+    /// back what it had.
     pub fn dump_cmd(&self) -> Cmd {
-        self.tool(Tool::PgDump, true).args([
-            "--format=custom",
-            "--compress=0",
-            "--no-owner",
-            "--no-acl",
-        ])
+        self.tool(Tool::PgDump, true)
+            .args(["--format=custom", "--compress=0"])
     }
 
     /// `pg_restore --list` reading a dump on stdin (no connection needed).

@@ -269,12 +269,19 @@ impl Database {
         } else {
             ""
         };
+        // The copy's owner, ACL and settings are the live database's (a template copy
+        // carries only the contents), so a swap back to it changes nothing for the app.
+        let properties = self.properties_of(&self.name)?;
         self.maintenance_query(&format!(
             "create database {} template {}{strategy}",
             ident(&name),
             ident(&self.name)
         ))
         .with_context(|| format!("creating snapshot {name}"))?;
+        if let Err(e) = self.apply_properties(&name, &properties) {
+            let _ = self.drop_side_database(&name);
+            return Err(e.context(format!("the snapshot {name} was dropped")));
+        }
         Ok(name)
     }
 

@@ -12,6 +12,7 @@ mod crash;
 mod db_primitives;
 mod deploy;
 mod doctor;
+mod faithful;
 mod down;
 mod health;
 mod images;

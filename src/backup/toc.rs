@@ -1,0 +1,220 @@
+//! The table of contents of a `pg_dump -Fc` archive, read field by field from the
+//! archive's header (the format of `ReadHead`/`ReadToc` in PostgreSQL's
+//! `pg_backup_archiver.c`, archive versions 1.12 to 1.16: pg_dump 9.5 to 17), rather
+//! than from the words of `pg_restore --list`, whose lines cannot tell a table named
+//! `Order Items` in schema `public` from a table `Items` in schema `public Order`.
+
+use std::io::{self, Read};
+
+/// One entry of the table of contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TocEntry {
+    pub dump_id: i64,
+    /// "TABLE", "TABLE DATA", "TABLE ATTACH", "SEQUENCE SET", "MATERIALIZED VIEW", ...
+    pub desc: String,
+    /// The object's schema (None for objects outside any schema).
+    pub namespace: Option<String>,
+    /// The object's name, as pg_dump tags it.
+    pub tag: String,
+    pub owner: Option<String>,
+}
+
+/// The table of contents of an archive.
+#[derive(Debug, Clone)]
+pub struct Toc {
+    /// Archive version (major, minor, revision), e.g. (1, 14, 0) for PostgreSQL 15.
+    pub version: (u8, u8, u8),
+    /// The database pg_dump dumped.
+    pub database: Option<String>,
+    pub entries: Vec<TocEntry>,
+}
+
+impl Toc {
+    /// The tables (ordinary, partitioned and partitions: the `TABLE` entries) as
+    /// (schema, name).
+    pub fn tables(&self) -> Vec<(String, String)> {
+        self.entries
+            .iter()
+            .filter(|e| e.desc == "TABLE")
+            .map(|e| (e.namespace.clone().unwrap_or_default(), e.tag.clone()))
+            .collect()
+    }
+
+    /// The roles that own objects in the archive, sorted and deduplicated.
+    pub fn owners(&self) -> Vec<String> {
+        let mut owners: Vec<String> = self
+            .entries
+            .iter()
+            .filter_map(|e| e.owner.clone())
+            .filter(|o| !o.is_empty())
+            .collect();
+        owners.sort();
+        owners.dedup();
+        owners
+    }
+}
+
+const MIN_VERSION: (u8, u8) = (1, 12);
+const MAX_VERSION: (u8, u8) = (1, 16);
+/// The custom archive format's number in the header.
+const FORMAT_CUSTOM: u8 = 1;
+
+/// Why a table of contents could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TocError {
+    /// The bytes end before the table of contents does.
+    #[error("the archive ends inside its table of contents")]
+    Truncated,
+    #[error("the archive's table of contents is not valid: {0}")]
+    Invalid(String),
+    /// An archive version this stablehand does not know (a newer pg_dump).
+    #[error("archive version {0}.{1} is not one stablehand can read (it reads 1.12 to 1.16: pg_dump 9.5 to 17)")]
+    Unsupported(u8, u8),
+}
+
+struct Reader<R> {
+    inner: R,
+    int_size: usize,
+    off_size: usize,
+}
+
+impl<R: Read> Reader<R> {
+    fn byte(&mut self) -> Result<u8, TocError> {
+        let mut b = [0u8; 1];
+        self.exact(&mut b)?;
+        Ok(b[0])
+    }
+
+    fn exact(&mut self, buf: &mut [u8]) -> Result<(), TocError> {
+        self.inner.read_exact(buf).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => TocError::Truncated,
+            _ => TocError::Invalid(e.to_string()),
+        })
+    }
+
+    /// `ReadInt`: a sign byte, then `int_size` bytes, least significant first.
+    fn int(&mut self) -> Result<i64, TocError> {
+        let negative = self.byte()? != 0;
+        let mut value: i64 = 0;
+        for i in 0..self.int_size {
+            let b = self.byte()? as i64;
+            if i < 8 {
+                value |= b << (8 * i);
+            }
+        }
+        Ok(if negative { -value } else { value })
+    }
+
+    /// `ReadStr`: a length (`int`; negative for NULL), then that many bytes.
+    fn string(&mut self) -> Result<Option<String>, TocError> {
+        let len = self.int()?;
+        if len < 0 {
+            return Ok(None);
+        }
+        if len > 1 << 30 {
+            return Err(TocError::Invalid(format!("a string of {len} bytes")));
+        }
+        let mut buf = vec![0u8; len as usize];
+        self.exact(&mut buf)?;
+        Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
+    }
+
+    /// `ReadOffset` of the custom format: a flag byte and `off_size` bytes.
+    fn offset(&mut self) -> Result<(), TocError> {
+        self.byte()?;
+        for _ in 0..self.off_size {
+            self.byte()?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the header and table of contents at the start of a custom-format archive.
+pub fn read(input: impl Read) -> Result<Toc, TocError> {
+    let mut r = Reader {
+        inner: input,
+        int_size: 4,
+        off_size: 8,
+    };
+    let mut magic = [0u8; 5];
+    r.exact(&mut magic)?;
+    if &magic != b"PGDMP" {
+        return Err(TocError::Invalid(
+            "no PGDMP magic string: not a pg_dump custom-format archive".into(),
+        ));
+    }
+    let (major, minor, rev) = (r.byte()?, r.byte()?, r.byte()?);
+    if (major, minor) < MIN_VERSION || (major, minor) > MAX_VERSION {
+        return Err(TocError::Unsupported(major, minor));
+    }
+    let at_least = |m: u8| minor >= m;
+    r.int_size = r.byte()? as usize;
+    r.off_size = r.byte()? as usize;
+    if !(1..=16).contains(&r.int_size) || !(1..=16).contains(&r.off_size) {
+        return Err(TocError::Invalid(format!(
+            "integer size {} / offset size {}",
+            r.int_size, r.off_size
+        )));
+    }
+    let format = r.byte()?;
+    if format != FORMAT_CUSTOM {
+        return Err(TocError::Invalid(format!(
+            "archive format {format} is not the custom format (-Fc)"
+        )));
+    }
+    if at_least(15) {
+        r.byte()?; // compression algorithm
+    } else {
+        r.int()?; // compression level
+    }
+    for _ in 0..7 {
+        r.int()?; // creation time: sec, min, hour, mday, mon, year, isdst
+    }
+    let database = r.string()?;
+    r.string()?; // server version
+    r.string()?; // pg_dump version
+    let count = r.int()?;
+    if !(0..=10_000_000).contains(&count) {
+        return Err(TocError::Invalid(format!("{count} entries")));
+    }
+    let mut entries = Vec::with_capacity(count.min(100_000) as usize);
+    for _ in 0..count {
+        let dump_id = r.int()?;
+        if dump_id <= 0 {
+            return Err(TocError::Invalid(format!("entry id {dump_id}")));
+        }
+        r.int()?; // had a data dumper
+        r.string()?; // table oid
+        r.string()?; // oid
+        let tag = r.string()?.unwrap_or_default();
+        let desc = r.string()?.unwrap_or_default();
+        r.int()?; // section
+        r.string()?; // definition
+        r.string()?; // drop statement
+        r.string()?; // copy statement
+        let namespace = r.string()?;
+        r.string()?; // tablespace
+        if at_least(14) {
+            r.string()?; // table access method
+        }
+        if at_least(16) {
+            r.int()?; // relkind
+        }
+        let owner = r.string()?;
+        r.string()?; // "with oids": always "false"
+        while r.string()?.is_some() {} // dependencies, ended by a NULL
+        r.offset()?; // where the entry's data is (custom format)
+        entries.push(TocEntry {
+            dump_id,
+            desc,
+            namespace,
+            tag,
+            owner,
+        });
+    }
+    Ok(Toc {
+        version: (major, minor, rev),
+        database,
+        entries,
+    })
+}
