@@ -301,6 +301,46 @@ fn compose_mode_restores_and_restore_tests_inside_the_service() {
     assert_eq!(stack.psql("appdb", "select count(*) from items"), "3000");
     assert_eq!(stack.psql(&replaced, "select count(*) from items"), "2995");
     db.drop_side_database(&replaced).unwrap();
+
+    // The official image's default database, `postgres`, with an app role whose grants
+    // and CONNECT (revoked from PUBLIC) must survive: restored, tested and snapshotted
+    // from template1, in compose mode too.
+    stack.psql(
+        "postgres",
+        "create role app_rw login; create role outsider login;
+         create table accounts (id serial primary key, name text);
+         insert into accounts (name) select 'a' || g from generate_series(1, 25) g;
+         grant select on accounts to app_rw;
+         revoke connect on database postgres from public; grant connect on database postgres to app_rw, app;",
+    );
+    app.edit_config(|c| c.replace("name = \"appdb\"", "name = \"postgres\""));
+    let id = app.backup();
+    stack.psql("postgres", "delete from accounts");
+    let restored = app.json(&["restore", &id, "--yes"]);
+    assert_eq!(restored["tables"]["public.accounts"], 25, "{restored}");
+    assert!(restored["kept_as"].as_str().unwrap().starts_with("postgres__pre_restore_"));
+    assert_eq!(
+        crate::support::psql_at(stack.port, "app_rw", "postgres", "select count(*) from accounts"),
+        "25"
+    );
+    let outsider = Command::new(format!("{PG_BIN}/psql"))
+        .arg(format!("--dbname=postgresql://outsider@127.0.0.1:{}/postgres", stack.port))
+        .args(["-c", "select 1"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&outsider.stderr).contains("permission denied"),
+        "CONNECT stays revoked from PUBLIC"
+    );
+    let tested = app.json(&["backup", "verify", "--restore-test", &id]);
+    assert_eq!(tested[0]["ok"], true, "{tested}");
+    let loaded = stablehand::config::load(&app.path().join("stablehand.toml")).unwrap();
+    let db = stablehand::db::Database::from_config(&loaded).unwrap();
+    assert_eq!(db.maintenance_db, "template1");
+    let snapshot = db.snapshot("t2").unwrap();
+    stack.psql("postgres", "delete from accounts");
+    db.swap_to_snapshot(&snapshot).unwrap();
+    assert_eq!(stack.psql("postgres", "select count(*) from accounts"), "25");
 }
 
 /// The database a non-superuser owns in the stack, with ~45 MB of rows, and an app
