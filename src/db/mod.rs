@@ -209,10 +209,16 @@ impl Database {
                     clean.set_path(&url_path(name));
                 }
                 // The path is percent-encoded (`my%20app`); SQL needs the name itself.
-                let name = percent_encoding::percent_decode_str(clean.path().trim_start_matches('/'))
-                    .decode_utf8()
-                    .map_err(|e| invalid(format!("the database name in the URL of {} is not UTF-8 once decoded: {e}", db.url_env)))?
-                    .into_owned();
+                let name =
+                    percent_encoding::percent_decode_str(clean.path().trim_start_matches('/'))
+                        .decode_utf8()
+                        .map_err(|e| {
+                            invalid(format!(
+                                "the database name in the URL of {} is not UTF-8 once decoded: {e}",
+                                db.url_env
+                            ))
+                        })?
+                        .into_owned();
                 if name.is_empty() {
                     bail!(ConfigError::Invalid {
                         path: loaded.path.clone(),
@@ -277,7 +283,10 @@ impl Database {
                 schema: None,
                 application_name: "stablehand".into(),
                 session_env: Vec::new(),
-                maintenance_db: db.maintenance_db.clone().unwrap_or_else(|| "postgres".into()),
+                maintenance_db: db
+                    .maintenance_db
+                    .clone()
+                    .unwrap_or_else(|| "postgres".into()),
                 query_timeout: QUERY_TIMEOUT,
             }),
             DbMode::Compose => Database::from_config(loaded),

@@ -58,7 +58,10 @@ impl Properties {
     /// The statements that give database `name` these properties (one transaction).
     pub fn apply_sql(&self, name: &str) -> String {
         let db = ident(name);
-        let mut sql = vec![format!("alter database {db} owner to {}", ident(&self.owner))];
+        let mut sql = vec![format!(
+            "alter database {db} owner to {}",
+            ident(&self.owner)
+        )];
         if !self.acl_default {
             sql.push(format!(
                 "revoke all on database {db} from public, {}",
@@ -174,8 +177,8 @@ impl Database {
         if out.is_empty() {
             bail!("database {name:?} does not exist");
         }
-        let mut p: Properties =
-            serde_json::from_str(&out).with_context(|| format!("reading database {name}'s owner, ACL and settings"))?;
+        let mut p: Properties = serde_json::from_str(&out)
+            .with_context(|| format!("reading database {name}'s owner, ACL and settings"))?;
         if p.acl_default {
             p.acl = None;
         }
@@ -185,9 +188,14 @@ impl Database {
     /// Gives database `name` the properties `p` (one transaction; on failure nothing is
     /// changed and the error names what could not be reproduced).
     pub fn apply_properties(&self, name: &str, p: &Properties) -> anyhow::Result<()> {
-        self.maintenance().query(&p.apply_sql(name)).with_context(|| {
-            format!("giving {name} the live database's owner ({}), ACL and settings", p.owner)
-        })?;
+        self.maintenance()
+            .query(&p.apply_sql(name))
+            .with_context(|| {
+                format!(
+                    "giving {name} the live database's owner ({}), ACL and settings",
+                    p.owner
+                )
+            })?;
         Ok(())
     }
 
@@ -201,12 +209,14 @@ impl Database {
     ) -> anyhow::Result<Vec<String>> {
         let mut owners: Vec<String> = object_owners.to_vec();
         owners.push(p.owner.clone());
-        owners.retain(|o| !o.is_empty());
+        // pg_database_owner is whoever owns the database (PostgreSQL 14+'s owner of
+        // `public`): nothing to reproduce.
+        owners.retain(|o| !o.is_empty() && o != "pg_database_owner");
         owners.sort();
         owners.dedup();
         let mut roles = p.roles();
         roles.extend(owners.iter().cloned());
-        roles.retain(|r| !r.is_empty());
+        roles.retain(|r| !r.is_empty() && r != "pg_database_owner");
         roles.sort();
         roles.dedup();
         let array = |v: &[String]| {
@@ -277,6 +287,31 @@ impl Database {
             ));
         }
         Ok(problems)
+    }
+}
+
+/// The roles that own objects in the connected database (relations, schemas, types,
+/// functions) or hold default privileges there.
+const OBJECT_OWNERS_SQL: &str = "select coalesce(json_agg(distinct r), '[]') from (\
+ select pg_get_userbyid(c.relowner) as r from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+   where n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\\_%' \
+ union select pg_get_userbyid(nspowner) from pg_namespace where nspname not in ('pg_catalog', 'information_schema') and nspname not like 'pg\\_%' \
+ union select pg_get_userbyid(t.typowner) from pg_type t join pg_namespace n on n.oid = t.typnamespace \
+   where n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\\_%' \
+ union select pg_get_userbyid(p.proowner) from pg_proc p join pg_namespace n on n.oid = p.pronamespace \
+   where n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\\_%' \
+ union select pg_get_userbyid(defaclrole) from pg_default_acl) owners";
+
+impl Database {
+    /// What would keep a restore (or snapshot) of the live database from being
+    /// faithful, judged from the live database itself (its object owners, owner, ACL
+    /// and settings): checked before a deploy, whose rollback may need a restore, and
+    /// by doctor. Empty when nothing would.
+    pub fn faithful_copy_problems(&self) -> anyhow::Result<Vec<String>> {
+        let properties = self.properties_of(&self.name)?;
+        let owners: Vec<String> = serde_json::from_str(&self.query(OBJECT_OWNERS_SQL)?)
+            .context("reading the owners of the database's objects")?;
+        self.reproduction_problems(&properties, &owners)
     }
 }
 

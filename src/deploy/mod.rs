@@ -412,6 +412,16 @@ fn preflight(loaded: &Loaded, reference: Option<&str>) -> anyhow::Result<Preflig
     let db = Database::from_config(loaded)?;
     db.server_version()
         .context("the database does not answer")?;
+    // A rollback may restore the backup or swap in the snapshot: it must be able to give
+    // the app back the database it has (owners, grants, ACL, settings).
+    let problems = db.faithful_copy_problems()?;
+    if !problems.is_empty() {
+        bail!(
+            "a rollback could not restore {} faithfully: {}",
+            db.name,
+            problems.join("; ")
+        );
+    }
     let runtime = Runtime::load(loaded)?;
     if let Runtime::Compose(app) = &runtime {
         app.compose.ensure_engine()?;

@@ -318,13 +318,24 @@ fn compose_mode_restores_and_restore_tests_inside_the_service() {
     stack.psql("postgres", "delete from accounts");
     let restored = app.json(&["restore", &id, "--yes"]);
     assert_eq!(restored["tables"]["public.accounts"], 25, "{restored}");
-    assert!(restored["kept_as"].as_str().unwrap().starts_with("postgres__pre_restore_"));
+    assert!(restored["kept_as"]
+        .as_str()
+        .unwrap()
+        .starts_with("postgres__pre_restore_"));
     assert_eq!(
-        crate::support::psql_at(stack.port, "app_rw", "postgres", "select count(*) from accounts"),
+        crate::support::psql_at(
+            stack.port,
+            "app_rw",
+            "postgres",
+            "select count(*) from accounts"
+        ),
         "25"
     );
     let outsider = Command::new(format!("{PG_BIN}/psql"))
-        .arg(format!("--dbname=postgresql://outsider@127.0.0.1:{}/postgres", stack.port))
+        .arg(format!(
+            "--dbname=postgresql://outsider@127.0.0.1:{}/postgres",
+            stack.port
+        ))
         .args(["-c", "select 1"])
         .output()
         .unwrap();
@@ -340,7 +351,10 @@ fn compose_mode_restores_and_restore_tests_inside_the_service() {
     let snapshot = db.snapshot("t2").unwrap();
     stack.psql("postgres", "delete from accounts");
     db.swap_to_snapshot(&snapshot).unwrap();
-    assert_eq!(stack.psql("postgres", "select count(*) from accounts"), "25");
+    assert_eq!(
+        stack.psql("postgres", "select count(*) from accounts"),
+        "25"
+    );
 }
 
 /// The database a non-superuser owns in the stack, with ~45 MB of rows, and an app

@@ -55,14 +55,18 @@ fn a_restore_gives_back_partitions_quoted_names_schemas_enums_extensions_and_seq
     // A restore test (scratch database) passes on these shapes.
     let v = app.json(&["backup", "verify", &id, "--restore-test"]);
     assert_eq!(v[0]["ok"], true, "{v:#}");
-    pg.psql(&db, "delete from \"Order Items\"; delete from events; drop table billing.invoices;");
+    pg.psql(
+        &db,
+        "delete from \"Order Items\"; delete from events; drop table billing.invoices;",
+    );
 
     let tables = counts(&app, &id);
     assert_eq!(tables["public.Order Items"], 40, "{tables:#}");
     assert_eq!(tables["billing.invoices"], 30, "{tables:#}");
     // Partitions are counted where the rows are (the partitioned parent holds none).
     assert_eq!(
-        tables["public.events_2025"].as_u64().unwrap() + tables["public.events_2026"].as_u64().unwrap(),
+        tables["public.events_2025"].as_u64().unwrap()
+            + tables["public.events_2026"].as_u64().unwrap(),
         500,
         "{tables:#}"
     );
@@ -70,11 +74,17 @@ fn a_restore_gives_back_partitions_quoted_names_schemas_enums_extensions_and_seq
     // The app works on the restored database: the serial goes on, the enum and the
     // extension are there, the materialized view has its rows.
     assert_eq!(
-        pg.psql(&db, "insert into \"Order Items\" (status, \"Quantity\") values ('paid', 1) returning id"),
+        pg.psql(
+            &db,
+            "insert into \"Order Items\" (status, \"Quantity\") values ('paid', 1) returning id"
+        ),
         "41"
     );
     assert_eq!(
-        pg.psql(&db, "insert into billing.invoices (amount) values (1) returning id, length(token)"),
+        pg.psql(
+            &db,
+            "insert into billing.invoices (amount) values (1) returning id, length(token)"
+        ),
         "31|8"
     );
     assert_eq!(pg.psql(&db, "select count(*) from event_days"), "400");
@@ -82,19 +92,31 @@ fn a_restore_gives_back_partitions_quoted_names_schemas_enums_extensions_and_seq
     assert_eq!(pg.psql(&db, "select count(*) from events"), "500");
     // The app's own role keeps its grants (object ACLs are restored).
     let as_app = |sql: &str| psql_as(pg, &role, &db, sql);
-    assert_eq!(as_app("select count(*) from billing.invoices").unwrap(), "31");
+    assert_eq!(
+        as_app("select count(*) from billing.invoices").unwrap(),
+        "31"
+    );
     assert!(as_app("insert into \"Order Items\" (\"Quantity\") values (2)").is_ok());
-    assert!(as_app("delete from billing.invoices").is_err(), "no more than it had");
+    assert!(
+        as_app("delete from billing.invoices").is_err(),
+        "no more than it had"
+    );
     pg.psql("postgres", &format!("drop database {db}"));
     drop_kept(pg, &db);
-    pg.psql("postgres", &format!("drop owned by {role}; drop role {role}"));
+    pg.psql(
+        "postgres",
+        &format!("drop owned by {role}; drop role {role}"),
+    );
 }
 
 /// Runs SQL connected as `role` (trust authentication in the test cluster).
 fn psql_as(pg: &Pg, role: &str, db: &str, sql: &str) -> Result<String, String> {
     let out = Command::new(format!("{PG_BIN}/psql"))
         .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
-        .arg(format!("--dbname=postgresql://{role}@127.0.0.1:{}/{db}", pg.port))
+        .arg(format!(
+            "--dbname=postgresql://{role}@127.0.0.1:{}/{db}",
+            pg.port
+        ))
         .args(["-c", sql])
         .output()
         .unwrap();
@@ -112,7 +134,10 @@ fn drop_kept(pg: &Pg, db: &str) {
         &format!("select coalesce(string_agg(datname, ' '), '') from pg_database where datname like '{db}\\_\\_%'"),
     );
     for name in names.split_whitespace() {
-        pg.psql("postgres", &format!("drop database \"{name}\" with (force)"));
+        pg.psql(
+            "postgres",
+            &format!("drop database \"{name}\" with (force)"),
+        );
     }
 }
 
@@ -163,14 +188,27 @@ fn owner_acl_and_settings_survive_a_swap_and_a_snapshot_and_connect_stays_revoke
 
     let v = app.json(&["restore", &id, "--yes"]);
     assert_eq!(v["tables"]["app.items"], 50, "{v:#}");
-    assert_eq!(properties(pg, &db), before, "owner, ACL, settings and role settings");
+    assert_eq!(
+        properties(pg, &db),
+        before,
+        "owner, ACL, settings and role settings"
+    );
     // The objects keep their owner, and the app role its grants and settings.
     assert_eq!(
-        pg.psql(&db, "select tableowner from pg_tables where tablename = 'items'"),
+        pg.psql(
+            &db,
+            "select tableowner from pg_tables where tablename = 'items'"
+        ),
         owner
     );
     assert_eq!(
-        psql_as(pg, &app_rw, &db, "insert into app.items (name) values ('x') returning id").unwrap(),
+        psql_as(
+            pg,
+            &app_rw,
+            &db,
+            "insert into app.items (name) values ('x') returning id"
+        )
+        .unwrap(),
         "51"
     );
     assert_eq!(
@@ -190,12 +228,19 @@ fn owner_acl_and_settings_survive_a_swap_and_a_snapshot_and_connect_stays_revoke
         "the snapshot's owner, ACL and settings"
     );
     snap_db.swap_to_snapshot(&snap).unwrap();
-    assert_eq!(properties(pg, &db), before, "after the swap to the snapshot");
+    assert_eq!(
+        properties(pg, &db),
+        before,
+        "after the swap to the snapshot"
+    );
 
     pg.psql("postgres", &format!("drop database {db}"));
     drop_kept(pg, &db);
     for role in [&owner, &app_rw, &outsider] {
-        pg.psql("postgres", &format!("drop owned by {role} cascade; drop role {role}"));
+        pg.psql(
+            "postgres",
+            &format!("drop owned by {role} cascade; drop role {role}"),
+        );
     }
 }
 
@@ -242,8 +287,19 @@ fn a_non_superuser_owner_restores_faithfully_and_is_refused_what_it_cannot_repro
     // The owner restores its own database: grants and the revoked CONNECT come back.
     let v = app.json(&["restore", &id, "--yes"]);
     assert_eq!(v["tables"]["public.items"], 20, "{v:#}");
-    assert_eq!(psql_as(pg, &app_rw, &db, "select count(*) from items").unwrap(), "20");
-    assert!(properties(pg, &db).contains(&format!("{app_rw}=c/{stablehand}")), "{}", properties(pg, &db));
+    assert_eq!(
+        psql_as(pg, &app_rw, &db, "select count(*) from items").unwrap(),
+        "20"
+    );
+    assert_eq!(
+        stablehand_db(&url).faithful_copy_problems().unwrap(),
+        Vec::<String>::new()
+    );
+    assert!(
+        properties(pg, &db).contains(&format!("{app_rw}=c/{stablehand}")),
+        "{}",
+        properties(pg, &db)
+    );
 
     // A setting for another role in this database is beyond a role without CREATEROLE:
     // the restore is refused before any database is created, saying why.
@@ -262,12 +318,18 @@ fn a_non_superuser_owner_restores_faithfully_and_is_refused_what_it_cannot_repro
                 .and(predicate::str::contains("nothing was created or changed")),
         );
     assert_eq!(side_count(pg, &db), side_before, "nothing was created");
+    // The deploy preflight and doctor see the same from the live database.
+    let problems = stablehand_db(&url).faithful_copy_problems().unwrap();
+    assert!(problems.iter().any(|p| p.contains(&app_rw)), "{problems:?}");
     assert_eq!(pg.psql(&db, "select count(*) from items"), "20");
 
     pg.psql("postgres", &format!("drop database {db}"));
     drop_kept(pg, &db);
     for role in [&stablehand, &app_rw] {
-        pg.psql("postgres", &format!("drop owned by {role} cascade; drop role {role}"));
+        pg.psql(
+            "postgres",
+            &format!("drop owned by {role} cascade; drop role {role}"),
+        );
     }
 }
 
@@ -285,7 +347,10 @@ fn a_database_whose_name_needs_percent_encoding_is_restored_under_its_real_name(
     let pg = require_pg!();
     let name = format!("my app {}", unique("x"));
     pg.psql("postgres", &format!("create database \"{name}\""));
-    pg.psql(&name.replace(' ', "%20"), "create table t (id int); insert into t select generate_series(1, 5)");
+    pg.psql(
+        &name.replace(' ', "%20"),
+        "create table t (id int); insert into t select generate_series(1, 5)",
+    );
     let url = pg.url(&name.replace(' ', "%20"));
     let app = App::direct(&url, "");
     let v = app.json(&["backup"]);
@@ -313,7 +378,11 @@ impl OwnCluster {
         fs::create_dir_all(&dir).unwrap();
         let root = nix::unistd::geteuid().is_root();
         if root {
-            Command::new("chown").args(["postgres:postgres"]).arg(&dir).status().unwrap();
+            Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .unwrap();
         }
         let as_pg = |program: &str| {
             let mut c = if root {
@@ -395,7 +464,10 @@ fn the_database_named_postgres_is_restored_snapshotted_and_swapped_from_template
     assert_eq!(v["database"], "postgres");
     assert_eq!(v["tables"]["public.items"], 30, "{v:#}");
     assert_eq!(cluster.psql("postgres", "select count(*) from items"), "30");
-    assert!(v["kept_as"].as_str().unwrap().starts_with("postgres__pre_restore_"));
+    assert!(v["kept_as"]
+        .as_str()
+        .unwrap()
+        .starts_with("postgres__pre_restore_"));
     // A restore test and a snapshot swap work too.
     let v = app.json(&["backup", "verify", &id, "--restore-test"]);
     assert_eq!(v[0]["ok"], true, "{v:#}");
@@ -411,7 +483,10 @@ fn the_database_named_postgres_is_restored_snapshotted_and_swapped_from_template
         .args(["restore", &id, "--yes"])
         .assert()
         .code(78)
-        .stderr(predicate::str::contains("database.maintenance_db").and(predicate::str::contains("template1")));
+        .stderr(
+            predicate::str::contains("database.maintenance_db")
+                .and(predicate::str::contains("template1")),
+        );
 }
 
 #[test]
@@ -438,12 +513,19 @@ fn the_table_of_contents_is_read_field_by_field() {
         .output()
         .unwrap();
     let listing = String::from_utf8_lossy(&listing.stdout);
-    let entries = listing.lines().filter(|l| !l.starts_with(';') && !l.trim().is_empty()).count();
+    let entries = listing
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .count();
     // pg_restore lists every entry but the ones it handles itself (the session's
     // encoding, standard_conforming_strings and search_path, and the database itself,
     // which it lists only with --create).
     let special = ["ENCODING", "STDSTRINGS", "SEARCHPATH", "DATABASE"];
-    let listed: Vec<_> = toc.entries.iter().filter(|e| !special.contains(&e.desc.as_str())).collect();
+    let listed: Vec<_> = toc
+        .entries
+        .iter()
+        .filter(|e| !special.contains(&e.desc.as_str()))
+        .collect();
     assert_eq!(listed.len(), entries, "as many entries as pg_restore lists");
     assert_eq!(toc.database.as_deref(), Some(db.as_str()));
     let mut tables = toc.tables();
@@ -473,5 +555,8 @@ fn the_table_of_contents_is_read_field_by_field() {
     let bytes = fs::read(dump.path()).unwrap();
     assert!(stablehand::backup::toc::read(&bytes[..200]).is_err());
     pg.psql("postgres", &format!("drop database {db}"));
-    pg.psql("postgres", &format!("drop owned by {role}; drop role {role}"));
+    pg.psql(
+        "postgres",
+        &format!("drop owned by {role}; drop role {role}"),
+    );
 }
