@@ -27,6 +27,12 @@ pub struct Toc {
     /// The database pg_dump dumped.
     pub database: Option<String>,
     pub entries: Vec<TocEntry>,
+    /// Where the data blocks begin (the length of the header and table of contents).
+    pub data_start: u64,
+    /// Bytes of an archive integer (after its sign byte).
+    pub int_size: usize,
+    /// True when pg_dump compressed the table data itself (not stablehand's `-Z0`).
+    pub compressed: bool,
 }
 
 impl Toc {
@@ -76,6 +82,7 @@ struct Reader<R> {
     inner: R,
     int_size: usize,
     off_size: usize,
+    consumed: u64,
 }
 
 impl<R: Read> Reader<R> {
@@ -89,7 +96,9 @@ impl<R: Read> Reader<R> {
         self.inner.read_exact(buf).map_err(|e| match e.kind() {
             io::ErrorKind::UnexpectedEof => TocError::Truncated,
             _ => TocError::Invalid(e.to_string()),
-        })
+        })?;
+        self.consumed += buf.len() as u64;
+        Ok(())
     }
 
     /// `ReadInt`: a sign byte, then `int_size` bytes, least significant first.
@@ -135,6 +144,7 @@ pub fn read(input: impl Read) -> Result<Toc, TocError> {
         inner: input,
         int_size: 4,
         off_size: 8,
+        consumed: 0,
     };
     let mut magic = [0u8; 5];
     r.exact(&mut magic)?;
@@ -162,11 +172,11 @@ pub fn read(input: impl Read) -> Result<Toc, TocError> {
             "archive format {format} is not the custom format (-Fc)"
         )));
     }
-    if at_least(15) {
-        r.byte()?; // compression algorithm
+    let compressed = if at_least(15) {
+        r.byte()? != 0 // compression algorithm
     } else {
-        r.int()?; // compression level
-    }
+        r.int()? != 0 // compression level
+    };
     for _ in 0..7 {
         r.int()?; // creation time: sec, min, hour, mday, mon, year, isdst
     }
@@ -216,5 +226,161 @@ pub fn read(input: impl Read) -> Result<Toc, TocError> {
         version: (major, minor, rev),
         database,
         entries,
+        data_start: r.consumed,
+        int_size: r.int_size,
+        compressed,
     })
+}
+
+/// Block types of the custom format's data section.
+const BLOCK_DATA: u8 = 1;
+const BLOCK_BLOBS: u8 = 3;
+
+/// Counts the rows of each table's data as the archive streams past, in the same pass
+/// that decompresses and hashes it: `TABLE DATA` blocks hold `COPY` text, one line per
+/// row (newlines inside values are escaped), in length-prefixed chunks. Also proves
+/// every data block is whole: an archive that ends inside one is truncated.
+pub struct RowCounter {
+    int_size: usize,
+    /// Bytes of the archive seen so far.
+    at: u64,
+    data_start: u64,
+    state: State,
+    /// The integer being read, byte by byte.
+    int_bytes: Vec<u8>,
+    current: i64,
+    rows: std::collections::BTreeMap<i64, u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    BlockType,
+    DumpId { blobs: bool },
+    ChunkLen { blobs: bool },
+    Chunk { blobs: bool, left: u64 },
+    BlobOid,
+    Failed,
+}
+
+impl RowCounter {
+    /// A counter for an archive whose table of contents is `toc`; None when the data is
+    /// compressed inside the archive (then rows are counted in the restored database).
+    pub fn new(toc: &Toc) -> Option<RowCounter> {
+        (!toc.compressed).then(|| RowCounter {
+            int_size: toc.int_size,
+            at: 0,
+            data_start: toc.data_start,
+            state: State::BlockType,
+            int_bytes: Vec::new(),
+            current: 0,
+            rows: Default::default(),
+        })
+    }
+
+    /// Takes the next bytes of the archive (from its first byte on).
+    pub fn push(&mut self, mut bytes: &[u8]) {
+        if self.at < self.data_start {
+            let skip = ((self.data_start - self.at) as usize).min(bytes.len());
+            self.at += skip as u64;
+            bytes = &bytes[skip..];
+        }
+        self.at += bytes.len() as u64;
+        while !bytes.is_empty() {
+            match self.state {
+                State::Failed => return,
+                State::Chunk { blobs, left } => {
+                    let take = (left as usize).min(bytes.len());
+                    if !blobs {
+                        let lines = bytes[..take].iter().filter(|&&b| b == b'\n').count();
+                        *self.rows.entry(self.current).or_default() += lines as u64;
+                    }
+                    bytes = &bytes[take..];
+                    self.state = match left - take as u64 {
+                        0 => State::ChunkLen { blobs },
+                        left => State::Chunk { blobs, left },
+                    };
+                }
+                State::BlockType => {
+                    self.state = match bytes[0] {
+                        BLOCK_DATA => State::DumpId { blobs: false },
+                        BLOCK_BLOBS => State::DumpId { blobs: true },
+                        _ => State::Failed,
+                    };
+                    bytes = &bytes[1..];
+                }
+                State::DumpId { .. } | State::ChunkLen { .. } | State::BlobOid => {
+                    let need = 1 + self.int_size - self.int_bytes.len();
+                    let take = need.min(bytes.len());
+                    self.int_bytes.extend_from_slice(&bytes[..take]);
+                    bytes = &bytes[take..];
+                    if self.int_bytes.len() == 1 + self.int_size {
+                        let value = self.take_int();
+                        self.state = self.after_int(value);
+                    }
+                }
+            }
+        }
+    }
+
+    fn take_int(&mut self) -> i64 {
+        let negative = self.int_bytes[0] != 0;
+        let mut value: i64 = 0;
+        for (i, b) in self.int_bytes[1..].iter().enumerate().take(8) {
+            value |= (*b as i64) << (8 * i);
+        }
+        self.int_bytes.clear();
+        if negative {
+            -value
+        } else {
+            value
+        }
+    }
+
+    fn after_int(&mut self, value: i64) -> State {
+        match self.state {
+            State::DumpId { blobs } => {
+                self.current = value;
+                if blobs {
+                    State::BlobOid
+                } else {
+                    self.rows.entry(value).or_default();
+                    State::ChunkLen { blobs }
+                }
+            }
+            State::ChunkLen { blobs } => match value {
+                0 if blobs => State::BlobOid,
+                0 => State::BlockType,
+                n if n > 0 => State::Chunk {
+                    blobs,
+                    left: n as u64,
+                },
+                _ => State::Failed,
+            },
+            State::BlobOid => match value {
+                0 => State::BlockType,
+                _ => State::ChunkLen { blobs: true },
+            },
+            _ => State::Failed,
+        }
+    }
+
+    /// Rows per table (`schema.name`) once the whole archive was pushed; an error when
+    /// the data ended inside a block or made no sense.
+    pub fn finish(self, toc: &Toc) -> Result<std::collections::BTreeMap<String, u64>, TocError> {
+        match self.state {
+            State::BlockType => {}
+            State::Failed => {
+                return Err(TocError::Invalid(
+                    "a data block of unknown type or length".into(),
+                ))
+            }
+            _ => return Err(TocError::Truncated),
+        }
+        let mut out = std::collections::BTreeMap::new();
+        for e in toc.entries.iter().filter(|e| e.desc == "TABLE DATA") {
+            let name = format!("{}.{}", e.namespace.as_deref().unwrap_or(""), e.tag);
+            out.insert(name, self.rows.get(&e.dump_id).copied().unwrap_or(0));
+        }
+        Ok(out)
+    }
 }
