@@ -164,7 +164,8 @@ fn state_preflight(cli: &Cli) -> anyhow::Result<()> {
         | Command::History { .. }
         | Command::Check
         | Command::Health
-        | Command::Wait { .. } => false,
+        | Command::Wait { .. }
+        | Command::Stable(StableCommand::List { .. } | StableCommand::Target { .. }) => false,
         Command::Backup(args) => !matches!(
             args.command,
             Some(BackupCommand::List { .. } | BackupCommand::Show { .. })

@@ -405,7 +405,7 @@ services:
             format!("      run: sudo {} up -d\n", compose.display()),
         )
         .unwrap();
-        let text = "[git]\nremote = \"origin\"\n\n[runtime]\nkind = \"compose\"\n".to_string();
+        let text = "[git]\nremote = \"origin\"\n\n[runtime]\nkind = \"compose\"\n\n[database]\nname = \"app\"\n".to_string();
         // Not executable yet: commented out, so the config still loads.
         let out = add_detected_compose(text.clone(), dir.path());
         assert!(out.contains("# compose = "), "{out}");
