@@ -60,6 +60,26 @@ impl Docker {
         }
     }
 
+    /// A standalone Compose binary. Compose runs the docker CLI itself (v1 builds with
+    /// it), found on PATH: the configured `runtime.docker` goes first there. (Through
+    /// sudo, PATH is sudo's `secure_path`, which holds the usual docker.)
+    pub fn compose_program(&self, binary: &Path) -> Cmd {
+        let cmd = self.program(binary);
+        match self.docker.parent().filter(|_| self.docker.is_absolute() && !self.sudo) {
+            Some(dir) => {
+                let mut dirs = vec![dir.to_owned()];
+                if let Some(path) = std::env::var_os("PATH") {
+                    dirs.extend(std::env::split_paths(&path));
+                }
+                match std::env::join_paths(dirs) {
+                    Ok(path) => cmd.env("PATH", path),
+                    Err(_) => cmd,
+                }
+            }
+            None => cmd,
+        }
+    }
+
     /// `docker ARGS`.
     pub fn docker<I, S>(&self, args: I) -> Cmd
     where
@@ -298,7 +318,8 @@ pub fn compose_path_in(text: &str) -> Option<PathBuf> {
         let start = text[..at]
             .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '-' | '_')))
             .map_or(0, |i| i + 1);
-        let path = &text[start..end];
+        // `${COMPOSE:-/opt/bin/docker-compose}`: the default's dash is not the path's.
+        let path = text[start..end].trim_start_matches('-');
         (path.starts_with('/') && !path.contains("/./") && !path.contains("/../"))
             .then(|| PathBuf::from(path))
     })

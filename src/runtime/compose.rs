@@ -125,7 +125,7 @@ impl Compose {
     {
         let mut cmd = match &self.binary {
             None => self.access.docker(["compose"]),
-            Some(binary) => self.access.program(binary),
+            Some(binary) => self.access.compose_program(binary),
         };
         for f in &self.files {
             cmd = cmd.arg("-f").arg(self.app_dir.join(f));

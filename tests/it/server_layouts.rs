@@ -235,8 +235,8 @@ fn compose_reached_only_through_runtime_compose() {
     let (code, out, err) = stablehand(&["deploy"]);
     assert_eq!(code, 10, "{out}\n{err}");
     assert!(
-        err.contains("set runtime.compose to the path of the Compose binary"),
-        "{err}"
+        out.contains("set runtime.compose to the path of the Compose binary"),
+        "{out}\n{err}"
     );
 
     // A path that is not there is a configuration error naming the key.
