@@ -318,8 +318,9 @@ fn docker_only_through_sudo_as_a_user_outside_the_docker_group() {
     // to add.
     let (code, out, err) = as_user(&["deploy"]);
     assert_eq!(code, 10, "{out}\n{err}");
-    assert!(err.contains("would ask for a password"), "{err}");
-    assert!(err.contains("NOPASSWD:SETENV:"), "{err}");
+    let said = format!("{out}{err}");
+    assert!(said.contains("would ask for a password"), "{said}");
+    assert!(said.contains("NOPASSWD:SETENV:"), "{said}");
 
     // A rule without SETENV: sudo refuses to pass the variables Compose reads.
     let docker = which("docker").unwrap();
@@ -328,10 +329,11 @@ fn docker_only_through_sudo_as_a_user_outside_the_docker_group() {
     user.allow(&format!("{{user}} ALL=(root) NOPASSWD: {commands}"));
     let (code, out, err) = as_user(&["deploy"]);
     assert_eq!(code, 10, "{out}\n{err}");
+    let said = format!("{out}{err}");
     assert!(
-        err.contains("sudo refused to pass the environment variables")
-            && err.contains("SH_TEST_WEB_PORT"),
-        "{err}"
+        said.contains("sudo refused to pass the environment variables")
+            && said.contains("SH_TEST_WEB_PORT"),
+        "{said}"
     );
 
     // With SETENV: doctor passes the sudo checks and the deploy goes through.
@@ -408,12 +410,13 @@ fn a_work_tree_owned_by_another_user() {
     // Another user: git refuses the tree, and so does stablehand, saying why and how.
     let (code, out, err) = run(stranger.run(s.stablehand_cmd(&["stable", "list"])));
     assert_ne!(code, 0, "{out}");
-    assert!(err.contains("detected dubious ownership"), "{err}");
+    let said = format!("{out}{err}");
+    assert!(said.contains("detected dubious ownership"), "{said}");
     assert!(
-        err.contains(&format!("it is owned by {}", owner.name))
-            && err.contains("would run as")
-            && err.contains(&format!("sudo chown -R {}:", stranger.name)),
-        "{err}"
+        said.contains(&format!("it is owned by {}", owner.name))
+            && said.contains("would run as")
+            && said.contains(&format!("sudo chown -R {}:", stranger.name)),
+        "{said}"
     );
     let (_, out, _) = run(stranger.run(s.stablehand_cmd(&["--json", "doctor"])));
     assert_eq!(finding(&out, "work tree owner")["status"], "fail", "{out}");
@@ -425,10 +428,11 @@ fn a_work_tree_owned_by_another_user() {
     fs::set_permissions(&leftover, fs::Permissions::from_mode(0o600)).unwrap();
     let (code, out, err) = run(owner.run(s.stablehand_cmd(&["deploy"])));
     assert_eq!(code, 10, "{out}\n{err}");
+    let said = format!("{out}{err}");
     assert!(
-        err.contains("left-by-root.json is owned by root")
-            && err.contains("was stopped before it handed its files"),
-        "{err}"
+        said.contains("left-by-root.json is owned by root")
+            && said.contains("was stopped before it handed its files"),
+        "{said}"
     );
     // ... and the next root run hands it over.
     let (code, _, err) = s.stablehand(&["status"]);
