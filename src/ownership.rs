@@ -180,7 +180,9 @@ fn first_unusable(loaded: &Loaded, write: bool) -> Option<(PathBuf, u32)> {
 /// one this user cannot read (or write, when `write`): a run as another user (root,
 /// sudo) that was killed before handing its files over leaves those behind.
 pub fn check_state_access(loaded: &Loaded, write: bool) -> anyhow::Result<()> {
-    if euid() == 0 {
+    // Root reads everything; a user who does not own the tree hears from git instead
+    // (the state is the owner's, rightly).
+    if euid() == 0 || owner_of(&loaded.app_dir) != Some(euid()) {
         return Ok(());
     }
     if let Some((path, owner)) = first_unusable(loaded, write) {
@@ -249,7 +251,7 @@ pub fn doctor_findings(
         }
     };
     found.push(("work tree owner", tree));
-    if me != 0 {
+    if me == owner {
         if let Some((path, file_owner)) = first_unusable(loaded, true) {
             found.push((
                 "state files",
