@@ -1396,18 +1396,27 @@ mod tests {
 
     #[test]
     fn docker_and_compose_paths_must_be_executables() {
-        let msg = err("[database]\nname = \"app\"\n[runtime]\ncompose = \"/nonexistent/docker-compose\"\n");
+        let msg = err(
+            "[database]\nname = \"app\"\n[runtime]\ncompose = \"/nonexistent/docker-compose\"\n",
+        );
         assert!(msg.contains("runtime.compose"), "{msg}");
         assert!(msg.contains("cannot be used"), "{msg}");
         let msg = err("[database]\nname = \"app\"\n[runtime]\ndocker = \"docker\"\n");
-        assert!(msg.contains("runtime.docker") && msg.contains("not an absolute path"), "{msg}");
+        assert!(
+            msg.contains("runtime.docker") && msg.contains("not an absolute path"),
+            "{msg}"
+        );
         let plain = tempfile::NamedTempFile::new().unwrap();
         let msg = err(&format!(
             "[database]\nname = \"app\"\n[runtime]\ndocker = {:?}\n",
             plain.path().display().to_string()
         ));
         assert!(msg.contains("not an executable file"), "{msg}");
-        let ok = parse("[database]\nname = \"app\"\n[runtime]\ndocker = \"/bin/sh\"\nsudo = true\n", Path::new("x.toml")).unwrap();
+        let ok = parse(
+            "[database]\nname = \"app\"\n[runtime]\ndocker = \"/bin/sh\"\nsudo = true\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
         assert!(ok.runtime.sudo);
     }
 

@@ -161,7 +161,11 @@ pub fn doctor(loaded: &Loaded) -> Report {
                                 .timeout(Duration::from_secs(20))
                                 .output()
                                 .unwrap_or_default();
-                            format!("{} via {}", version.trim(), c.access.describe(&c.access.docker))
+                            format!(
+                                "{} via {}",
+                                version.trim(),
+                                c.access.describe(&c.access.docker)
+                            )
                         })
                         .map_err(|e| fail(e, "start the Docker engine (systemctl start docker)")),
                 );

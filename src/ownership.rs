@@ -204,9 +204,7 @@ pub fn check_state_access(loaded: &Loaded, write: bool) -> anyhow::Result<()> {
 
 /// Doctor's findings: who owns the tree and how git runs there; whether this user can
 /// use stablehand's state. (check, Ok(detail) or Err((blocking, detail, fix))).
-pub fn doctor_findings(
-    loaded: &Loaded,
-) -> Vec<(&'static str, Result<String, (bool, String, String)>)> {
+pub fn doctor_findings(loaded: &Loaded) -> Vec<crate::runtime::access::DoctorFinding> {
     let mut found = Vec::new();
     let me = euid();
     let Some(owner) = owner_of(&loaded.app_dir) else {

@@ -234,7 +234,11 @@ impl Cmd {
             return (self.program.clone(), self.args.clone());
         };
         let mut names: Vec<String> = preserve.clone();
-        names.extend(self.env.iter().map(|(k, _)| k.to_string_lossy().into_owned()));
+        names.extend(
+            self.env
+                .iter()
+                .map(|(k, _)| k.to_string_lossy().into_owned()),
+        );
         names.sort();
         names.dedup();
         let mut args: Vec<OsString> = vec!["-n".into()];
@@ -275,10 +279,16 @@ impl Cmd {
         }
         // A child must not outlive a stablehand that was killed outright (SIGKILL leaves
         // no time to clean up): the kernel kills it when its parent dies.
-        let identity = self
-            .identity
-            .as_ref()
-            .map(|i| (i.uid, i.gid, i.groups.iter().map(|g| *g as libc::gid_t).collect::<Vec<_>>()));
+        let identity = self.identity.as_ref().map(|i| {
+            (
+                i.uid,
+                i.gid,
+                i.groups
+                    .iter()
+                    .map(|g| *g as libc::gid_t)
+                    .collect::<Vec<_>>(),
+            )
+        });
         // SAFETY: setgroups, setgid, setuid and prctl are async-signal-safe system calls
         // and touch no memory of the parent (the group list was built before the fork).
         unsafe {
@@ -838,7 +848,10 @@ mod tests {
         .unwrap();
         let msg = env.to_string();
         assert!(msg.contains("COMPOSE_PROJECT_NAME,DB_PASSWORD"), "{msg}");
-        assert!(msg.contains("env_keep += \"COMPOSE_PROJECT_NAME DB_PASSWORD\""), "{msg}");
+        assert!(
+            msg.contains("env_keep += \"COMPOSE_PROJECT_NAME DB_PASSWORD\""),
+            "{msg}"
+        );
         // The program's own failure is not sudo's.
         assert!(sudo_refusal("/usr/bin/docker", "Error: No such container: x").is_none());
     }
@@ -847,7 +860,9 @@ mod tests {
     /// still end it (SIGTERM, which sudo relays), not only sudo.
     #[test]
     fn a_timeout_ends_the_command_sudo_runs() {
-        if !nix::unistd::geteuid().is_root() || crate::runtime::access::find_on_path("sudo").is_none() {
+        if !nix::unistd::geteuid().is_root()
+            || crate::runtime::access::find_on_path("sudo").is_none()
+        {
             eprintln!("SKIPPED: needs root and sudo");
             return;
         }
@@ -861,12 +876,19 @@ mod tests {
             .output()
             .unwrap_err();
         assert!(matches!(err, ProcessError::TimedOut { .. }), "{err}");
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         let gone = (0..100).any(|_| {
             std::thread::sleep(Duration::from_millis(50));
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
         });
-        assert!(gone, "the command sudo ran (pid {pid}) outlived the timeout");
+        assert!(
+            gone,
+            "the command sudo ran (pid {pid}) outlived the timeout"
+        );
     }
 
     #[test]

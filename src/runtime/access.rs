@@ -19,8 +19,9 @@ const ENGINE_ENV_PREFIXES: &[&str] = &["COMPOSE_", "DOCKER_", "BUILDKIT_"];
 /// The way to run `docker` and a standalone Compose.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Docker {
-    /// The docker CLI: `runtime.docker`, else the `docker` on PATH (as an absolute path,
-    /// which is what a sudoers rule names), else `docker`.
+    /// The docker CLI: `runtime.docker`; else, through sudo, the `docker` on PATH as an
+    /// absolute path (what the sudoers rule names; sudo's own PATH could find another);
+    /// else `docker`.
     pub docker: PathBuf,
     /// `runtime.compose`: a standalone Compose binary (v1 or v2), used instead of
     /// `docker compose` and the `docker-compose` on PATH.
@@ -38,7 +39,7 @@ impl Docker {
             docker: runtime
                 .docker
                 .clone()
-                .or_else(|| find_on_path("docker"))
+                .or_else(|| runtime.sudo.then(|| find_on_path("docker")).flatten())
                 .unwrap_or_else(|| PathBuf::from("docker")),
             compose: runtime.compose.clone(),
             sudo: runtime.sudo,
@@ -65,7 +66,11 @@ impl Docker {
     /// sudo, PATH is sudo's `secure_path`, which holds the usual docker.)
     pub fn compose_program(&self, binary: &Path) -> Cmd {
         let cmd = self.program(binary);
-        match self.docker.parent().filter(|_| self.docker.is_absolute() && !self.sudo) {
+        match self
+            .docker
+            .parent()
+            .filter(|_| self.docker.is_absolute() && !self.sudo)
+        {
             Some(dir) => {
                 let mut dirs = vec![dir.to_owned()];
                 if let Some(path) = std::env::var_os("PATH") {
@@ -152,7 +157,13 @@ pub fn env_names_to_preserve(
         };
         names.extend(referenced_variables(&text));
     }
-    names.retain(|n| is_env_name(n) && is_set(n));
+    // PATH stays sudo's secure_path, and sudo strips the loader's variables anyway.
+    names.retain(|n| {
+        is_env_name(n)
+            && !matches!(n.as_str(), "PATH" | "IFS" | "SHELL" | "PWD" | "OLDPWD")
+            && !n.starts_with("LD_")
+            && is_set(n)
+    });
     names.sort();
     names.dedup();
     names
@@ -200,7 +211,9 @@ pub fn referenced_variables(yaml: &str) -> Vec<String> {
         if let Some(Value::Mapping(services)) = doc.get("services") {
             for (_, service) in services {
                 names.extend(by_name_only(service.get("environment")));
-                names.extend(by_name_only(service.get("build").and_then(|b| b.get("args"))));
+                names.extend(by_name_only(
+                    service.get("build").and_then(|b| b.get("args")),
+                ));
             }
         }
     }
@@ -225,6 +238,9 @@ fn by_name_only(section: Option<&Value>) -> Vec<String> {
     }
 }
 
+/// One doctor finding: (check, Ok(detail) or Err((blocking, detail, fix))).
+pub type DoctorFinding = (&'static str, Result<String, (bool, String, String)>);
+
 /// The first line a `version` subcommand prints, or its error.
 fn first_line(cmd: Cmd) -> Result<String, String> {
     cmd.timeout(Duration::from_secs(20))
@@ -236,17 +252,16 @@ fn first_line(cmd: Cmd) -> Result<String, String> {
 /// Doctor's findings about Docker access: (check, Ok(detail) or Err((blocking, detail,
 /// fix))). Through sudo: that sudo runs the docker CLI without a password, and passes
 /// the variables Compose needs.
-pub fn doctor_findings(
-    docker: &Docker,
-) -> Vec<(&'static str, Result<String, (bool, String, String)>)> {
+pub fn doctor_findings(docker: &Docker) -> Vec<DoctorFinding> {
     let mut found = Vec::new();
     if !docker.sudo {
         return found;
     }
-    let plain = docker
-        .program(&docker.docker)
-        .via_sudo(Vec::new())
-        .args(["version", "--format", "{{.Server.Version}}"]);
+    let plain = docker.program(&docker.docker).via_sudo(Vec::new()).args([
+        "version",
+        "--format",
+        "{{.Server.Version}}",
+    ]);
     let sudoers = format!(
         "add a sudoers rule, e.g. /etc/sudoers.d/stablehand: `{} ALL=(root) NOPASSWD:SETENV: {}{}` (visudo -f to edit it)",
         current_user(),
@@ -260,7 +275,12 @@ pub fn doctor_findings(
     found.push((
         "sudo",
         first_line(plain)
-            .map(|v| format!("sudo -n {} runs without a password (engine {v})", docker.docker.display()))
+            .map(|v| {
+                format!(
+                    "sudo -n {} runs without a password (engine {v})",
+                    docker.docker.display()
+                )
+            })
             .map_err(|e| (true, e, sudoers.clone())),
     ));
     if !docker.preserve.is_empty() {
@@ -289,7 +309,13 @@ pub fn current_user() -> String {
 /// absolute path ending in `/docker-compose`), for `init`.
 pub fn compose_named_in_repository(app_dir: &Path) -> Option<PathBuf> {
     let mut files = Vec::new();
-    for dir in [".github/workflows", "scripts", "scripts/ops", "deploy", "bin"] {
+    for dir in [
+        ".github/workflows",
+        "scripts",
+        "scripts/ops",
+        "deploy",
+        "bin",
+    ] {
         if let Ok(entries) = std::fs::read_dir(app_dir.join(dir)) {
             let mut names: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
             names.sort();
@@ -379,7 +405,13 @@ services:
         names.dedup();
         assert_eq!(
             names,
-            ["API_PORT", "DATABASE_URL", "NPM_TOKEN", "PG_TAG", "POSTGRES_PASSWORD"]
+            [
+                "API_PORT",
+                "DATABASE_URL",
+                "NPM_TOKEN",
+                "PG_TAG",
+                "POSTGRES_PASSWORD"
+            ]
         );
     }
 
@@ -388,11 +420,11 @@ services:
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("docker-compose.yml"),
-            "services:\n  web:\n    image: x:${WEB_TAG}\n    environment: [SECRET, UNSET_ONE]\n",
+            "services:\n  web:\n    image: x:${WEB_TAG}\n    environment: [SECRET, UNSET_ONE, PATH=$PATH]\n",
         )
         .unwrap();
         let names = env_names_to_preserve(dir.path(), &RuntimeConfig::default(), |n| {
-            matches!(n, "WEB_TAG" | "SECRET")
+            matches!(n, "WEB_TAG" | "SECRET" | "PATH")
         });
         assert_eq!(names, ["SECRET", "WEB_TAG"]);
     }
@@ -408,7 +440,10 @@ services:
             compose_path_in("COMPOSE=${COMPOSE:-/opt/bin/docker-compose}"),
             Some(PathBuf::from("/opt/bin/docker-compose"))
         );
-        assert_eq!(compose_path_in("docker-compose -f ./docker-compose.yml up"), None);
+        assert_eq!(
+            compose_path_in("docker-compose -f ./docker-compose.yml up"),
+            None
+        );
         assert_eq!(compose_path_in("cp x /srv/app/docker-compose.yml"), None);
         assert_eq!(compose_path_in("apt install docker-compose-plugin"), None);
     }

@@ -89,7 +89,11 @@ impl Compose {
                     | ProcessError::SudoEnvironment { .. }),
                 ) => return Err(e.into()),
                 Err(v2_error) => {
-                    let v1 = find_on_path("docker-compose")
+                    // Through sudo, the one on our PATH (what the sudoers rule names).
+                    let v1 = access
+                        .sudo
+                        .then(|| find_on_path("docker-compose"))
+                        .flatten()
                         .unwrap_or_else(|| PathBuf::from("docker-compose"));
                     match probe(access.program(&v1).arg("version")) {
                         Ok(v) => (Flavor::V1, Some(v1), v),
@@ -525,7 +529,10 @@ mod tests {
             flavor_of_version("Docker Compose version v2.24.6"),
             Flavor::V2
         );
-        assert_eq!(flavor_of_version("Docker Compose version 2.27.0"), Flavor::V2);
+        assert_eq!(
+            flavor_of_version("Docker Compose version 2.27.0"),
+            Flavor::V2
+        );
         assert_eq!(flavor_of_version("garbage"), Flavor::V1);
     }
 

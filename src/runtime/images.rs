@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::git::abbrev;
 use super::access::Docker;
+use crate::git::abbrev;
 
 /// Tags stablehand owns start with this.
 pub const TAG_PREFIX: &str = "sh-";

@@ -33,7 +33,7 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// What runs the app.
 pub enum Runtime {
-    Compose(ComposeApp),
+    Compose(Box<ComposeApp>),
     Command(CommandApp),
     /// No runtime configured or detected: stablehand leaves the app alone.
     None,
@@ -149,7 +149,7 @@ impl Runtime {
                         .map(|s| s.name.clone())
                         .collect(),
                 };
-                Ok(Runtime::Compose(ComposeApp {
+                Ok(Runtime::Compose(Box::new(ComposeApp {
                     compose,
                     spec,
                     services,
@@ -157,7 +157,7 @@ impl Runtime {
                     repointed: Mutex::new(Vec::new()),
                     keep_images: r.keep_images as usize,
                     state_dir: loaded.state_dir(),
-                }))
+                })))
             }
         }
     }
@@ -316,7 +316,10 @@ impl Runtime {
         let services = app.built_services();
         let mut present = Vec::new();
         for s in &services {
-            present.extend(images::commits_tagged(&app.compose.access, images::split_repo_tag(&s.image).0)?);
+            present.extend(images::commits_tagged(
+                &app.compose.access,
+                images::split_repo_tag(&s.image).0,
+            )?);
         }
         let record = BuildRecord::load(&app.state_dir)?;
         let plan = images::plan_prune(&present, &record.commits(), app.keep_images, protected);
@@ -420,7 +423,8 @@ impl ComposeApp {
                 .cmd(["pull", change.service.as_str()])
                 .timeout(PULL_TIMEOUT)
                 .output();
-            let present = pulled.is_ok() && images::image_id(&self.compose.access, &change.to)?.is_some();
+            let present =
+                pulled.is_ok() && images::image_id(&self.compose.access, &change.to)?.is_some();
             if !present {
                 let why = match pulled {
                     Err(e) => format!("{e}"),

@@ -177,8 +177,8 @@ fn run(mut cmd: Command) -> (i32, String, String) {
 
 /// The doctor finding named `check`.
 fn finding(doctor_json: &str, check: &str) -> serde_json::Value {
-    let v: serde_json::Value = serde_json::from_str(doctor_json)
-        .unwrap_or_else(|e| panic!("{e}: {doctor_json}"));
+    let v: serde_json::Value =
+        serde_json::from_str(doctor_json).unwrap_or_else(|e| panic!("{e}: {doctor_json}"));
     v["findings"]
         .as_array()
         .unwrap()
@@ -245,12 +245,19 @@ fn compose_reached_only_through_runtime_compose() {
         s.app().join("bad.toml"),
         fs::read_to_string(s.app().join("stablehand.toml"))
             .unwrap()
-            .replacen("[runtime]\n", "[runtime]\ncompose = \"/var/lib/toolbox/bin/docker-compose-missing\"\n", 1),
+            .replacen(
+                "[runtime]\n",
+                "[runtime]\ncompose = \"/var/lib/toolbox/bin/docker-compose-missing\"\n",
+                1,
+            ),
     )
     .unwrap();
     let (code, _, err) = stablehand(&["--config", "bad.toml", "status"]);
     assert_eq!(code, 78, "{err}");
-    assert!(err.contains("runtime.compose") && err.contains("cannot be used"), "{err}");
+    assert!(
+        err.contains("runtime.compose") && err.contains("cannot be used"),
+        "{err}"
+    );
     fs::remove_file(s.app().join("bad.toml")).unwrap();
 
     change_config(
@@ -271,7 +278,10 @@ fn compose_reached_only_through_runtime_compose() {
     );
     let engine = finding(&out, "docker engine");
     assert!(
-        engine["detail"].as_str().unwrap().contains(&docker.display().to_string()),
+        engine["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&docker.display().to_string()),
         "{engine}"
     );
 
@@ -304,7 +314,10 @@ fn docker_only_through_sudo_as_a_user_outside_the_docker_group() {
     user.own(&s.app());
     user.own(&s.path().join("remote.git"));
     let mut direct = user.run(Command::new("docker"));
-    direct.arg("info").stdout(Stdio::null()).stderr(Stdio::null());
+    direct
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     assert!(
         !direct.status().unwrap().success(),
         "the test user must not reach the engine without sudo"
@@ -355,7 +368,12 @@ fn docker_only_through_sudo_as_a_user_outside_the_docker_group() {
     let backups = files_under(&s.app().join("backups/database"));
     assert!(!backups.is_empty());
     for (path, uid, mode) in &backups {
-        assert_eq!(*uid, user.uid, "{} belongs to the deploy user", path.display());
+        assert_eq!(
+            *uid,
+            user.uid,
+            "{} belongs to the deploy user",
+            path.display()
+        );
         if path.is_file() && path.to_string_lossy().ends_with(".zst") {
             assert_eq!(*mode, 0o600, "{} is 0600", path.display());
         }
@@ -385,7 +403,11 @@ fn a_work_tree_owned_by_another_user() {
     let (code, out, err) = s.stablehand(&["--json", "deploy"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(
-        root_git(&s, &s.path().join("remote.git"), &["rev-parse", "latest-stable^{commit}"]),
+        root_git(
+            &s,
+            &s.path().join("remote.git"),
+            &["rev-parse", "latest-stable^{commit}"]
+        ),
         root_git(&s, &s.app(), &["rev-parse", "HEAD"]),
         "the tags were pushed"
     );
@@ -393,7 +415,12 @@ fn a_work_tree_owned_by_another_user() {
     let backups = files_under(&s.app().join("backups"));
     assert!(!state.is_empty() && !backups.is_empty());
     for (path, uid, _) in state.iter().chain(&backups) {
-        assert_eq!(*uid, owner.uid, "{} was handed to the owner", path.display());
+        assert_eq!(
+            *uid,
+            owner.uid,
+            "{} was handed to the owner",
+            path.display()
+        );
     }
     for (path, _, mode) in &backups {
         if path.is_file() && path.to_string_lossy().ends_with(".zst") {
