@@ -327,6 +327,14 @@ pub struct RuntimeConfig {
     pub stop: Option<String>,
     /// kind = "command": shell command that starts the app.
     pub start: Option<String>,
+    /// The docker CLI's absolute path; default: `docker` on PATH.
+    pub docker: Option<PathBuf>,
+    /// A standalone Compose binary's absolute path (v1 or v2), used instead of
+    /// `docker compose` and `docker-compose` on PATH.
+    pub compose: Option<PathBuf>,
+    /// Run docker and Compose through `sudo -n` (a deploy user outside the docker group).
+    #[serde(default)]
+    pub sudo: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -340,6 +348,9 @@ impl Default for RuntimeConfig {
             build: None,
             stop: None,
             start: None,
+            docker: None,
+            compose: None,
+            sudo: false,
         }
     }
 }
@@ -823,6 +834,27 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Why `program` (runtime.docker, runtime.compose) cannot be run, if it cannot.
+fn unusable_program(program: &Path) -> Option<String> {
+    if !program.is_absolute() {
+        return Some(format!(
+            "{} is not an absolute path; give the binary's full path (e.g. /var/lib/toolbox/bin/docker-compose)",
+            program.display()
+        ));
+    }
+    match std::fs::metadata(program) {
+        Err(e) => Some(format!(
+            "{} cannot be used ({e}); give the path of the binary this server runs (`command -v docker-compose`, or the path your deploy scripts call)",
+            program.display()
+        )),
+        Ok(_) if !crate::runtime::access::is_executable_file(program) => Some(format!(
+            "{} is not an executable file; point it at the binary itself (chmod +x if needed)",
+            program.display()
+        )),
+        Ok(_) => None,
+    }
+}
+
 fn validate(c: &Config, text: &str, path: &Path) -> Result<(), ConfigError> {
     let invalid = |key: &str, message: String| {
         let (section, name) = key.rsplit_once('.').unwrap_or(("", key));
@@ -864,6 +896,16 @@ fn validate(c: &Config, text: &str, path: &Path) -> Result<(), ConfigError> {
                 "database.url",
                 "the URL carries a password; secrets never go in the config file: put the URL in the environment variable named by database.url_env (default DATABASE_URL) instead".into(),
             ));
+        }
+    }
+    for (key, value) in [
+        ("runtime.docker", &c.runtime.docker),
+        ("runtime.compose", &c.runtime.compose),
+    ] {
+        if let Some(program) = value {
+            if let Some(problem) = unusable_program(program) {
+                return Err(invalid(key, problem));
+            }
         }
     }
     if !(1..=19).contains(&c.backup.compression_level) {
@@ -1348,6 +1390,32 @@ mod tests {
         let msg = err("[database]\nname = \"a\"\npasword = \"hunter2\"\n");
         assert!(msg.contains("unknown field `pasword`"), "{msg}");
         assert!(!msg.contains("hunter2"), "{msg}");
+    }
+
+    #[test]
+    fn docker_and_compose_paths_must_be_executables() {
+        let msg = err(
+            "[database]\nname = \"app\"\n[runtime]\ncompose = \"/nonexistent/docker-compose\"\n",
+        );
+        assert!(msg.contains("runtime.compose"), "{msg}");
+        assert!(msg.contains("cannot be used"), "{msg}");
+        let msg = err("[database]\nname = \"app\"\n[runtime]\ndocker = \"docker\"\n");
+        assert!(
+            msg.contains("runtime.docker") && msg.contains("not an absolute path"),
+            "{msg}"
+        );
+        let plain = tempfile::NamedTempFile::new().unwrap();
+        let msg = err(&format!(
+            "[database]\nname = \"app\"\n[runtime]\ndocker = {:?}\n",
+            plain.path().display().to_string()
+        ));
+        assert!(msg.contains("not an executable file"), "{msg}");
+        let ok = parse(
+            "[database]\nname = \"app\"\n[runtime]\ndocker = \"/bin/sh\"\nsudo = true\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert!(ok.runtime.sudo);
     }
 
     #[test]

@@ -102,9 +102,8 @@ pub fn doctor(loaded: &Loaded) -> Report {
                     }),
             );
             let remote = r.remote().to_string();
-            let reachable = Cmd::new("git")
+            let reachable = crate::ownership::git_in(&loaded.app_dir)
                 .args(["ls-remote", "--heads", &remote])
-                .current_dir(&loaded.app_dir)
                 .timeout(Duration::from_secs(60))
                 .output();
             f.push(
@@ -114,7 +113,7 @@ pub fn doctor(loaded: &Loaded) -> Report {
                     .map_err(|e| fail(e, "check git.remote, the network and the deploy key (a deploy fetches from it)")),
             );
             if cfg.git.push {
-                let dry = Cmd::new("git")
+                let dry = crate::ownership::git_in(&loaded.app_dir)
                     .args([
                         "push",
                         "--dry-run",
@@ -122,7 +121,6 @@ pub fn doctor(loaded: &Loaded) -> Report {
                         &remote,
                         "HEAD:refs/tags/stablehand-doctor-check",
                     ])
-                    .current_dir(&loaded.app_dir)
                     .timeout(Duration::from_secs(60))
                     .output();
                 f.push(
@@ -149,22 +147,25 @@ pub fn doctor(loaded: &Loaded) -> Report {
             Ok(c) => {
                 f.push(
                     "compose",
-                    Ok(format!(
-                        "{:?} ({})",
-                        c.flavor,
-                        if matches!(c.flavor, crate::runtime::compose::Flavor::V2) {
-                            "docker compose"
-                        } else {
-                            "docker-compose"
-                        }
-                    )),
+                    Ok(format!("{:?}: {} ({})", c.flavor, c.describe(), c.version)),
                 );
+                for (check, result) in crate::runtime::access::doctor_findings(&c.access) {
+                    f.push(check, result);
+                }
                 f.push(
                     "docker engine",
                     c.ensure_engine()
                         .map(|()| {
-                            version_of("docker", &["version", "--format", "{{.Server.Version}}"])
-                                .unwrap_or_default()
+                            let version = c
+                                .docker(["version", "--format", "{{.Server.Version}}"])
+                                .timeout(Duration::from_secs(20))
+                                .output()
+                                .unwrap_or_default();
+                            format!(
+                                "{} via {}",
+                                version.trim(),
+                                c.access.describe(&c.access.docker)
+                            )
                         })
                         .map_err(|e| fail(e, "start the Docker engine (systemctl start docker)")),
                 );
@@ -314,6 +315,10 @@ pub fn doctor(loaded: &Loaded) -> Report {
                 },
             );
         }
+    }
+    // Who owns the work tree, how git runs there, whether this user can use the state.
+    for (check, result) in crate::ownership::doctor_findings(loaded) {
+        f.push(check, result);
     }
     // An unfinished deploy blocks the next one.
     if let Ok(Some(j)) = crate::deploy::journal::Journal::load(&loaded.state_dir()) {

@@ -109,6 +109,11 @@ impl Repo {
             push: git.push,
         };
         let inside = repo.run(["rev-parse", "--is-inside-work-tree"]);
+        if let Err(ProcessError::Failed { stderr_tail, .. }) = &inside {
+            if let Some(refusal) = crate::ownership::explain_refusal(dir, stderr_tail) {
+                return Err(refusal);
+            }
+        }
         match inside {
             Ok(out) if out.trim() == "true" => Ok(repo),
             Ok(_) | Err(ProcessError::Failed { .. }) => bail!(
@@ -126,8 +131,8 @@ impl Repo {
     /// `git` in the work tree, with the environment cleaned of variables that would
     /// redirect it, and no interactive prompts (a deploy must not hang on one).
     fn git(&self) -> Cmd {
-        let mut cmd = Cmd::new("git")
-            .current_dir(&self.dir)
+        // As root in a tree another user owns: git runs as that owner (src/ownership.rs).
+        let mut cmd = crate::ownership::git_in(&self.dir)
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("LC_ALL", "C")
             .timeout(LOCAL_TIMEOUT)

@@ -10,7 +10,6 @@ use serde::Serialize;
 use serde_norway::Value;
 
 use crate::config::COMPOSE_FILE_NAMES;
-use crate::process::Cmd;
 
 /// What init found.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -157,9 +156,8 @@ pub fn detect_compose(yaml: &str, file: &str, project: &str) -> anyhow::Result<D
 }
 
 fn git_out(dir: &Path, args: &[&str]) -> Option<String> {
-    Cmd::new("git")
+    crate::ownership::git_in(dir)
         .args(args)
-        .current_dir(dir)
         .timeout(std::time::Duration::from_secs(20))
         .output()
         .ok()
@@ -343,6 +341,8 @@ pub fn init(path: &Path, force: bool) -> anyhow::Result<(PathBuf, Detected)> {
         .unwrap_or(Path::new("."));
     let detected = detect(dir)?;
     let text = render(&detected);
+    // The Compose binary the repository's scripts call, when it is not on PATH.
+    let text = crate::runtime::access::add_detected_compose(text, dir);
     // What is written must load: a bug here must not leave a broken config behind.
     crate::config::parse(&text, path).context("the generated config does not parse (a bug)")?;
     crate::backup::manifest::write_file_atomic(path, text.as_bytes())?;

@@ -33,6 +33,7 @@ pub mod lock;
 pub mod metrics;
 pub mod migrations;
 pub mod notify;
+pub mod ownership;
 pub mod process;
 pub mod redact;
 pub mod remote;
@@ -99,10 +100,12 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
     };
     init_logging(&cli);
     process::install_interrupt_handler();
-    let result = dispatch(&cli);
+    let result = state_preflight(&cli).and_then(|()| dispatch(&cli));
     // The metrics textfile reflects whatever this command did (success or not).
     if let Ok(loaded) = load_config(&cli) {
         metrics::write_textfile(&loaded);
+        // Run as root in another user's tree: what it wrote goes to the tree's owner.
+        ownership::hand_over_state(&loaded);
     }
     match result {
         Ok(code) => ExitCode::from(code as u8),
@@ -149,6 +152,35 @@ fn classify(err: &anyhow::Error) -> Exit {
         }
     }
     Exit::Failure
+}
+
+/// Before a command: as root, hands leftovers of an earlier root run to the work tree's
+/// owner; as another user, refuses when stablehand's state holds a file this user
+/// cannot use (a deploy is then refused, exit 10). Init and doctor are left alone.
+fn state_preflight(cli: &Cli) -> anyhow::Result<()> {
+    let write = match &cli.command {
+        Command::Init { .. } | Command::Doctor => return Ok(()),
+        Command::Status
+        | Command::History { .. }
+        | Command::Check
+        | Command::Health
+        | Command::Wait { .. }
+        | Command::Stable(StableCommand::List { .. } | StableCommand::Target { .. }) => false,
+        Command::Backup(args) => !matches!(
+            args.command,
+            Some(BackupCommand::List { .. } | BackupCommand::Show { .. })
+        ),
+        _ => true,
+    };
+    let Ok(loaded) = load_config(cli) else {
+        // The command itself reports the config error.
+        return Ok(());
+    };
+    ownership::hand_over_state(&loaded);
+    ownership::check_state_access(&loaded, write).map_err(|e| match cli.command {
+        Command::Deploy { .. } => anyhow::Error::new(Refused(format!("{e:#}"))),
+        _ => e,
+    })
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<config::Loaded> {

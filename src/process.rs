@@ -3,7 +3,7 @@
 //! the program, its exit status and the last lines it wrote to stderr. Secrets travel
 //! only in the environment and never appear in what is displayed.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -45,6 +45,14 @@ pub enum ProcessError {
     },
     #[error("`{program}` was stopped because stablehand was interrupted")]
     Interrupted { program: String },
+    #[error("`sudo -n {target}` would ask for a password (runtime.sudo = true runs Docker and Compose through sudo, which must never prompt): let {user} run it without one, e.g. in /etc/sudoers.d/stablehand: `{user} ALL=(root) NOPASSWD:SETENV: {target}`")]
+    SudoPassword { target: String, user: String },
+    #[error("sudo refused to pass the environment variables {names} to `{target}` (sudo resets the environment; Compose reads these): add SETENV to the sudoers rule (`{user} ALL=(root) NOPASSWD:SETENV: {target}`), or keep them with `Defaults:{user} env_keep += \"{}\"`", .names.replace(',', " "))]
+    SudoEnvironment {
+        target: String,
+        user: String,
+        names: String,
+    },
     #[error("reading the output of `{program}`: {source}")]
     Io {
         program: String,
@@ -80,6 +88,20 @@ pub struct Cmd {
     timeout: Option<Duration>,
     not_found_hint: String,
     cleanup: bool,
+    /// Run through `sudo -n`, passing these environment variables by name.
+    sudo: Option<Vec<String>>,
+    /// Run as another user (stablehand is root): uid, gid, supplementary groups.
+    identity: Option<Identity>,
+}
+
+/// A user to run a program as (see `Cmd::run_as`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub name: String,
+    pub home: PathBuf,
 }
 
 impl Cmd {
@@ -94,7 +116,40 @@ impl Cmd {
             timeout: None,
             not_found_hint: String::new(),
             cleanup: false,
+            sudo: None,
+            identity: None,
         }
+    }
+
+    /// Runs the program as `sudo -n [--preserve-env=NAMES] -- PROGRAM ARGS`: never a
+    /// password prompt, and the variables `preserve` names (plus those set with `env`)
+    /// pass by name only, so no value reaches the command line. On a timeout or an
+    /// interrupt the program gets SIGTERM first, which sudo relays (a non-root
+    /// stablehand cannot kill a root child).
+    pub fn via_sudo(mut self, preserve: Vec<String>) -> Self {
+        self.sudo = Some(preserve);
+        self
+    }
+
+    /// Runs the program as `who` (stablehand must be root): supplementary groups, gid
+    /// and uid are switched in the child before exec, and HOME/USER/LOGNAME are theirs.
+    pub fn run_as(mut self, who: Identity) -> Self {
+        self = self
+            .env("HOME", &who.home)
+            .env("USER", &who.name)
+            .env("LOGNAME", &who.name);
+        self.identity = Some(who);
+        self
+    }
+
+    /// True when this command runs through sudo.
+    pub fn is_sudo(&self) -> bool {
+        self.sudo.is_some()
+    }
+
+    /// The program as given (a name or a path).
+    pub fn program(&self) -> &OsStr {
+        &self.program
     }
 
     /// Adds one argument (never a secret: arguments are visible to every local user).
@@ -167,9 +222,33 @@ impl Cmd {
 
     /// The command line with URLs redacted; environment values are never included.
     pub fn display(&self) -> String {
-        let mut parts = vec![self.program.to_string_lossy().into_owned()];
-        parts.extend(self.args.iter().map(|a| a.to_string_lossy().into_owned()));
+        let (program, args) = self.argv();
+        let mut parts = vec![program.to_string_lossy().into_owned()];
+        parts.extend(args.iter().map(|a| a.to_string_lossy().into_owned()));
         redact_text(&parts.join(" "))
+    }
+
+    /// The program and arguments actually executed (with the sudo prefix, if any).
+    fn argv(&self) -> (OsString, Vec<OsString>) {
+        let Some(preserve) = &self.sudo else {
+            return (self.program.clone(), self.args.clone());
+        };
+        let mut names: Vec<String> = preserve.clone();
+        names.extend(
+            self.env
+                .iter()
+                .map(|(k, _)| k.to_string_lossy().into_owned()),
+        );
+        names.sort();
+        names.dedup();
+        let mut args: Vec<OsString> = vec!["-n".into()];
+        if !names.is_empty() {
+            args.push(format!("--preserve-env={}", names.join(",")).into());
+        }
+        args.push("--".into());
+        args.push(self.program.clone());
+        args.extend(self.args.iter().cloned());
+        ("sudo".into(), args)
     }
 
     fn label(&self) -> String {
@@ -184,11 +263,12 @@ impl Cmd {
     }
 
     fn command(&self, stdin: Stdio) -> Command {
-        let mut c = Command::new(&self.program);
+        let (program, args) = self.argv();
+        let mut c = Command::new(program);
         for key in &self.env_remove {
             c.env_remove(key);
         }
-        c.args(&self.args)
+        c.args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(stdin)
             .stdout(Stdio::piped())
@@ -199,9 +279,29 @@ impl Cmd {
         }
         // A child must not outlive a stablehand that was killed outright (SIGKILL leaves
         // no time to clean up): the kernel kills it when its parent dies.
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        let identity = self.identity.as_ref().map(|i| {
+            (
+                i.uid,
+                i.gid,
+                i.groups
+                    .iter()
+                    .map(|g| *g as libc::gid_t)
+                    .collect::<Vec<_>>(),
+            )
+        });
+        // SAFETY: setgroups, setgid, setuid and prctl are async-signal-safe system calls
+        // and touch no memory of the parent (the group list was built before the fork).
         unsafe {
-            c.pre_exec(|| {
+            c.pre_exec(move || {
+                if let Some((uid, gid, groups)) = &identity {
+                    if libc::setgroups(groups.len(), groups.as_ptr()) == -1
+                        || libc::setgid(*gid) == -1
+                        || libc::setuid(*uid) == -1
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                // After the uid change: changing credentials clears the death signal.
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -270,7 +370,12 @@ impl Cmd {
         }
         tracing::debug!(command = %self.display(), "running");
         let mut child = self.command(stdin).spawn().map_err(|source| {
-            if source.kind() == io::ErrorKind::NotFound {
+            if source.kind() == io::ErrorKind::NotFound && self.is_sudo() {
+                ProcessError::NotFound {
+                    program: "sudo".into(),
+                    hint: ": runtime.sudo = true runs Docker and Compose through sudo; install it (apt-get install sudo) or set runtime.sudo = false".into(),
+                }
+            } else if source.kind() == io::ErrorKind::NotFound {
                 ProcessError::NotFound {
                     program: self.program.to_string_lossy().into_owned(),
                     hint: if self.not_found_hint.is_empty() {
@@ -287,7 +392,8 @@ impl Cmd {
             }
         })?;
         let pid = child.id() as i32;
-        live_groups().lock().unwrap().insert(pid);
+        let via_sudo = self.is_sudo();
+        live_groups().lock().unwrap().insert(pid, via_sudo);
 
         let stderr = child.stderr.take().expect("stderr is piped");
         let tail = Arc::new(Mutex::new(VecDeque::new()));
@@ -304,7 +410,7 @@ impl Cmd {
                 let handle = std::thread::spawn(move || {
                     if let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
                         flag.store(true, Ordering::SeqCst);
-                        kill_group(pid);
+                        stop_group(pid, via_sudo);
                     }
                 });
                 (Some(tx), Some(handle))
@@ -314,6 +420,7 @@ impl Cmd {
 
         Ok(Running {
             label: self.label(),
+            sudo_target: via_sudo.then(|| self.program.to_string_lossy().into_owned()),
             stdout: child.stdout.take(),
             stdin: child.stdin.take(),
             child,
@@ -347,6 +454,8 @@ fn drain_stderr(stderr: impl Read, tail: &Mutex<VecDeque<String>>) {
 /// finishing cleanly into an error. Dropping it without `wait` kills the process group.
 pub struct Running {
     label: String,
+    /// The program sudo runs, when the command goes through sudo.
+    sudo_target: Option<String>,
     pub stdout: Option<ChildStdout>,
     pub stdin: Option<ChildStdin>,
     child: Child,
@@ -364,7 +473,7 @@ impl Running {
     /// Kills the whole process group now (used when the consumer of stdout fails).
     pub fn kill(&mut self) {
         if !self.finished {
-            kill_group(self.pid);
+            stop_group(self.pid, self.sudo_target.is_some());
         }
     }
 
@@ -410,6 +519,11 @@ impl Running {
                 program: self.label.clone(),
             });
         }
+        if let Some(target) = &self.sudo_target {
+            if let Some(refusal) = sudo_refusal(target, &stderr_tail) {
+                return Err(refusal);
+            }
+        }
         Err(ProcessError::Failed {
             program: self.label.clone(),
             status: describe_status(status),
@@ -432,7 +546,7 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         if !self.finished {
-            kill_group(self.pid);
+            stop_group(self.pid, self.sudo_target.is_some());
             live_groups().lock().unwrap().remove(&self.pid);
             let _ = self.child.wait();
             if let Some(tx) = self.cancel_watchdog.take() {
@@ -478,9 +592,76 @@ fn kill_group(pid: i32) {
     );
 }
 
-fn live_groups() -> &'static Mutex<HashSet<i32>> {
-    static GROUPS: OnceLock<Mutex<HashSet<i32>>> = OnceLock::new();
-    GROUPS.get_or_init(|| Mutex::new(HashSet::new()))
+/// How long a program run through sudo gets to end after SIGTERM before SIGKILL.
+const SUDO_GRACE: Duration = Duration::from_secs(5);
+
+/// Kills a process group; one led by sudo gets SIGTERM first and up to `SUDO_GRACE`
+/// to end: sudo relays SIGTERM to its command, which runs as root (often in a session
+/// of its own, on sudo's pty) and which SIGKILL to sudo's group would leave running.
+fn stop_group(pid: i32, via_sudo: bool) {
+    if via_sudo {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = std::time::Instant::now() + SUDO_GRACE;
+        while std::time::Instant::now() < deadline && !has_exited(pid) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    kill_group(pid);
+}
+
+/// True when `pid` (our child) has exited; it is left unreaped.
+fn has_exited(pid: i32) -> bool {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+    match waitid(
+        Id::Pid(nix::unistd::Pid::from_raw(pid)),
+        WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG,
+    ) {
+        Ok(WaitStatus::StillAlive) => false,
+        Ok(_) => true,
+        Err(nix::errno::Errno::EINTR) => false,
+        Err(_) => true,
+    }
+}
+
+/// The refusal sudo itself wrote (it prefixes its messages with "sudo: "), as an error
+/// that says what to add to sudoers; None when the program ran and failed on its own.
+fn sudo_refusal(target: &str, stderr_tail: &str) -> Option<ProcessError> {
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| nix::unistd::geteuid().to_string());
+    for line in stderr_tail.lines().map(str::trim) {
+        let Some(message) = line.strip_prefix("sudo: ") else {
+            continue;
+        };
+        if message.contains("a password is required") || message.contains("a terminal is required")
+        {
+            return Some(ProcessError::SudoPassword {
+                target: target.to_string(),
+                user,
+            });
+        }
+        if let Some(names) =
+            message.split_once("not allowed to set the following environment variables:")
+        {
+            return Some(ProcessError::SudoEnvironment {
+                target: target.to_string(),
+                user,
+                names: names.1.trim().replace(' ', ""),
+            });
+        }
+    }
+    None
+}
+
+/// Process groups of running children, and whether sudo leads them.
+fn live_groups() -> &'static Mutex<HashMap<i32, bool>> {
+    static GROUPS: OnceLock<Mutex<HashMap<i32, bool>>> = OnceLock::new();
+    GROUPS.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -568,8 +749,17 @@ fn on_signal() {
         );
     }
     if let Ok(groups) = live_groups().lock() {
-        for pid in groups.iter() {
-            kill_group(*pid);
+        for (pid, via_sudo) in groups.iter() {
+            if *via_sudo {
+                // sudo relays SIGTERM to its root command; `wait` kills what is left
+                // once sudo has exited.
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(*pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            } else {
+                kill_group(*pid);
+            }
         }
     }
 }
@@ -643,6 +833,83 @@ mod tests {
             .arg("postgresql://app:hunter2@db/app")
             .env("PGPASSWORD", "hunter2");
         assert!(!cmd.display().contains("hunter2"), "{}", cmd.display());
+    }
+
+    #[test]
+    fn sudo_refusals_become_advice() {
+        let password = sudo_refusal("/usr/bin/docker", "sudo: a password is required").unwrap();
+        let msg = password.to_string();
+        assert!(msg.contains("would ask for a password"), "{msg}");
+        assert!(msg.contains("NOPASSWD:SETENV: /usr/bin/docker"), "{msg}");
+        let env = sudo_refusal(
+            "/usr/bin/docker",
+            "sudo: sorry, you are not allowed to set the following environment variables: COMPOSE_PROJECT_NAME, DB_PASSWORD",
+        )
+        .unwrap();
+        let msg = env.to_string();
+        assert!(msg.contains("COMPOSE_PROJECT_NAME,DB_PASSWORD"), "{msg}");
+        assert!(
+            msg.contains("env_keep += \"COMPOSE_PROJECT_NAME DB_PASSWORD\""),
+            "{msg}"
+        );
+        // The program's own failure is not sudo's.
+        assert!(sudo_refusal("/usr/bin/docker", "Error: No such container: x").is_none());
+    }
+
+    /// sudo's command runs as root, on a pty in a session of its own: a timeout must
+    /// still end it (SIGTERM, which sudo relays), not only sudo.
+    #[test]
+    fn a_timeout_ends_the_command_sudo_runs() {
+        if !nix::unistd::geteuid().is_root()
+            || crate::runtime::access::find_on_path("sudo").is_none()
+        {
+            eprintln!("SKIPPED: needs root and sudo");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let err = Cmd::new("sh")
+            .args(["-c", "echo $$ > \"$1\"; exec sleep 60", "sh"])
+            .arg(&pidfile)
+            .via_sudo(Vec::new())
+            .timeout(Duration::from_millis(1500))
+            .output()
+            .unwrap_err();
+        assert!(matches!(err, ProcessError::TimedOut { .. }), "{err}");
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
+        });
+        assert!(
+            gone,
+            "the command sudo ran (pid {pid}) outlived the timeout"
+        );
+    }
+
+    #[test]
+    fn a_command_runs_as_another_user() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: needs root");
+            return;
+        }
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        let out = Cmd::new("id")
+            .args(["-u"])
+            .run_as(Identity {
+                uid: nobody.uid.as_raw(),
+                gid: nobody.gid.as_raw(),
+                groups: vec![nobody.gid.as_raw()],
+                name: nobody.name.clone(),
+                home: nobody.dir.clone(),
+            })
+            .output()
+            .unwrap();
+        assert_eq!(out.trim(), nobody.uid.to_string());
     }
 
     #[test]

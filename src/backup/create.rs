@@ -653,9 +653,8 @@ fn unique_id(catalog: &Catalog, label: &str, at: Timestamp, commit: Option<&str>
 /// The app's current commit, or None outside a git repository (or before its first
 /// commit). Any other git failure is warned about, since the id then says "manual".
 fn git_commit(app_dir: &Path) -> Option<String> {
-    let result = crate::process::Cmd::new("git")
+    let result = crate::ownership::git_in(app_dir)
         .args(["rev-parse", "--verify", "HEAD"])
-        .current_dir(app_dir)
         .timeout(Duration::from_secs(30))
         .output();
     match result {

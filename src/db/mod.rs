@@ -418,8 +418,8 @@ impl Database {
                 }
                 let mut cmd = match container {
                     // -i: stdin is attached (pg_restore reads the dump from it).
-                    Some(id) => Cmd::new("docker")
-                        .args(["exec", "-i"])
+                    Some(id) => compose
+                        .docker(["exec", "-i"])
                         .args(env)
                         .arg(id)
                         .arg(tool.program()),

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
+use super::access::{find_on_path, Docker};
 use crate::config::RuntimeConfig;
-use crate::process::Cmd;
+use crate::process::{Cmd, ProcessError};
 
 /// Which Compose the machine has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -22,6 +23,12 @@ pub enum Flavor {
 #[derive(Debug, Clone)]
 pub struct Compose {
     pub flavor: Flavor,
+    /// How docker and Compose are reached (binaries, sudo).
+    pub access: Docker,
+    /// The standalone binary run, or None for the `docker compose` plugin.
+    pub binary: Option<PathBuf>,
+    /// What `version` printed (first line), for reports.
+    pub version: String,
     app_dir: PathBuf,
     project: Option<String>,
     files: Vec<PathBuf>,
@@ -30,26 +37,83 @@ pub struct Compose {
     project_label: OnceLock<String>,
 }
 
+/// The flavor a standalone Compose binary's `version` output names: v2 prints "Docker
+/// Compose version v2.24.0", v1 "docker-compose version 1.29.2, build ...".
+pub fn flavor_of_version(output: &str) -> Flavor {
+    let version = output
+        .split_whitespace()
+        .skip_while(|w| !w.eq_ignore_ascii_case("version"))
+        .nth(1)
+        .unwrap_or("");
+    let major: u32 = version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(1);
+    if major >= 2 {
+        Flavor::V2
+    } else {
+        Flavor::V1
+    }
+}
+
 impl Compose {
-    /// Detects `docker compose` then `docker-compose`; a clear error when neither works.
+    /// `runtime.compose` when set; otherwise `docker compose`, then `docker-compose` on
+    /// PATH. A clear error when none works.
     pub fn detect(app_dir: &Path, runtime: &RuntimeConfig) -> anyhow::Result<Compose> {
-        let probe = |cmd: Cmd| cmd.timeout(Duration::from_secs(20)).output();
-        let v2 = probe(Cmd::new("docker").args(["compose", "version"]));
-        let flavor = match v2 {
-            Ok(_) => Flavor::V2,
-            Err(v2_error) => match probe(Cmd::new("docker-compose").arg("version")) {
-                Ok(_) => Flavor::V1,
-                // Cut short by an interrupt: say that, not that Compose is missing.
-                Err(e @ crate::process::ProcessError::Interrupted { .. }) => return Err(e.into()),
-                Err(v1_error) => bail!(
-                    "neither `docker compose` (v2) nor `docker-compose` (v1) works on this machine \
-                     (docker compose: {v2_error}; docker-compose: {v1_error}); install the Docker Compose \
-                     plugin (or docker-compose), or use database.mode = \"direct\""
-                ),
-            },
+        let access = Docker::from_config(app_dir, runtime);
+        let probe = |cmd: Cmd| {
+            cmd.timeout(Duration::from_secs(20))
+                .output()
+                .map(|out| out.lines().next().unwrap_or("").trim().to_string())
+        };
+        let (flavor, binary, version) = if let Some(binary) = &access.compose {
+            match probe(access.program(binary).arg("version")) {
+                Ok(v) => (flavor_of_version(&v), Some(binary.clone()), v),
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "runtime.compose = {:?} does not run (`{} version` failed)",
+                        binary.display(),
+                        access.describe(binary)
+                    )))
+                }
+            }
+        } else {
+            match probe(access.docker(["compose", "version"])) {
+                Ok(v) => (Flavor::V2, None, v),
+                // sudo refused: say what to add to sudoers, not that Compose is missing.
+                Err(
+                    e @ (ProcessError::Interrupted { .. }
+                    | ProcessError::SudoPassword { .. }
+                    | ProcessError::SudoEnvironment { .. }),
+                ) => return Err(e.into()),
+                Err(v2_error) => {
+                    // Through sudo, the one on our PATH (what the sudoers rule names).
+                    let v1 = access
+                        .sudo
+                        .then(|| find_on_path("docker-compose"))
+                        .flatten()
+                        .unwrap_or_else(|| PathBuf::from("docker-compose"));
+                    match probe(access.program(&v1).arg("version")) {
+                        Ok(v) => (Flavor::V1, Some(v1), v),
+                        // Cut short by an interrupt: say that, not that Compose is missing.
+                        Err(e @ ProcessError::Interrupted { .. }) => return Err(e.into()),
+                        Err(v1_error) => bail!(
+                            "neither `docker compose` (v2) nor `docker-compose` (v1) works on this machine \
+                             (docker compose: {v2_error}; docker-compose: {v1_error}); install the Docker Compose \
+                             plugin (or docker-compose), set runtime.compose to the path of the Compose binary \
+                             this server uses, or use database.mode = \"direct\""
+                        ),
+                    }
+                }
+            }
         };
         Ok(Compose {
             flavor,
+            access,
+            binary,
+            version,
             app_dir: app_dir.to_owned(),
             project: runtime.project.clone(),
             files: runtime.files.clone(),
@@ -63,9 +127,9 @@ impl Compose {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut cmd = match self.flavor {
-            Flavor::V2 => Cmd::new("docker").arg("compose"),
-            Flavor::V1 => Cmd::new("docker-compose"),
+        let mut cmd = match &self.binary {
+            None => self.access.docker(["compose"]),
+            Some(binary) => self.access.compose_program(binary),
         };
         for f in &self.files {
             cmd = cmd.arg("-f").arg(self.app_dir.join(f));
@@ -74,6 +138,24 @@ impl Compose {
             cmd = cmd.arg("-p").arg(p);
         }
         cmd.args(args).current_dir(&self.app_dir)
+    }
+
+    /// `docker ARGS`, reached the way Compose is (same binary, same sudo).
+    pub fn docker<I, S>(&self, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.access.docker(args)
+    }
+
+    /// How Compose is run, for reports: `docker compose`, `/usr/bin/docker-compose`,
+    /// `sudo -n /var/lib/toolbox/bin/docker-compose`.
+    pub fn describe(&self) -> String {
+        match &self.binary {
+            None => format!("{} compose", self.access.describe(&self.access.docker)),
+            Some(b) => self.access.describe(b),
+        }
     }
 }
 
@@ -197,12 +279,17 @@ impl Compose {
 
     /// Fails with what to do when the Docker engine does not answer.
     pub fn ensure_engine(&self) -> anyhow::Result<()> {
-        Cmd::new("docker")
-            .args(["info", "--format", "{{.ServerVersion}}"])
+        self.docker(["info", "--format", "{{.ServerVersion}}"])
             .timeout(Duration::from_secs(20))
             .output()
             .map(drop)
-            .context("the Docker engine does not answer; start it (e.g. `systemctl start docker`) and check that this user may use it (`docker info`)")
+            .map_err(|e| match e {
+                // sudo's own refusal already says what to do.
+                e @ (ProcessError::SudoPassword { .. } | ProcessError::SudoEnvironment { .. }) => {
+                    anyhow::Error::new(e)
+                }
+                e => anyhow::Error::new(e).context("the Docker engine does not answer; start it (e.g. `systemctl start docker`) and check that this user may use it (`docker info`; a user outside the docker group sets runtime.sudo = true)"),
+            })
     }
 }
 
@@ -304,8 +391,8 @@ impl Compose {
                 continue;
             }
             for id in ids {
-                let out = Cmd::new("docker")
-                    .args([
+                let out = self
+                    .docker([
                         "inspect",
                         "--format",
                         "{{.RestartCount}} {{json .State}}",
@@ -333,8 +420,8 @@ impl Compose {
     /// label is known, `docker ps` filtered by it) and one `docker inspect`.
     pub fn containers(&self) -> anyhow::Result<Vec<Container>> {
         let ids = match self.project_label.get() {
-            Some(project) => Cmd::new("docker")
-                .args(["ps", "--all", "--quiet", "--no-trunc", "--filter"])
+            Some(project) => self
+                .docker(["ps", "--all", "--quiet", "--no-trunc", "--filter"])
                 .arg(format!("label=com.docker.compose.project={project}"))
                 .timeout(Duration::from_secs(60))
                 .output()
@@ -349,8 +436,8 @@ impl Compose {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let out = Cmd::new("docker")
-            .args(["inspect", "--format", CONTAINER_FORMAT])
+        let out = self
+            .docker(["inspect", "--format", CONTAINER_FORMAT])
             .args(&ids)
             .timeout(Duration::from_secs(60))
             .output()
@@ -430,6 +517,23 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn standalone_compose_flavor_is_read_from_its_version() {
+        assert_eq!(
+            flavor_of_version("docker-compose version 1.29.2, build unknown"),
+            Flavor::V1
+        );
+        assert_eq!(
+            flavor_of_version("Docker Compose version v2.24.6"),
+            Flavor::V2
+        );
+        assert_eq!(
+            flavor_of_version("Docker Compose version 2.27.0"),
+            Flavor::V2
+        );
+        assert_eq!(flavor_of_version("garbage"), Flavor::V1);
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use super::access::Docker;
 use crate::git::abbrev;
-use crate::process::Cmd;
 
 /// Tags stablehand owns start with this.
 pub const TAG_PREFIX: &str = "sh-";
@@ -166,9 +166,9 @@ impl BuildRecord {
 const DOCKER_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The image id of a reference, or None when Docker has no such image.
-pub fn image_id(reference: &str) -> anyhow::Result<Option<String>> {
-    let out = Cmd::new("docker")
-        .args([
+pub fn image_id(docker: &Docker, reference: &str) -> anyhow::Result<Option<String>> {
+    let out = docker
+        .docker([
             "image",
             "ls",
             "--no-trunc",
@@ -184,9 +184,9 @@ pub fn image_id(reference: &str) -> anyhow::Result<Option<String>> {
 }
 
 /// Tags `source` (a reference or an image id) as `target`.
-pub fn tag(source: &str, target: &str) -> anyhow::Result<()> {
-    Cmd::new("docker")
-        .args(["tag", source, target])
+pub fn tag(docker: &Docker, source: &str, target: &str) -> anyhow::Result<()> {
+    docker
+        .docker(["tag", source, target])
         .timeout(DOCKER_TIMEOUT)
         .cleanup()
         .output()
@@ -195,9 +195,9 @@ pub fn tag(source: &str, target: &str) -> anyhow::Result<()> {
 }
 
 /// The commits (12-character) that have an `sh-` tag in `repository`.
-pub fn commits_tagged(repository: &str) -> anyhow::Result<Vec<String>> {
-    let out = Cmd::new("docker")
-        .args(["image", "ls", "--format", "{{.Tag}}", repository])
+pub fn commits_tagged(docker: &Docker, repository: &str) -> anyhow::Result<Vec<String>> {
+    let out = docker
+        .docker(["image", "ls", "--format", "{{.Tag}}", repository])
         .timeout(DOCKER_TIMEOUT)
         .output()?;
     Ok(out
@@ -208,9 +208,9 @@ pub fn commits_tagged(repository: &str) -> anyhow::Result<Vec<String>> {
 }
 
 /// Removes one tag (never forced: an image a container still uses stays).
-pub fn untag(reference: &str) -> anyhow::Result<()> {
-    Cmd::new("docker")
-        .args(["image", "rm", reference])
+pub fn untag(docker: &Docker, reference: &str) -> anyhow::Result<()> {
+    docker
+        .docker(["image", "rm", reference])
         .timeout(DOCKER_TIMEOUT)
         .output()
         .with_context(|| format!("removing image tag {reference}"))?;

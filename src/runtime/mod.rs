@@ -8,6 +8,7 @@
 //! started with the app for that deploy; a deploy that would restart nothing is refused,
 //! and a start after which no app container started is an error.
 
+pub mod access;
 pub mod compose;
 pub mod images;
 
@@ -32,7 +33,7 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// What runs the app.
 pub enum Runtime {
-    Compose(ComposeApp),
+    Compose(Box<ComposeApp>),
     Command(CommandApp),
     /// No runtime configured or detected: stablehand leaves the app alone.
     None,
@@ -148,7 +149,7 @@ impl Runtime {
                         .map(|s| s.name.clone())
                         .collect(),
                 };
-                Ok(Runtime::Compose(ComposeApp {
+                Ok(Runtime::Compose(Box::new(ComposeApp {
                     compose,
                     spec,
                     services,
@@ -156,7 +157,7 @@ impl Runtime {
                     repointed: Mutex::new(Vec::new()),
                     keep_images: r.keep_images as usize,
                     state_dir: loaded.state_dir(),
-                }))
+                })))
             }
         }
     }
@@ -264,8 +265,8 @@ impl Runtime {
         app.repointed_mut().clear();
         for s in app.built_services() {
             let retained = images::commit_tag(&s.image, commit);
-            if images::image_id(&retained)?.is_some() {
-                images::tag(&retained, &s.image)?;
+            if images::image_id(&app.compose.access, &retained)?.is_some() {
+                images::tag(&app.compose.access, &retained, &s.image)?;
             }
         }
         Ok(())
@@ -281,7 +282,7 @@ impl Runtime {
         let mut made = Vec::new();
         for service in app.built_services() {
             let target = images::commit_tag(&service.image, commit);
-            if images::image_id(&target)?.is_some() {
+            if images::image_id(&app.compose.access, &target)?.is_some() {
                 continue;
             }
             let ids = app
@@ -292,11 +293,12 @@ impl Runtime {
             let Some(container) = ids.lines().map(str::trim).find(|l| !l.is_empty()) else {
                 continue;
             };
-            let image = Cmd::new("docker")
-                .args(["inspect", "--format", "{{.Image}}", container])
+            let image = app
+                .compose
+                .docker(["inspect", "--format", "{{.Image}}", container])
                 .timeout(APP_COMMAND_TIMEOUT)
                 .output()?;
-            images::tag(image.trim(), &target)?;
+            images::tag(&app.compose.access, image.trim(), &target)?;
             made.push(target);
         }
         if !made.is_empty() {
@@ -314,7 +316,10 @@ impl Runtime {
         let services = app.built_services();
         let mut present = Vec::new();
         for s in &services {
-            present.extend(images::commits_tagged(images::split_repo_tag(&s.image).0)?);
+            present.extend(images::commits_tagged(
+                &app.compose.access,
+                images::split_repo_tag(&s.image).0,
+            )?);
         }
         let record = BuildRecord::load(&app.state_dir)?;
         let plan = images::plan_prune(&present, &record.commits(), app.keep_images, protected);
@@ -325,10 +330,10 @@ impl Runtime {
         for commit in &out.plan.prune {
             for s in &services {
                 let reference = images::commit_tag(&s.image, commit);
-                if images::image_id(&reference)?.is_none() {
+                if images::image_id(&app.compose.access, &reference)?.is_none() {
                     continue;
                 }
-                match images::untag(&reference) {
+                match images::untag(&app.compose.access, &reference) {
                     Ok(()) => out.removed.push(reference),
                     Err(e) => {
                         tracing::warn!("{e:#}");
@@ -409,7 +414,7 @@ impl ComposeApp {
     /// Pulls each changed image this host does not have (`compose pull SERVICE`).
     fn pull_missing(&self, changes: &mut [ImageChange]) -> anyhow::Result<()> {
         for change in changes {
-            if images::image_id(&change.to)?.is_some() {
+            if images::image_id(&self.compose.access, &change.to)?.is_some() {
                 continue;
             }
             tracing::info!(service = change.service, image = change.to, "pulling");
@@ -418,7 +423,8 @@ impl ComposeApp {
                 .cmd(["pull", change.service.as_str()])
                 .timeout(PULL_TIMEOUT)
                 .output();
-            let present = pulled.is_ok() && images::image_id(&change.to)?.is_some();
+            let present =
+                pulled.is_ok() && images::image_id(&self.compose.access, &change.to)?.is_some();
             if !present {
                 let why = match pulled {
                     Err(e) => format!("{e}"),
@@ -529,7 +535,7 @@ impl ComposeApp {
         self.build_services(&services)?;
         let mut tagged = Vec::new();
         for s in &services {
-            if images::image_id(&s.image)?.is_none() {
+            if images::image_id(&self.compose.access, &s.image)?.is_none() {
                 bail!(
                     "compose built service {} but no image {} exists; give the service an explicit `image:` name in the Compose file",
                     s.name,
@@ -537,7 +543,7 @@ impl ComposeApp {
                 );
             }
             let target = images::commit_tag(&s.image, commit);
-            images::tag(&s.image, &target)?;
+            images::tag(&self.compose.access, &s.image, &target)?;
             tagged.push(target);
         }
         if !tagged.is_empty() {
@@ -598,8 +604,8 @@ impl ComposeApp {
         let mut missing = Vec::new();
         for s in self.built_services() {
             let retained = images::commit_tag(&s.image, commit);
-            if images::image_id(&retained)?.is_some() {
-                images::tag(&retained, &s.image)?;
+            if images::image_id(&self.compose.access, &retained)?.is_some() {
+                images::tag(&self.compose.access, &retained, &s.image)?;
                 report.push(ServiceImage {
                     service: s.name.clone(),
                     image: retained,
@@ -620,7 +626,7 @@ impl ComposeApp {
             self.build_services(&missing)?;
             for s in &missing {
                 let target = images::commit_tag(&s.image, commit);
-                images::tag(&s.image, &target)?;
+                images::tag(&self.compose.access, &s.image, &target)?;
                 report.push(ServiceImage {
                     service: s.name.clone(),
                     image: target,

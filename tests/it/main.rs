@@ -24,5 +24,6 @@ mod rollback_rules;
 mod runtime;
 mod schedule;
 mod serve;
+mod server_layouts;
 mod stable;
 mod troubleshooting;
