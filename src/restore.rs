@@ -292,7 +292,7 @@ fn prepare(
         });
     }
     crate::backup::verify::check_size(&path, m).map_err(refused)?;
-    let (temp, size, sha) = TempDump::decompress(&path, &catalog.dir).map_err(refused)?;
+    let (temp, size, sha, scan) = TempDump::decompress(&path, &catalog.dir).map_err(refused)?;
     if size != m.size_bytes || sha != m.sha256 {
         return Err(refused(CheckError::Damaged(anyhow!(
             "{} mismatch: the manifest says {} bytes with SHA-256 {}, the file has {size} bytes hashing to {sha}",
@@ -311,11 +311,11 @@ fn prepare(
                 "pg_restore could not read the dump's table of contents",
             )))
         })?;
-    let toc = fs_err::File::open(&temp.0)
-        .map_err(anyhow::Error::from)
-        .and_then(|f| Ok(crate::backup::toc::read(io::BufReader::new(f))?))
-        .map_err(|e| refused(CheckError::Damaged(e)))?;
-    let check = FileCheck::from_listing(size, sha, &listing, toc).map_err(refused)?;
+    let (toc, rows) = scan
+        .finish(true)
+        .map_err(|e| refused(CheckError::Damaged(e.into())))?;
+    let mut check = FileCheck::from_listing(size, sha, &listing, toc).map_err(refused)?;
+    check.rows = rows;
     Ok(Prepared {
         check,
         source: Source::File(temp),
@@ -500,7 +500,13 @@ fn check_tables(db: &Database, check: &FileCheck) -> anyhow::Result<BTreeMap<Str
             missing.join(", ")
         );
     }
-    db.table_row_counts().context("counting the restored rows")
+    // pg_restore --exit-on-error loaded every table's data whole (COPY is all or
+    // nothing), so the rows are the archive's, counted in the pass that decompressed and
+    // hashed it; only when that count is missing are they counted again in the database.
+    match &check.rows {
+        Some(rows) => Ok(rows.clone()),
+        None => db.table_row_counts().context("counting the restored rows"),
+    }
 }
 
 /// The `TABLE` and `MATERIALIZED VIEW` entries of `toc` with no (schema, name,
@@ -606,7 +612,10 @@ struct TempDump(PathBuf);
 impl TempDump {
     /// Decompresses `path` into a hidden temp file in `dir`, hashing the stored bytes on
     /// the way; returns the copy with the stored file's size and SHA-256.
-    fn decompress(path: &Path, dir: &Path) -> Result<(TempDump, u64, String), CheckError> {
+    fn decompress(
+        path: &Path,
+        dir: &Path,
+    ) -> Result<(TempDump, u64, String, crate::backup::toc::ArchiveScan), CheckError> {
         remove_stale_temp_dumps(dir);
         let temp = TempDump(dir.join(format!(".restore-{}.dump.tmp", std::process::id())));
         let _ = std::fs::remove_file(&temp.0);
@@ -615,6 +624,7 @@ impl TempDump {
         let out = crate::backup::manifest::create_private(&temp.0)
             .map_err(|e| CheckError::Unchecked(e.into()))?;
         let mut out = io::BufWriter::with_capacity(1 << 20, out);
+        let mut scan = crate::backup::toc::ArchiveScan::default();
         {
             let mut decoder = zstd::stream::read::Decoder::new(&mut hashing)
                 .map_err(|e| CheckError::Damaged(e.into()))?;
@@ -630,6 +640,7 @@ impl TempDump {
                         )))
                     }
                 };
+                scan.push(&buf[..n]);
                 out.write_all(&buf[..n])
                     .with_context(|| format!("writing {}", temp.0.display()))
                     .map_err(CheckError::Unchecked)?;
@@ -638,7 +649,7 @@ impl TempDump {
         io::copy(&mut hashing, &mut io::sink()).map_err(|e| CheckError::Damaged(e.into()))?;
         out.flush().map_err(|e| CheckError::Unchecked(e.into()))?;
         let (size, sha) = hashing.finish();
-        Ok((temp, size, sha))
+        Ok((temp, size, sha, scan))
     }
 }
 

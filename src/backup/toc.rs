@@ -249,8 +249,13 @@ pub struct RowCounter {
     /// The integer being read, byte by byte.
     int_bytes: Vec<u8>,
     current: i64,
-    rows: std::collections::BTreeMap<i64, u64>,
+    /// Lines per data entry, and the last bytes of its data (for the terminator).
+    rows: std::collections::BTreeMap<i64, (u64, Vec<u8>)>,
 }
+
+/// How pg_dump ends each table's COPY data in an archive: the end-of-data marker line
+/// and two empty lines, none of them rows.
+const COPY_END: &[u8] = b"\\.\n\n\n";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -291,8 +296,14 @@ impl RowCounter {
                 State::Chunk { blobs, left } => {
                     let take = (left as usize).min(bytes.len());
                     if !blobs {
-                        let lines = bytes[..take].iter().filter(|&&b| b == b'\n').count();
-                        *self.rows.entry(self.current).or_default() += lines as u64;
+                        let data = &bytes[..take];
+                        let entry = self.rows.entry(self.current).or_default();
+                        entry.0 += data.iter().filter(|&&b| b == b'\n').count() as u64;
+                        entry
+                            .1
+                            .extend_from_slice(&data[data.len().saturating_sub(COPY_END.len())..]);
+                        let excess = entry.1.len().saturating_sub(COPY_END.len());
+                        entry.1.drain(..excess);
                     }
                     bytes = &bytes[take..];
                     self.state = match left - take as u64 {
@@ -379,8 +390,79 @@ impl RowCounter {
         let mut out = std::collections::BTreeMap::new();
         for e in toc.entries.iter().filter(|e| e.desc == "TABLE DATA") {
             let name = format!("{}.{}", e.namespace.as_deref().unwrap_or(""), e.tag);
-            out.insert(name, self.rows.get(&e.dump_id).copied().unwrap_or(0));
+            let rows = match self.rows.get(&e.dump_id) {
+                Some((lines, tail)) if tail.ends_with(COPY_END) => lines - 3,
+                Some((lines, tail)) if tail.ends_with(b"\\.\n") => lines - 1,
+                Some((lines, _)) => *lines,
+                None => 0,
+            };
+            out.insert(name, rows);
         }
         Ok(out)
+    }
+}
+
+/// The most of a stream's front kept to read its table of contents (a schema of tens
+/// of thousands of objects fits many times over).
+const FRONT_LIMIT: usize = 512 << 20;
+
+/// Reads an archive as it streams past, in the pass that decompresses and hashes it:
+/// the table of contents from its front, then the rows of each table.
+#[derive(Default)]
+pub struct ArchiveScan {
+    front: Vec<u8>,
+    toc: Option<Result<Toc, TocError>>,
+    rows: Option<RowCounter>,
+}
+
+impl ArchiveScan {
+    /// Takes the next bytes of the archive.
+    pub fn push(&mut self, chunk: &[u8]) {
+        if let Some(rows) = &mut self.rows {
+            rows.push(chunk);
+            return;
+        }
+        if self.toc.is_some() {
+            return;
+        }
+        self.front.extend_from_slice(chunk);
+        match read(&self.front[..]) {
+            Err(TocError::Truncated) if self.front.len() < FRONT_LIMIT => {}
+            Ok(toc) => {
+                let mut rows = RowCounter::new(&toc);
+                if let Some(r) = &mut rows {
+                    r.push(&self.front);
+                }
+                self.rows = rows;
+                self.toc = Some(Ok(toc));
+                self.front = Vec::new();
+            }
+            Err(e) => {
+                self.toc = Some(Err(e));
+                self.front = Vec::new();
+            }
+        }
+    }
+
+    /// True once the table of contents was read (or found broken).
+    pub fn has_toc(&self) -> bool {
+        self.toc.is_some()
+    }
+
+    /// The table of contents, and the rows per table when `whole` (every byte of the
+    /// archive was pushed) and the data could be counted.
+    pub fn finish(
+        self,
+        whole: bool,
+    ) -> Result<(Toc, Option<std::collections::BTreeMap<String, u64>>), TocError> {
+        let toc = match self.toc {
+            Some(result) => result?,
+            None => read(&self.front[..])?,
+        };
+        let rows = match (whole, self.rows) {
+            (true, Some(counter)) => Some(counter.finish(&toc)?),
+            _ => None,
+        };
+        Ok((toc, rows))
     }
 }

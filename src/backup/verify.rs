@@ -23,6 +23,9 @@ pub struct FileCheck {
     pub toc_entries: u64,
     /// The archive's table of contents, read field by field.
     pub toc: super::toc::Toc,
+    /// Rows per table (`schema.name`), counted in the archive's data as it was read
+    /// whole; None when it was not read whole or pg_dump compressed the data itself.
+    pub rows: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// Why a check did not pass: the backup is bad, or it could not be checked at all.
@@ -88,7 +91,7 @@ pub fn check_file(
     let mut feeding = true;
     let mut decode_error = None;
     // The front of the archive, kept until its table of contents reads whole.
-    let mut front = TocFront::default();
+    let mut scan = super::toc::ArchiveScan::default();
     loop {
         let n = match decoder.read(&mut buf) {
             Ok(0) => break,
@@ -99,7 +102,7 @@ pub fn check_file(
                 break;
             }
         };
-        front.push(&buf[..n]);
+        scan.push(&buf[..n]);
         if feeding {
             if let Err(e) = stdin.write_all(&buf[..n]) {
                 if e.kind() != io::ErrorKind::BrokenPipe {
@@ -111,7 +114,7 @@ pub fn check_file(
                 feeding = false;
             }
         }
-        if !feeding && !read_all && front.done() {
+        if !feeding && !read_all && scan.has_toc() {
             break;
         }
     }
@@ -146,46 +149,10 @@ pub fn check_file(
     }
     let listing = listing.map_err(unchecked)?;
     let (size, sha) = hashing.finish();
-    let toc = front.finish().map_err(damaged)?;
-    FileCheck::from_listing(size, sha, &listing, toc)
-}
-
-/// Collects the front of a streamed archive until its table of contents parses.
-#[derive(Default)]
-struct TocFront {
-    bytes: Vec<u8>,
-    parsed: Option<Result<super::toc::Toc, super::toc::TocError>>,
-}
-
-/// The most of a stream's front kept to read its table of contents (a schema of tens
-/// of thousands of objects fits many times over).
-const TOC_FRONT_LIMIT: usize = 512 << 20;
-
-impl TocFront {
-    fn push(&mut self, chunk: &[u8]) {
-        if self.done() {
-            return;
-        }
-        self.bytes.extend_from_slice(chunk);
-        match super::toc::read(&self.bytes[..]) {
-            Err(super::toc::TocError::Truncated) if self.bytes.len() < TOC_FRONT_LIMIT => {}
-            result => {
-                self.parsed = Some(result);
-                self.bytes = Vec::new();
-            }
-        }
-    }
-
-    fn done(&self) -> bool {
-        self.parsed.is_some()
-    }
-
-    fn finish(self) -> anyhow::Result<super::toc::Toc> {
-        match self.parsed {
-            Some(result) => Ok(result?),
-            None => Ok(super::toc::read(&self.bytes[..])?),
-        }
-    }
+    let (toc, rows) = scan.finish(read_all).map_err(damaged)?;
+    let mut check = FileCheck::from_listing(size, sha, &listing, toc)?;
+    check.rows = rows;
+    Ok(check)
 }
 
 impl FileCheck {
@@ -211,6 +178,7 @@ impl FileCheck {
             sha256,
             toc_entries,
             toc,
+            rows: None,
         })
     }
 }
