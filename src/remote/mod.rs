@@ -333,7 +333,7 @@ impl Remote {
                     .find(|i| i.starts_with(id) && i.contains(REFUSED))
                 {
                     bail!(
-                        "remote {}: the copy {id:?} was refused: {refused}",
+                        "the copy {id:?} on remote {} was refused as unsafe: {refused}",
                         self.describe()
                     );
                 }
