@@ -150,6 +150,9 @@ fn classify(err: &anyhow::Error) -> Exit {
         if cause.downcast_ref::<Refused>().is_some() {
             return Exit::Refused;
         }
+        if cause.downcast_ref::<restore::AppNotRestarted>().is_some() {
+            return Exit::Manual;
+        }
     }
     Exit::Failure
 }
@@ -382,7 +385,11 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
                 },
             )?;
             report::restored(&restored, cli.json);
-            Ok(Exit::Ok)
+            // Production was changed and the app is not proven healthy: exit 12.
+            Ok(match restored.app_healthy {
+                Some(false) => Exit::Manual,
+                _ => Exit::Ok,
+            })
         }
         Command::Db(DbCommand::DropKept { name, yes }) => {
             let loaded = load_config(cli)?;
@@ -396,7 +403,8 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
             let side = database.side_databases()?;
             match side.iter().find(|s| s.name == *name) {
                 Some(s) if s.kind == "replaced" || s.kind == "snapshot" || s.kind == "leftover" => {
-                    database.drop_side_database(name)?;
+                    // Never from under a connected session (no forced drop).
+                    database.drop_kept_database(name)?;
                     report::dropped(name, cli.json);
                     Ok(Exit::Ok)
                 }
@@ -430,7 +438,10 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
                     let catalog = backup::catalog::Catalog::new(loaded.backup_dir());
                     let listing = catalog.list()?;
                     let side = if *databases {
-                        Some(db::Database::from_config(&loaded)?.side_databases()?)
+                        Some(deploy::kept::annotated(
+                            &loaded,
+                            &db::Database::from_config(&loaded)?,
+                        )?)
                     } else {
                         None
                     };

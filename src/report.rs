@@ -203,10 +203,11 @@ pub fn backup_list(
                         d.name.clone(),
                         d.kind.clone(),
                         HumanBytes(d.size_bytes).to_string(),
+                        d.note.clone().unwrap_or_default(),
                     ]
                 })
                 .collect();
-            outln!("{}", table(&["DATABASE", "KIND", "SIZE"], &rows));
+            outln!("{}", table(&["DATABASE", "KIND", "SIZE", "RULE"], &rows));
             outln!("(drop one with `stablehand db drop-kept NAME --yes`)");
         }
         outln!();
@@ -517,6 +518,26 @@ pub fn restored(r: &crate::restore::Restored, json: bool) {
     if r.app_stopped {
         outln!("  the app was stopped for the swap and started again");
     }
+    if let Some(n) = r.writes_since_backup {
+        outln!("  writes since the backup (table statistics): {n}");
+    }
+    if let Some(g) = &r.gate {
+        if g.passed {
+            outln!(
+                "  the app passed the health gate after the restore ({:.1}s)",
+                g.took_ms as f64 / 1000.0
+            );
+        }
+    }
+    if !r.replaced_kept.is_empty() {
+        for k in &r.replaced_kept {
+            errln!(
+                "warning: kept {} beyond database.keep_replaced_databases: {}",
+                k.name,
+                k.reason
+            );
+        }
+    }
     if !r.leftovers_dropped.is_empty() {
         outln!(
             "  dropped leftovers of interrupted restores: {}",
@@ -531,6 +552,12 @@ pub fn restored(r: &crate::restore::Restored, json: bool) {
     }
     if let Some(w) = &r.warning {
         errln!("warning: {w}");
+    }
+    if let Some(h) = &r.health {
+        match r.app_healthy {
+            Some(false) => errln!("error: {h}"),
+            _ => errln!("note: {h}"),
+        }
     }
 }
 
@@ -743,6 +770,9 @@ pub fn outcome(o: &crate::deploy::Outcome, json: bool) {
         if let Some(w) = rb.writes_since_backup {
             outln!("  writes since the pre-deploy backup: {w}");
         }
+        if let Some(snap) = &rb.kept_snapshot {
+            outln!("  the pre-deploy snapshot is kept as {snap} for manual intervention (the next successful deploy drops it)");
+        }
         if let Some(kept) = &rb.kept_database {
             outln!("  the failed database is kept as {kept} (drop it with `stablehand db drop-kept {kept} --yes`)");
         }
@@ -823,6 +853,9 @@ pub fn status(s: &crate::deploy::status::Status, json: bool) {
         outln!("kept databases:");
         for d in &s.kept_databases {
             outln!("  {} ({}, {})", d.name, d.kind, HumanBytes(d.size_bytes));
+            if let Some(note) = &d.note {
+                outln!("    {note}");
+            }
         }
     }
     if let Some(h) = &s.lock_holder {
@@ -1039,16 +1072,35 @@ pub fn remote_list(l: &crate::remote::commands::RemoteListing, json: bool) {
                     commit7(m),
                     if m.encryption.is_some() { "age" } else { "no" }.to_string(),
                     verified_cell(m),
+                    match (l.others.contains(&m.id), &m.origin) {
+                        (false, _) => "this one".to_string(),
+                        (true, Some(o)) => o.describe(),
+                        (true, None) => "not recorded".to_string(),
+                    },
                 ]
             })
             .collect();
         outln!(
             "{}",
             table(
-                &["ID", "CREATED", "SIZE", "COMMIT", "ENCRYPTED", "VERIFIED"],
+                &[
+                    "ID",
+                    "CREATED",
+                    "SIZE",
+                    "COMMIT",
+                    "ENCRYPTED",
+                    "VERIFIED",
+                    "SERVER"
+                ],
                 &rows
             )
         );
+        if !l.others.is_empty() {
+            outln!(
+                "({} cop(ies) of other servers or databases: this server never prunes them and never takes them for `latest`)",
+                l.others.len()
+            );
+        }
     }
     for i in &l.incomplete {
         outln!("incomplete: {i}");

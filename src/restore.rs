@@ -61,11 +61,38 @@ pub struct Restored {
     pub warning: Option<String>,
     /// In-place restores first back up the current state: that backup's id.
     pub safety_backup: Option<String>,
+    /// Replaced databases beyond `database.keep_replaced_databases` kept back, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replaced_kept: Vec<crate::db::ops::KeptBack>,
+    /// Rows inserted, updated or deleted in the live database since the backup (table
+    /// statistics), reported before the confirmation; None when unknown.
+    pub writes_since_backup: Option<u64>,
+    /// The health gate run after the app was started again (None: not run, see `health`).
+    pub gate: Option<crate::health::Verdict>,
+    /// Whether the app is proven healthy after the restore: None when no gate is
+    /// configured (or the live database was not touched); false is exit 12.
+    pub app_healthy: Option<bool>,
+    /// What became of the app's health: why the gate was not run, or what to do when it
+    /// failed.
+    pub health: Option<String>,
 }
 
-/// Restores backup `req.id` (see the module docs).
+/// Restores backup `req.id` (see the module docs). A restore takes the deploy lock
+/// (one deploy, rollback or restore at a time), and one that replaces the live database
+/// is refused while a deploy journal is unfinished (`stablehand recover` first). The
+/// writes made since the backup are reported before the confirmation; after the app is
+/// started again the health gate runs (`Restored::gate`; exit 12 when it fails).
 pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
     let started = Instant::now();
+    let method = match (req.target_db, req.in_place) {
+        (Some(_), true) => {
+            return Err(UsageError("--target-db and --in-place exclude each other".into()).into())
+        }
+        (Some(_), false) => "target",
+        (None, true) => "in_place",
+        (None, false) => "swap",
+    };
+    let _app_lock = restore_lock(loaded, method)?;
     let catalog = Catalog::new(loaded.backup_dir());
     // One restore, restore test or backup at a time: leftover cleanup and kept-database
     // retention must never race another run's working database.
@@ -75,7 +102,7 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
     let fetched = match req.from {
         Some(name) => {
             let remote = crate::remote::Remote::named(loaded, name)?;
-            let copy = remote.find(req.id)?;
+            let copy = remote.find(loaded, req.id)?;
             Some(crate::remote::commands::fetch(loaded, &remote, copy)?)
         }
         None => None,
@@ -95,14 +122,6 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
             live.name
         );
     }
-    let method = match (req.target_db, req.in_place) {
-        (Some(_), true) => {
-            return Err(UsageError("--target-db and --in-place exclude each other".into()).into())
-        }
-        (Some(_), false) => "target",
-        (None, true) => "in_place",
-        (None, false) => "swap",
-    };
     // Refused before anything is touched: size, SHA-256, decompression, contents.
     let prepared = prepare(
         loaded,
@@ -117,8 +136,22 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
         "target" => None,
         _ => Some(App::new(loaded)?),
     };
+    let writes_since_backup = match (&manifest.write_counters, method) {
+        (Some(before), "swap" | "in_place") => match live.write_counters() {
+            Ok(now) => Some(now.since(before)),
+            Err(e) => {
+                tracing::warn!("could not count the writes made since the backup: {e:#}");
+                None
+            }
+        },
+        _ => None,
+    };
     if method != "target" {
-        confirm(&live.name, &manifest, method, req.yes)?;
+        let writes = writes_line(writes_since_backup, method, &live.name);
+        if req.yes {
+            let _ = writeln!(io::stderr(), "stablehand: {writes}");
+        }
+        confirm(&live.name, &manifest, method, req.yes, &writes)?;
     }
 
     let leftovers_dropped = live.drop_leftovers().unwrap_or_default();
@@ -135,8 +168,13 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
         app_stopped: false,
         leftovers_dropped,
         replaced_dropped: Vec::new(),
+        replaced_kept: Vec::new(),
         warning: None,
         safety_backup: None,
+        writes_since_backup,
+        gate: None,
+        app_healthy: None,
+        health: None,
     };
 
     match method {
@@ -173,7 +211,15 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
                     safety.backup.id
                 )
             })?;
-            started_again?;
+            started_again.map_err(|e| {
+                not_started(
+                    e,
+                    &format!(
+                        "the backup was restored in place into {}, but the app did not start again",
+                        live.name
+                    ),
+                )
+            })?;
             report.restored_into = live.name.clone();
             report.warning = Some(
                 "restored in place: objects created after the backup (new tables, columns, indexes) remain".into(),
@@ -198,13 +244,21 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
             match swapped {
                 Ok(took) => {
                     report.swap_ms = Some(took.as_millis() as u64);
-                    report.kept_as = Some(keep_as);
-                    app.start_if(report.app_stopped).context(
-                        "the database was restored and swapped in, but the app did not start again",
-                    )?;
-                    report.replaced_dropped = live
-                        .prune_replaced(loaded.config.database.keep_replaced_databases)
-                        .unwrap_or_default();
+                    report.kept_as = Some(keep_as.clone());
+                    // The backup directory is still locked: no backup was made since.
+                    crate::deploy::kept::remember_newest(loaded, &keep_as, &live.name);
+                    app.start_if(report.app_stopped).map_err(|e| {
+                        not_started(e, &format!(
+                            "the database was restored and swapped in (the previous one is kept as {keep_as}), but the app did not start again"
+                        ))
+                    })?;
+                    match crate::deploy::kept::prune_replaced(loaded, &live) {
+                        Ok(pruned) => {
+                            report.replaced_dropped = pruned.dropped;
+                            report.replaced_kept = pruned.kept;
+                        }
+                        Err(e) => tracing::warn!("the replaced databases were not pruned: {e:#}"),
+                    }
                 }
                 Err(e) => {
                     // The rename may have committed even though psql failed (killed,
@@ -213,9 +267,9 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
                         && !live.database_exists(&restore_name).unwrap_or(true);
                     if committed {
                         report.kept_as = Some(keep_as.clone());
-                        app.start_if(true).with_context(|| format!(
+                        app.start_if(true).map_err(|start| not_started(start, &format!(
                             "the database was restored and swapped in (the previous one is kept as {keep_as}), but the app did not start again"
-                        ))?;
+                        )))?;
                         tracing::warn!("the swap reported an error but had committed: {e:#}");
                     } else {
                         let _ = live.drop_side_database(&restore_name);
@@ -233,6 +287,18 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
                 }
             }
         }
+    }
+    if method != "target" {
+        let (gate, health) = gate_after_restore(loaded);
+        report.app_healthy = match (&gate, &health) {
+            (Some(v), _) => Some(v.passed),
+            (None, Some(_)) if crate::health::ensure_something_to_check(loaded).is_ok() => {
+                Some(false)
+            }
+            _ => None,
+        };
+        report.gate = gate;
+        report.health = health;
     }
     report.total_ms = started.elapsed().as_millis() as u64;
     Ok(report)
@@ -393,8 +459,9 @@ fn prepare_encrypted(
     Ok(prepared)
 }
 
-/// Asks the operator to type the database name. No terminal and no --yes: refuse.
-fn confirm(db: &str, m: &Manifest, method: &str, yes: bool) -> anyhow::Result<()> {
+/// Asks the operator to type the database name, after `writes` (what the restore
+/// leaves out). No terminal and no --yes: refuse.
+fn confirm(db: &str, m: &Manifest, method: &str, yes: bool, writes: &str) -> anyhow::Result<()> {
     if yes {
         return Ok(());
     }
@@ -405,7 +472,7 @@ fn confirm(db: &str, m: &Manifest, method: &str, yes: bool) -> anyhow::Result<()
     };
     let answer = crate::ask(
         &format!(
-            "Restoring backup {} (created {}, commit {}) {what}: {db}.\nType the database name to continue: ",
+            "Restoring backup {} (created {}, commit {}) {what}: {db}.\n{writes}\nType the database name to continue: ",
             m.id,
             m.created_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
             m.git_commit.as_deref().map(|c| crate::git::abbrev(c, 7)).unwrap_or("-"),
@@ -726,7 +793,6 @@ pub fn restore_for_rollback(loaded: &Loaded, id: &str) -> anyhow::Result<RolledB
             std::time::Duration::ZERO
         }
     };
-    let _ = live.prune_replaced(loaded.config.database.keep_replaced_databases);
     Ok(RolledBackDatabase {
         backup: manifest.id,
         restored_into: restore_name,
@@ -865,4 +931,97 @@ pub fn restore_test_in(
         results.push(result);
     }
     Ok(results)
+}
+
+/// The app did not start again after a restore replaced the live database: manual
+/// intervention (exit 12).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AppNotRestarted(pub String);
+
+fn not_started(e: anyhow::Error, what: &str) -> anyhow::Error {
+    AppNotRestarted(format!(
+        "{what}: {e:#}; MANUAL INTERVENTION REQUIRED: start it by hand, check its logs, then `stablehand health`"
+    ))
+    .into()
+}
+
+/// Takes the deploy lock for a restore (a held lock is a refusal, exit 10) and, for a
+/// restore that replaces the live database, refuses while a deploy journal is
+/// unfinished: the database and the code must not change under a deploy or recover.
+fn restore_lock(loaded: &Loaded, method: &str) -> anyhow::Result<crate::lock::AppLock> {
+    let state_dir = loaded.state_dir();
+    let lock =
+        crate::lock::AppLock::acquire(&state_dir, &format!("restore ({method})")).map_err(|e| {
+            match e.downcast::<crate::lock::Held>() {
+                Ok(held) => anyhow::Error::new(crate::Refused(format!(
+                    "the restore was refused; nothing was changed: {held}"
+                ))),
+                Err(e) => e,
+            }
+        })?;
+    if method != "target" {
+        if let Some(j) = crate::deploy::journal::Journal::load(&state_dir)? {
+            return Err(crate::Refused(format!(
+                "the restore was refused; nothing was changed: {}",
+                crate::deploy::unfinished_message(&j)
+            ))
+            .into());
+        }
+    }
+    Ok(lock)
+}
+
+/// The confirmation's line about the writes a restore leaves out of the live database.
+fn writes_line(writes: Option<u64>, method: &str, db: &str) -> String {
+    let kept = if method == "in_place" {
+        "they are overwritten (the pre-restore backup holds them)"
+    } else {
+        "they will not be in the restored database (the current one is kept, renamed)"
+    };
+    match writes {
+        Some(0) => format!("No writes to {db} since the backup (table statistics)."),
+        Some(n) => format!(
+            "WARNING: {n} row(s) were inserted, updated or deleted in {db} since the backup (table statistics): {kept}."
+        ),
+        None => format!(
+            "The writes to {db} since the backup are not known (the backup records no write counters): whatever was written since is not in it."
+        ),
+    }
+}
+
+/// The health gate after a restore started the app again. Without checks in
+/// `[health]` it is not run, and the second value says so; when it fails, the second
+/// value says what to do.
+fn gate_after_restore(loaded: &Loaded) -> (Option<crate::health::Verdict>, Option<String>) {
+    use std::io::IsTerminal;
+    if crate::health::ensure_something_to_check(loaded).is_err() {
+        return (
+            None,
+            Some("no health checks are configured ([[health.http]] or health.containers): the app's health was not checked".into()),
+        );
+    }
+    let progress = io::stderr().is_terminal();
+    match crate::health::run_gate(loaded, |round, decision| {
+        if progress {
+            crate::report::health_round(round, decision);
+        }
+    }) {
+        Ok(v) if v.passed => (Some(v), None),
+        Ok(v) => {
+            let why = v.reason.clone().unwrap_or_else(|| "failed".into());
+            (
+                Some(v),
+                Some(format!(
+                    "the app did not pass the health gate after the restore ({why}); MANUAL INTERVENTION REQUIRED: the restored database is live; check the app's logs and `stablehand health`; to go back, restore another backup (`stablehand restore ID`), or put the kept database back by hand"
+                )),
+            )
+        }
+        Err(e) => (
+            None,
+            Some(format!(
+                "the health gate could not run after the restore ({e:#}); check the app by hand (`stablehand health`)"
+            )),
+        ),
+    }
 }

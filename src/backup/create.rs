@@ -223,6 +223,7 @@ pub fn create(
         xid_horizon: Some(xid_horizon),
         encryption: local_encryption(req.settings),
         uploads: Vec::new(),
+        origin: Some(manifest::Origin::here(req.app_dir)),
         pinned: false,
         verification_failure: None,
         verification: Some(Verification {

@@ -57,6 +57,11 @@ pub struct Manifest {
     /// above it may be missing from the backup (see `Database::xid_horizon`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xid_horizon: Option<u64>,
+    /// The server and app that made the backup: a remote shared by several servers
+    /// prunes and picks `latest` among this server's own copies only. None in manifests
+    /// written before it was recorded (see `Origin::owns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
     #[serde(default)]
     pub pinned: bool,
     #[serde(default)]
@@ -64,6 +69,37 @@ pub struct Manifest {
     /// The last verification that found the backup damaged (cleared by a passing one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification_failure: Option<VerificationFailure>,
+}
+
+/// Which server and app directory made a backup.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Origin {
+    /// The server's hostname.
+    pub host: String,
+    /// The app directory (absolute) on that server.
+    pub app_dir: String,
+}
+
+impl Origin {
+    /// This server and the app in `app_dir`.
+    pub fn here(app_dir: &Path) -> Origin {
+        let app_dir = std::fs::canonicalize(app_dir)
+            .unwrap_or_else(|_| app_dir.to_path_buf())
+            .display()
+            .to_string();
+        Origin {
+            host: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "unknown".into()),
+            app_dir,
+        }
+    }
+
+    /// `host:app_dir`, for listings.
+    pub fn describe(&self) -> String {
+        format!("{}:{}", self.host, self.app_dir)
+    }
 }
 
 /// A copy of the backup on a remote.
@@ -136,6 +172,20 @@ impl Manifest {
         dir.join(&self.file)
     }
 
+    /// Refuses a manifest whose id or data file is not a plain file name (a path, `..`):
+    /// read from a remote, it would resolve outside the directory it is fetched into.
+    pub fn check_names(&self) -> anyhow::Result<()> {
+        for (what, name) in [("id", &self.id), ("file", &self.file)] {
+            if !is_plain_file_name(name) {
+                anyhow::bail!(
+                    "the manifest of backup {:?} names its {what} {name:?}, which is not a plain file name (it would resolve outside the backup directory); the manifest was refused and nothing was read or written for it",
+                    self.id
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Reads a manifest file.
     pub fn read(path: &Path) -> anyhow::Result<Manifest> {
         let text = fs_err::read_to_string(path)?;
@@ -150,6 +200,20 @@ impl Manifest {
         write_file_atomic(&path, &json)?;
         Ok(path)
     }
+}
+
+/// A name that stays inside the directory it is joined to: one normal path component,
+/// no separator, not `.` or `..`, no NUL, not hidden.
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\', '\0'])
+        && matches!(
+            Path::new(name).components().collect::<Vec<_>>()[..],
+            [std::path::Component::Normal(_)]
+        )
 }
 
 /// Writes `bytes` to `path` via a temp file in the same directory, fsynced, renamed,
@@ -184,4 +248,29 @@ pub fn create_private(path: &Path) -> std::io::Result<fs_err::File> {
 pub fn sync_dir(dir: &Path) -> anyhow::Result<()> {
     fs_err::File::open(dir)?.sync_all()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_file_names_pass() {
+        for ok in ["pre-deploy_20260302T100411Z_abc1234.dump.zst", "a..b", "x"] {
+            assert!(is_plain_file_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "/etc/passwd",
+            ".hidden",
+            "a\\b",
+            "a\0b",
+        ] {
+            assert!(!is_plain_file_name(bad), "{bad:?}");
+        }
+    }
 }

@@ -69,7 +69,37 @@ pub struct SideDatabase {
     /// or restore test, safe to drop).
     pub kind: String,
     pub size_bytes: u64,
+    /// The rule it is kept under (or why it was not dropped), when one is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
+
+/// A replaced database beyond `database.keep_replaced_databases` that was not dropped,
+/// and why (someone is connected, or it holds writes no backup has).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct KeptBack {
+    pub name: String,
+    pub reason: String,
+}
+
+/// What pruning the replaced databases did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplacedPrune {
+    pub dropped: Vec<String>,
+    pub kept: Vec<KeptBack>,
+}
+
+/// The backup a kept database is judged against: the newest verified backup of the
+/// live database made before the kept one was replaced, with its transaction horizon.
+#[derive(Debug, Clone)]
+pub struct Covering {
+    pub id: String,
+    pub xid_horizon: u64,
+}
+
+/// How long a drop of a kept database waits for stablehand's own sessions on it (the
+/// one that counted its rows) to go.
+const OWN_SESSION_GRACE: Duration = Duration::from_secs(5);
 
 impl Database {
     fn maintenance_query(&self, sql: &str) -> anyhow::Result<String> {
@@ -365,6 +395,7 @@ impl Database {
                     name: name.to_string(),
                     kind: kind.into(),
                     size_bytes: size.parse().unwrap_or(0),
+                    note: None,
                 })
             })
             .collect())
@@ -383,8 +414,24 @@ impl Database {
         Ok(dropped)
     }
 
-    /// Drops kept (replaced) databases beyond the newest `keep`; returns their names.
+    /// Drops kept (replaced) databases beyond the newest `keep` that can be dropped
+    /// without losing anything; returns their names. Without the backups to judge them
+    /// against (see `prune_replaced_against`) none can be shown to hold no newer writes,
+    /// so none is dropped.
     pub fn prune_replaced(&self, keep: u32) -> anyhow::Result<Vec<String>> {
+        Ok(self.prune_replaced_against(keep, |_, _| None)?.dropped)
+    }
+
+    /// Drops kept (replaced) databases beyond the newest `keep`, except (kept back, and
+    /// said so) one that someone is connected to, and one that holds rows written after
+    /// the backup `covering` gives for its replacement time (or for which no backup
+    /// with a transaction horizon is known): its writes exist nowhere else. Never a
+    /// forced drop.
+    pub fn prune_replaced_against(
+        &self,
+        keep: u32,
+        covering: impl Fn(&str, jiff::Timestamp) -> Option<Covering>,
+    ) -> anyhow::Result<ReplacedPrune> {
         let mut replaced: Vec<SideDatabase> = self
             .side_databases()?
             .into_iter()
@@ -392,13 +439,169 @@ impl Database {
             .collect();
         // Names end in the UTC stamp (and a same-second counter): newest first.
         replaced.sort_by_key(|d| std::cmp::Reverse(stamp_of(&self.name, &d.name)));
-        let mut dropped = Vec::new();
+        let mut done = ReplacedPrune::default();
         for side in replaced.into_iter().skip(keep as usize) {
-            self.drop_side_database(&side.name)?;
-            dropped.push(side.name);
+            match self.why_keep(&side.name, &covering)? {
+                Some(reason) => {
+                    tracing::warn!(
+                        "kept {} although it is beyond database.keep_replaced_databases: {reason}",
+                        side.name
+                    );
+                    done.kept.push(KeptBack {
+                        name: side.name,
+                        reason,
+                    });
+                }
+                None => match self.drop_kept_database(&side.name) {
+                    Ok(()) => done.dropped.push(side.name),
+                    Err(e) => done.kept.push(KeptBack {
+                        name: side.name,
+                        reason: format!("{e:#}"),
+                    }),
+                },
+            }
         }
-        Ok(dropped)
+        Ok(done)
     }
+
+    /// Why kept database `name` must not be dropped now, or None when it may be.
+    fn why_keep(
+        &self,
+        name: &str,
+        covering: &impl Fn(&str, jiff::Timestamp) -> Option<Covering>,
+    ) -> anyhow::Result<Option<String>> {
+        if let Some(reason) = self.foreign_sessions(name)? {
+            return Ok(Some(reason));
+        }
+        let Some(replaced_at) = replaced_at(&self.name, name) else {
+            return Ok(Some(
+                "its name carries no time of replacement, so no backup can be shown to hold its data".into(),
+            ));
+        };
+        let Some(backup) = covering(name, replaced_at) else {
+            return Ok(Some(format!(
+                "no verified backup of {} made before it was replaced (at {replaced_at}) records a transaction horizon, so its writes may be in no backup; back it up by hand (pg_dump) and drop it with `stablehand db drop-kept {name} --yes`",
+                self.name
+            )));
+        };
+        let written = self.rows_written_after(name, backup.xid_horizon)?;
+        if written > 0 {
+            return Ok(Some(format!(
+                "it holds {written} row(s) written after backup {} (the last one before it was replaced), which no backup has; back it up by hand (pg_dump) or copy what you need, then drop it with `stablehand db drop-kept {name} --yes`",
+                backup.id
+            )));
+        }
+        Ok(None)
+    }
+
+    /// "n session(s) are connected (...)" when sessions other than stablehand's own are
+    /// connected to `name`.
+    fn foreign_sessions(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let others: Vec<Session> = self
+            .sessions_on(name)?
+            .into_iter()
+            .filter(|s| s.application != self.application_name)
+            .collect();
+        if others.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "{} session(s) are connected to it ({}); it is never dropped from under them",
+            others.len(),
+            others
+                .iter()
+                .map(|s| format!(
+                    "pid {} {} ({})",
+                    s.pid,
+                    s.user,
+                    if s.application.is_empty() {
+                        "no application name"
+                    } else {
+                        &s.application
+                    }
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+
+    /// Drops a kept database with a plain `DROP DATABASE`, which PostgreSQL refuses while
+    /// anyone is connected (never `WITH (FORCE)`): refused when a session other than
+    /// stablehand's own is connected; waits briefly for stablehand's own to go.
+    pub fn drop_kept_database(&self, name: &str) -> anyhow::Result<()> {
+        if name == self.name {
+            bail!("refusing to drop the live database {name}");
+        }
+        let started = Instant::now();
+        loop {
+            if let Some(reason) = self.foreign_sessions(name)? {
+                bail!("{name} was not dropped: {reason}; end them (or wait for them to finish) and drop it with `stablehand db drop-kept {name} --yes`");
+            }
+            let dropped = self
+                .maintenance()
+                .psql(&format!("drop database if exists {}", ident(name)))
+                .timeout(Duration::from_secs(120))
+                .output();
+            match dropped {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if e.to_string().contains("is being accessed by other users")
+                        && started.elapsed() < OWN_SESSION_GRACE =>
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::from(e).context(format!("dropping database {name}")))
+                }
+            }
+        }
+    }
+
+    /// Rows of database `name`'s tables (the Prisma ledger excluded) written by
+    /// transactions at or after `horizon` (transaction ids are the cluster's, so a
+    /// backup's horizon holds for a database that was live when it was taken). A table
+    /// rewrite counts its rows as written: the count errs towards keeping.
+    pub fn rows_written_after(&self, name: &str, horizon: u64) -> anyhow::Result<u64> {
+        let db = self.on(name);
+        let tables = db.query(
+            "select coalesce(string_agg(format('%I.%I', n.nspname, c.relname), E'\\n'), '') from pg_class c \
+             join pg_namespace n on n.oid = c.relnamespace \
+             where c.relkind = 'r' and n.nspname not in ('pg_catalog', 'information_schema') \
+             and n.nspname not like 'pg_toast%' and c.relname <> '_prisma_migrations'",
+        )?;
+        let tables: Vec<&str> = tables.lines().filter(|l| !l.is_empty()).collect();
+        if tables.is_empty() {
+            return Ok(0);
+        }
+        let sql = format!(
+            "select coalesce(sum(n), 0) from ({}) counts",
+            tables
+                .iter()
+                .map(|t| format!(
+                    "select count(*) as n from only {t} where age(xmin)::bigint <= txid_current() - {horizon}"
+                ))
+                .collect::<Vec<_>>()
+                .join(" union all ")
+        );
+        let out = db
+            .psql(&sql)
+            .timeout(Duration::from_secs(1800))
+            .output()
+            .with_context(|| format!("counting the rows written in {name} since the backup"))?;
+        out.trim()
+            .parse()
+            .with_context(|| format!("unexpected row count {out:?}"))
+    }
+}
+
+/// When kept database `name` was replaced: the UTC stamp in its name.
+pub fn replaced_at(db: &str, name: &str) -> Option<jiff::Timestamp> {
+    let (stamp, _) = stamp_of(db, name);
+    let civil = jiff::civil::DateTime::strptime("%Y%m%d%H%M%S", &stamp).ok()?;
+    civil
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
 }
 
 /// The (stamp, counter) at the end of a side database name.

@@ -11,6 +11,7 @@
 pub mod background;
 pub mod decision;
 pub mod journal;
+pub mod kept;
 pub mod status;
 
 use std::collections::HashSet;
@@ -106,6 +107,10 @@ pub struct RollbackReport {
     pub db: Option<DbAction>,
     pub writes_since_backup: Option<u64>,
     pub kept_database: Option<String>,
+    /// The deploy's snapshot, kept because the rollback did not end healthy (see
+    /// `kept`); the next successful deploy drops it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_snapshot: Option<String>,
     pub database_ms: Option<u64>,
     pub images: Vec<crate::runtime::ServiceImage>,
     pub rebuilt: bool,
@@ -699,10 +704,85 @@ fn after_success(run: &mut Run, target: &str) -> anyhow::Result<()> {
     if !pruned.removed.is_empty() {
         run.note(format!("removed old images {}", pruned.removed.join(", ")));
     }
-    if let Some(snapshot) = run.journal.snapshot.clone() {
-        run.db()?.drop_snapshot(&snapshot)?;
+    let own = run.journal.snapshot.clone();
+    if let Some(snapshot) = &own {
+        run.db()?.drop_snapshot(snapshot)?;
+    }
+    // A snapshot kept from an earlier deploy whose rollback needed manual intervention
+    // is kept until now: this deploy succeeded.
+    if run.loaded.config.database.snapshot || own.is_some() {
+        let dropped = kept::drop_stale_snapshots(run.db()?, own.as_deref());
+        if !dropped.is_empty() {
+            run.note(format!(
+                "dropped the snapshot(s) kept from an earlier deploy: {}",
+                dropped.join(", ")
+            ));
+        }
     }
     Ok(())
+}
+
+/// After a rollback: the deploy's snapshot, when it was not swapped in, is dropped if
+/// production is healthy again (the pre-deploy backup holds the same state) and kept
+/// when it is not (the fastest way back to the pre-deploy state for whoever steps in;
+/// the next successful deploy drops it). Returns the name of a snapshot kept.
+fn settle_snapshot(run: &mut Run, report: &RollbackReport) -> Option<String> {
+    let snapshot = run.journal.snapshot.clone()?;
+    let db = match run.db() {
+        Ok(db) => db,
+        Err(e) => {
+            tracing::warn!("the snapshot {snapshot} could not be checked: {e:#}");
+            return Some(snapshot);
+        }
+    };
+    match db.database_exists(&snapshot) {
+        Ok(false) => return None,
+        Ok(true) => {}
+        Err(e) => {
+            tracing::warn!("the snapshot {snapshot} could not be checked: {e:#}");
+            return Some(snapshot);
+        }
+    }
+    if report.gate.as_ref().is_some_and(|v| v.passed) {
+        match db.drop_kept_database(&snapshot) {
+            Ok(()) => {
+                run.say(&format!(
+                    "    dropped the snapshot {snapshot}: production is healthy and the pre-deploy backup holds the same state"
+                ));
+                None
+            }
+            Err(e) => {
+                tracing::warn!("the snapshot {snapshot} was kept: {e:#}");
+                Some(snapshot)
+            }
+        }
+    } else {
+        run.say(&format!(
+            "    the snapshot {snapshot} (the pre-deploy state) is kept for manual intervention; the next successful deploy drops it"
+        ));
+        Some(snapshot)
+    }
+}
+
+/// After a rollback swapped a database in: prunes the replaced ones (never a forced
+/// drop, never one holding writes no backup has) and says what it kept back.
+fn prune_kept(run: &mut Run) {
+    let loaded = run.loaded;
+    let pruned = run.db().and_then(|db| kept::prune_replaced(loaded, db));
+    match pruned {
+        Ok(p) => {
+            if !p.dropped.is_empty() {
+                run.say(&format!(
+                    "    dropped older replaced databases (database.keep_replaced_databases): {}",
+                    p.dropped.join(", ")
+                ));
+            }
+            for k in &p.kept {
+                run.say(&format!("    kept {}: {}", k.name, k.reason));
+            }
+        }
+        Err(e) => tracing::warn!("the replaced databases were not pruned: {e:#}"),
+    }
 }
 
 fn report_exit(r: &RollbackReport) -> i32 {
@@ -727,14 +807,18 @@ fn rollback_message(why: &str, r: &RollbackReport) -> String {
             r.target_reason
         ),
         _ => format!(
-            "{why}; MANUAL INTERVENTION REQUIRED: {}; {db}. Next: check `stablehand status` and the app's logs, fix the release, then `stablehand deploy --ref <good commit>` or `stablehand rollback --to <commit>`",
+            "{why}; MANUAL INTERVENTION REQUIRED: {}; {db}{}. Next: check `stablehand status` and the app's logs, fix the release, then `stablehand deploy --ref <good commit>` or `stablehand rollback --to <commit>`",
             match &r.gate {
                 Some(v) => format!(
                     "the rollback to {target} did not pass the health gate ({})",
                     v.reason.as_deref().unwrap_or("failed")
                 ),
                 None => r.target_reason.clone(),
-            }
+            },
+            r.kept_snapshot
+                .as_deref()
+                .map(|s| format!("; the pre-deploy snapshot is kept as {s} (the next successful deploy drops it)"))
+                .unwrap_or_default()
         ),
     }
 }
@@ -768,13 +852,16 @@ fn roll_back(
         db: None,
         writes_since_backup: None,
         kept_database: None,
+        kept_snapshot: None,
         database_ms: None,
         images: Vec::new(),
         rebuilt: false,
         gate: None,
         took_ms: 0,
     };
-    if let Err(e) = roll_back_steps(run, &mut report, failed, requested, policy) {
+    let stepped = roll_back_steps(run, &mut report, failed, requested, policy);
+    report.kept_snapshot = settle_snapshot(run, &report);
+    if let Err(e) = stepped {
         report.target_reason = match &report.target {
             Some(target) => format!(
                 "the rollback to {} ({}) failed: {e:#}",
@@ -934,6 +1021,13 @@ fn roll_back_steps(
             }
         }
         report.database_ms = Some(t.elapsed().as_millis() as u64);
+        if let Some(kept) = report.kept_database.clone() {
+            // The failed database was live when the pre-deploy backup was taken.
+            if let Some(backup) = run.journal.backup.clone() {
+                kept::remember(run.loaded, &kept, &backup);
+            }
+            prune_kept(run);
+        }
         run.step("revert_code", |r| r.repo.reset_hard(&target, true))?;
         let switched = run.step("switch", |r| {
             let s = r.runtime.switch_to(&target)?;

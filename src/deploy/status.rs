@@ -17,7 +17,8 @@ pub struct Status {
     pub last_backup: Option<String>,
     pub last_backup_at: Option<jiff::Timestamp>,
     pub backups: usize,
-    /// Databases kept beside the live one (replaced, failed, snapshots, leftovers).
+    /// Databases kept beside the live one (replaced, failed, snapshots, leftovers),
+    /// each with the rule it is kept under (`note`).
     pub kept_databases: Vec<crate::db::ops::SideDatabase>,
     /// An unfinished deploy or rollback: `stablehand recover` finishes it.
     pub unfinished: Option<Journal>,
@@ -61,7 +62,7 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<Status> {
         }
     };
     let kept_databases = Database::from_config(loaded)
-        .and_then(|db| db.side_databases())
+        .and_then(|db| super::kept::annotated(loaded, &db))
         .map_err(|e| note("database", e))
         .unwrap_or_default();
     let unfinished = Journal::load(&state_dir)

@@ -23,18 +23,30 @@ pub struct RemoteListing {
     pub url: String,
     /// Complete copies (with a manifest), newest first.
     pub backups: Vec<Manifest>,
-    /// Data objects without a manifest: incomplete uploads, never counted.
+    /// Data objects without a manifest: incomplete uploads, never counted (and
+    /// manifests refused because their id or file is not a plain file name).
     pub incomplete: Vec<String>,
+    /// Ids of the copies that are not this server's own (other servers sharing the
+    /// remote): never pruned by this server, never its `latest`.
+    pub others: Vec<String>,
 }
 
 pub fn list(loaded: &Loaded, name: &str) -> anyhow::Result<RemoteListing> {
     let remote = Remote::named(loaded, name)?;
     let (backups, incomplete) = remote.list()?;
+    let own = super::ownership(loaded, &backups)?;
+    let others = backups
+        .iter()
+        .zip(&own)
+        .filter(|(_, own)| !**own)
+        .map(|(m, _)| m.id.clone())
+        .collect();
     Ok(RemoteListing {
         remote: remote.name.clone(),
         url: remote.config.url.clone(),
         backups,
         incomplete,
+        others,
     })
 }
 
@@ -72,6 +84,8 @@ pub struct Fetched {
 
 /// Downloads the copy `m` describes (streamed to a 0600 file) with its manifest.
 pub fn fetch(loaded: &Loaded, remote: &Remote, m: Manifest) -> anyhow::Result<Fetched> {
+    m.check_names()
+        .with_context(|| format!("remote {}", remote.describe()))?;
     let backup_dir = loaded.backup_dir();
     fs_err::create_dir_all(&backup_dir)?;
     let dir = Scratch::new(&backup_dir, &format!("fetch-{}", remote.name))?;
@@ -91,11 +105,16 @@ pub fn fetch(loaded: &Loaded, remote: &Remote, m: Manifest) -> anyhow::Result<Fe
 }
 
 /// The remote's copies that a verify names: one id, all, or the newest.
-fn select(remote: &Remote, id: Option<&str>, all: bool) -> anyhow::Result<Vec<Manifest>> {
+fn select(
+    loaded: &Loaded,
+    remote: &Remote,
+    id: Option<&str>,
+    all: bool,
+) -> anyhow::Result<Vec<Manifest>> {
     Ok(match (id, all) {
-        (Some(id), _) => vec![remote.find(id)?],
+        (Some(id), _) => vec![remote.find(loaded, id)?],
         (None, true) => remote.list()?.0,
-        (None, false) => vec![remote.find("latest")?],
+        (None, false) => vec![remote.find(loaded, "latest")?],
     })
 }
 
@@ -109,7 +128,7 @@ pub fn verify(
 ) -> anyhow::Result<Vec<Verified>> {
     let remote = Remote::named(loaded, name)?;
     let mut results = Vec::new();
-    for mut m in select(&remote, id, all)? {
+    for mut m in select(loaded, &remote, id, all)? {
         let mut hashing = HashWriter::new(std::io::sink());
         let read = remote.download(&m.file, &mut hashing);
         let (ok, problem) = match read {
@@ -173,7 +192,7 @@ pub fn restore_test(
     fs_err::create_dir_all(&local.dir)?;
     let _lock = local.lock()?;
     let mut results = Vec::new();
-    for m in select(&remote, id, all)? {
+    for m in select(loaded, &remote, id, all)? {
         let id = m.id.clone();
         let fetched = fetch(loaded, &remote, m)?;
         let mut tested = crate::restore::restore_test_in(
@@ -298,6 +317,9 @@ fn upload_existing(
         .clone()
         .or_else(|| encrypt.as_ref().map(|r| crate::backup::crypt::describe(r)));
     copy.uploads = Vec::new();
+    // A local backup is this server's own, whenever it was made.
+    copy.origin
+        .get_or_insert_with(|| manifest::Origin::here(&loaded.app_dir));
     remote.put_manifest(&copy)?;
     Ok(UploadRecord {
         remote: remote.name.clone(),
@@ -310,7 +332,15 @@ fn upload_existing(
 
 /// Applies a remote's retention (its keep_last/keep_within, else the local policy).
 pub fn prune(loaded: &Loaded, remote: &Remote, dry_run: bool) -> anyhow::Result<PruneOutcome> {
-    let (backups, _) = remote.list()?;
+    // Another server's copies sharing the remote are neither counted nor deleted.
+    let (all, _) = remote.list()?;
+    let own = super::ownership(loaded, &all)?;
+    let backups: Vec<Manifest> = all
+        .into_iter()
+        .zip(own)
+        .filter(|(_, own)| *own)
+        .map(|(m, _)| m)
+        .collect();
     let candidates = crate::backup::retention_candidates(loaded, &backups, |_| true);
     let policy = policy_of(loaded, remote);
     let verdicts = retention::plan(&candidates, &policy, Timestamp::now())?;

@@ -17,7 +17,7 @@ use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, ObjectStore, RetryConfig, WriteMultipart};
 
-use crate::backup::manifest::{Manifest, MANIFEST_SUFFIX};
+use crate::backup::manifest::{Manifest, Origin, MANIFEST_SUFFIX};
 use crate::config::{Loaded, RemoteConfig};
 
 /// Parts of a multipart upload (S3's minimum is 5 MiB).
@@ -278,7 +278,10 @@ impl Remote {
             .with_context(|| format!("reading the manifests on remote {}", self.describe()))?;
         for (name, bytes) in wanted.into_iter().zip(fetched) {
             match serde_json::from_slice::<Manifest>(&bytes) {
-                Ok(m) => manifests.push(m),
+                Ok(m) => match m.check_names() {
+                    Ok(()) => manifests.push(m),
+                    Err(e) => incomplete.push(format!("{name}: {REFUSED} ({e})")),
+                },
                 Err(e) => incomplete.push(format!("{name}: unreadable manifest ({e})")),
             }
         }
@@ -297,17 +300,49 @@ impl Remote {
         Ok((manifests, incomplete))
     }
 
-    /// The copy of backup `id` (or a unique prefix, or "latest").
-    pub fn find(&self, id: &str) -> anyhow::Result<Manifest> {
+    /// The copy of backup `id` (or a unique prefix), or with "latest" the newest copy
+    /// of this server's own backups of its database (a remote may be shared by several
+    /// servers: see `ownership`).
+    pub fn find(&self, loaded: &Loaded, id: &str) -> anyhow::Result<Manifest> {
         use crate::backup::catalog::{pick, NotPicked};
-        match pick(self.list()?.0, id) {
+        let (mut copies, incomplete) = self.list()?;
+        if id == "latest" {
+            let own = ownership(loaded, &copies)?;
+            let database = crate::db::Database::from_config(loaded)?.name;
+            let foreign = copies.len();
+            copies = copies
+                .into_iter()
+                .zip(own)
+                .filter(|(m, own)| *own && m.database.name == database)
+                .map(|(m, _)| m)
+                .collect();
+            if copies.is_empty() && foreign > 0 {
+                bail!(
+                    "remote {} holds {foreign} backup(s), but none of this server's database {database:?} (they were made by other servers or of other databases); name one by its id (`stablehand backup list --remote {}` shows them)",
+                    self.describe(),
+                    self.name
+                );
+            }
+        }
+        match pick(copies, id) {
             Ok(m) => Ok(m),
             Err(NotPicked::Empty) => bail!("remote {} holds no backups", self.describe()),
-            Err(NotPicked::NoMatch) => bail!(
-                "remote {} has no backup {id:?}; `stablehand backup list --remote {}` shows what it holds",
-                self.describe(),
-                self.name
-            ),
+            Err(NotPicked::NoMatch) => {
+                if let Some(refused) = incomplete
+                    .iter()
+                    .find(|i| i.starts_with(id) && i.contains(REFUSED))
+                {
+                    bail!(
+                        "the copy {id:?} on remote {} was refused as unsafe: {refused}",
+                        self.describe()
+                    );
+                }
+                bail!(
+                    "remote {} has no backup {id:?}; `stablehand backup list --remote {}` shows what it holds",
+                    self.describe(),
+                    self.name
+                )
+            }
             Err(NotPicked::Ambiguous(ids)) => bail!(
                 "{id:?} matches {} backups on remote {}; give more of the id",
                 ids.len(),
@@ -411,6 +446,53 @@ impl Remote {
             thread: Some(thread),
         }
     }
+}
+
+/// How `list` describes a manifest it refused (see `Manifest::check_names`).
+const REFUSED: &str = "refused: its id or file is not a plain file name";
+
+/// Which of `copies` (one remote's manifests) are this server's own backups, in order.
+/// A copy records the server and app directory that made it (`Manifest::origin`): it is
+/// ours when that is this one. A copy without an origin (written before it was
+/// recorded) is ours when this server's backup directory holds the same backup, or else
+/// when it is of this app's database and no copy on the remote recorded as another
+/// server's is of a database of that name (then nothing says it is not ours).
+pub fn ownership(loaded: &Loaded, copies: &[Manifest]) -> anyhow::Result<Vec<bool>> {
+    let here = Origin::here(&loaded.app_dir);
+    let mut local: Option<std::collections::HashSet<String>> = None;
+    let mut database: Option<String> = None;
+    let mut own = Vec::with_capacity(copies.len());
+    for m in copies {
+        let mine = match &m.origin {
+            Some(o) => *o == here,
+            None => {
+                let local = local.get_or_insert_with(|| {
+                    crate::backup::catalog::Catalog::new(loaded.backup_dir())
+                        .list()
+                        .map(|l| l.backups.into_iter().map(|b| b.id).collect())
+                        .unwrap_or_default()
+                });
+                if local.contains(&m.id) {
+                    true
+                } else {
+                    let name = match &database {
+                        Some(n) => n.clone(),
+                        None => {
+                            let n = crate::db::Database::from_config(loaded)?.name;
+                            database = Some(n.clone());
+                            n
+                        }
+                    };
+                    m.database.name == name
+                        && !copies.iter().any(|c| {
+                            c.database.name == name && c.origin.as_ref().is_some_and(|o| *o != here)
+                        })
+                }
+            }
+        };
+        own.push(mine);
+    }
+    Ok(own)
 }
 
 /// An object_store error as one message: its Display already includes its causes, so
