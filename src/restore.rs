@@ -692,27 +692,21 @@ impl TempDump {
             .map_err(|e| CheckError::Unchecked(e.into()))?;
         let mut out = io::BufWriter::with_capacity(1 << 20, out);
         let mut scan = crate::backup::toc::ArchiveScan::default();
-        {
-            let mut decoder = zstd::stream::read::Decoder::new(&mut hashing)
-                .map_err(|e| CheckError::Damaged(e.into()))?;
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = match decoder.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        return Err(CheckError::Damaged(anyhow!(
-                            "the compressed stream is damaged: {e}"
-                        )))
-                    }
-                };
-                scan.push(&buf[..n]);
-                out.write_all(&buf[..n])
-                    .with_context(|| format!("writing {}", temp.0.display()))
-                    .map_err(CheckError::Unchecked)?;
+        // The frames decode on every core; their bytes are written, and the table of
+        // contents and rows read, in order in this one pass.
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        crate::backup::frames::decompress(&mut hashing, workers, |bytes| {
+            scan.push(bytes);
+            out.write_all(bytes)
+        })
+        .map_err(|e| match e {
+            crate::backup::frames::FrameError::Damaged(e) => {
+                CheckError::Damaged(anyhow!("the compressed stream is damaged: {e}"))
             }
-        }
+            crate::backup::frames::FrameError::Sink(e) => {
+                CheckError::Unchecked(anyhow!(e).context(format!("writing {}", temp.0.display())))
+            }
+        })?;
         io::copy(&mut hashing, &mut io::sink()).map_err(|e| CheckError::Damaged(e.into()))?;
         out.flush().map_err(|e| CheckError::Unchecked(e.into()))?;
         let (size, sha) = hashing.finish();

@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod create;
 pub mod crypt;
+pub mod frames;
 pub mod manifest;
 pub mod retention;
 pub mod toc;
