@@ -35,6 +35,11 @@ pub enum Command {
         /// Replace an existing config
         #[arg(long)]
         force: bool,
+        /// The compose file the server runs (repeatable, in Compose's -f order)
+        /// [default: the one the deploy workflow names, else a production-named file,
+        /// else Compose's default]
+        #[arg(long = "file", value_name = "FILE")]
+        files: Vec<PathBuf>,
     },
     /// The guarded deploy: backup, build, restart, health gate; mark stable or roll back
     /// code AND database (exit 0 deployed, 10 refused, 11 rolled back, 12 manual)
