@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Guarded deploys for docker-compose + PostgreSQL apps: verified backups first.
 #[derive(Debug, Parser)]
-#[command(name = "stablehand", version, about, propagate_version = true)]
+#[command(name = "stablehand", version = version(), about, propagate_version = true)]
 pub struct Cli {
     /// Config file [default: ./stablehand.toml]
     #[arg(long, global = true, env = "STABLEHAND_CONFIG", value_name = "PATH")]
@@ -26,6 +26,22 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// What `stablehand --version` prints: the version and the git commit the binary was
+/// built from (`STABLEHAND_COMMIT` at build time, which `make build`, `make dist` and
+/// `make install` set; "unknown" for a plain `cargo build`).
+pub fn version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        format!(
+            "{} (commit {})",
+            env!("CARGO_PKG_VERSION"),
+            option_env!("STABLEHAND_COMMIT")
+                .filter(|c| !c.is_empty())
+                .unwrap_or("unknown")
+        )
+    })
 }
 
 #[derive(Debug, Subcommand)]
