@@ -15,6 +15,7 @@ use crate::process::Cmd;
 /// One container started from the app directory, from its Compose labels.
 struct Labeled {
     project: String,
+    service: String,
     config_files: String,
     working_dir: String,
     running: bool,
@@ -83,7 +84,7 @@ fn containers_from(dir: &Path) -> anyhow::Result<Vec<Labeled>> {
             dir.display()
         ))
         .arg("--format")
-        .arg("{{.State}}\t{{.Label \"com.docker.compose.project\"}}\t{{.Label \"com.docker.compose.project.config_files\"}}\t{{.Label \"com.docker.compose.project.working_dir\"}}")
+        .arg("{{.State}}\t{{.Label \"com.docker.compose.project\"}}\t{{.Label \"com.docker.compose.service\"}}\t{{.Label \"com.docker.compose.project.config_files\"}}\t{{.Label \"com.docker.compose.project.working_dir\"}}")
         .timeout(Duration::from_secs(60))
         .output()?;
     Ok(out
@@ -94,6 +95,7 @@ fn containers_from(dir: &Path) -> anyhow::Result<Vec<Labeled>> {
             Some(Labeled {
                 running: state == "running",
                 project: f.next()?.to_string(),
+                service: f.next()?.to_string(),
                 config_files: f.next()?.to_string(),
                 working_dir: f.next()?.to_string(),
             })
@@ -126,7 +128,14 @@ pub(super) fn checks(loaded: &Loaded, db: Option<&Database>, f: &mut Findings) {
         .flatten()
         .filter(|c| c.project == project)
         .collect();
-    let app_running = ours.iter().any(|c| c.running);
+    // The app runs: one of its services (not the database's) has a running container.
+    let app_services: Vec<&String> = match &cfg.runtime.services {
+        Some(list) => list.iter().collect(),
+        None => cfg.health.containers.iter().collect(),
+    };
+    let app_running = ours.iter().any(|c| {
+        c.running && c.service != cfg.database.service && app_services.contains(&&c.service)
+    });
 
     // The running containers came from the files the config names.
     if let Some(all) = &containers {

@@ -15,6 +15,7 @@ mod doctor;
 mod down;
 mod health;
 mod images;
+mod init_layouts;
 mod interrupts;
 mod notify;
 mod remote;
