@@ -575,13 +575,13 @@ fn detect_compose(dir: &Path, choice: FileChoice, d: &mut Detected) -> anyhow::R
         match service_health(svc) {
             ServiceHealth::Probe { url, why } => {
                 d.health_lines.push(format!(
-                    "{}: Docker's health status and [[health.http]] {url} ({why})",
+                    "{}: Docker's health status and [[health.http]] {url}; {why}",
                     svc.name
                 ));
                 d.health_urls.push((url, format!("{}: {why}", svc.name)));
             }
             ServiceHealth::Healthcheck { why } => d.health_lines.push(format!(
-                "{}: Docker's health status from its healthcheck, no HTTP probe ({why})",
+                "{}: Docker's health status from its healthcheck, no HTTP probe; {why}",
                 svc.name
             )),
             ServiceHealth::Running { guess } => match guess {
@@ -619,15 +619,11 @@ fn detect_compose(dir: &Path, choice: FileChoice, d: &mut Detected) -> anyhow::R
     if let Some(chosen) = layout::choose_prisma(&schemas, &contexts) {
         d.prisma = true;
         d.migrations_dir = Some(chosen.migrations.clone());
-        d.migrations_from = Some(format!(
-            "beside {} ({})",
-            chosen.schema,
-            if chosen.how == "found" {
-                "the Prisma schema found"
-            } else {
-                &chosen.how
-            }
-        ));
+        d.migrations_from = Some(if chosen.how == "found" {
+            format!("beside {}", chosen.schema)
+        } else {
+            format!("for {}, which {}", chosen.schema, chosen.how)
+        });
         for other in schemas.iter().filter(|s| s.migrations != chosen.migrations) {
             d.notes.push(format!(
                 "another Prisma schema is here too: {} (migrations {}); set database.migrations_dir if that is the app's",

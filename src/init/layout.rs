@@ -672,7 +672,7 @@ pub fn service_health(service: &Service) -> ServiceHealth {
         }
         return ServiceHealth::Healthcheck {
             why: format!(
-                "its healthcheck calls {url}, but port {port} is not published (only reachable inside the compose network)"
+                "its healthcheck calls {url}, but port {port} is not published: only the compose network reaches it"
             ),
         };
     }
