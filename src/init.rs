@@ -444,11 +444,22 @@ fn answers(url: &str) -> bool {
 
 /// Inspects `dir`; `explicit`: the `--file` arguments (relative to `dir`).
 pub fn detect(dir: &Path, explicit: &[String]) -> anyhow::Result<Detected> {
-    // The name Compose itself would use here.
+    // The name Compose itself would use here: the environment, then `.env`, then the
+    // directory's name (v2's `config` output names it too, and wins: see detect_compose).
+    let dotenv_project = std::fs::read_to_string(dir.join(".env"))
+        .ok()
+        .and_then(|t| {
+            env_file_vars(&t)
+                .into_iter()
+                .find(|(k, _)| k == "COMPOSE_PROJECT_NAME")
+                .map(|(_, v)| v)
+        })
+        .filter(|p| !p.is_empty());
     let project = crate::runtime::compose::normalize_project_name(
         &std::env::var("COMPOSE_PROJECT_NAME")
             .ok()
             .filter(|p| !p.is_empty())
+            .or(dotenv_project)
             .unwrap_or_else(|| {
                 dir.canonicalize()
                     .unwrap_or_else(|_| dir.to_owned())
@@ -522,6 +533,9 @@ fn detect_compose(dir: &Path, choice: FileChoice, d: &mut Detected) -> anyhow::R
     d.compose_reason = Some(choice.reason);
     d.other_compose_files = choice.others;
     d.resolved_with = Some(resolved_with);
+    if let Some(name) = doc.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+        d.project = crate::runtime::compose::normalize_project_name(name);
+    }
     if !by_compose {
         d.notes.push("no compose tool is installed here: the compose file was read as it is, not resolved by Compose; run init again where Compose runs".into());
     }
