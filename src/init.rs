@@ -533,7 +533,11 @@ fn detect_compose(dir: &Path, choice: FileChoice, d: &mut Detected) -> anyhow::R
     d.compose_reason = Some(choice.reason);
     d.other_compose_files = choice.others;
     d.resolved_with = Some(resolved_with);
-    if let Some(name) = doc.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+    if let Some(name) = doc
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    {
         d.project = crate::runtime::compose::normalize_project_name(name);
     }
     if !by_compose {
