@@ -50,6 +50,7 @@ SMALL_ROWS=60000
 
 # Targets.
 MIN_PROPOSAL_VS_STABLEHAND=1.5 # proposal restore wall / stablehand restore --target-db wall
+MAX_TARGET_VS_FLOOR=1.05       # stablehand restore --target-db wall / the pg_restore -jN floor
 MAX_SWAP_MS=1000               # restore swap window (every run)
 MAX_SNAPSHOT_VS_COPY=1.3       # snapshot time / plain file copy time (cp -r + sync)
 MAX_SNAPSHOT_SWAP_MS=1000      # swap to snapshot window (every run)
@@ -352,7 +353,7 @@ run_floor() { # RUN: pg_restore -j2 from the decompressed dump, stablehand's set
     dump=$1 target=$2 jobs=$3; shift 3
     "$@" -d postgres -c "create database $target template template0"
     PGOPTIONS="-c maintenance_work_mem=256MB -c synchronous_commit=off" \
-      pg_restore --exit-on-error --no-owner --no-acl --jobs="$jobs" -h 127.0.0.1 -p '"$PORT"' -U postgres \
+      pg_restore --exit-on-error --jobs="$jobs" -h 127.0.0.1 -p '"$PORT"' -U postgres \
       -d "$target" "$dump"' _ "$WORK/plain.dump" "$target" "$jobs" "${PSQL[@]}" ||
     die "pg_restore (reference) failed"
   end_run
@@ -608,6 +609,9 @@ echo "| --- | ---: | --- | --- |"
 pw=$(m WALL proposal) tw=$(m WALL target)
 r=$(ratio "$pw" "$tw")
 echo "| proposal restore / stablehand restore --target-db, wall time | $r | >= $MIN_PROPOSAL_VS_STABLEHAND | $(verdict ge "$r" "$MIN_PROPOSAL_VS_STABLEHAND")$judged |"
+fw=$(m WALL floor)
+r=$(awk -v a="$tw" -v b="$fw" 'BEGIN { if (b == 0) print "nan"; else printf "%.3f", a / b }')
+echo "| stablehand restore --target-db / pg_restore -j$(nproc) floor ($tw s / $fw s), wall time | $r | <= $MAX_TARGET_VS_FLOOR | $(verdict le "$r" "$MAX_TARGET_VS_FLOOR")$judged |"
 sw_max=$(maxof JMS swap_ms)
 echo "| restore swap window, max of $SWAP_RUNS runs (median $(m JMS swap_ms)) | ${sw_max} ms | < $MAX_SWAP_MS ms | $(verdict lt "$sw_max" "$MAX_SWAP_MS")$judged |"
 snap=$(m JS snapshot_ms) cs=$(m WALL copy_sync) c=$(m WALL copy)

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Guarded deploys for docker-compose + PostgreSQL apps: verified backups first.
 #[derive(Debug, Parser)]
-#[command(name = "stablehand", version, about, propagate_version = true)]
+#[command(name = "stablehand", version = version(), about, propagate_version = true)]
 pub struct Cli {
     /// Config file [default: ./stablehand.toml]
     #[arg(long, global = true, env = "STABLEHAND_CONFIG", value_name = "PATH")]
@@ -28,6 +28,22 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// What `stablehand --version` prints: the version and the git commit the binary was
+/// built from (`STABLEHAND_COMMIT` at build time, which `make build`, `make dist` and
+/// `make install` set; "unknown" for a plain `cargo build`).
+pub fn version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        format!(
+            "{} (commit {})",
+            env!("CARGO_PKG_VERSION"),
+            option_env!("STABLEHAND_COMMIT")
+                .filter(|c| !c.is_empty())
+                .unwrap_or("unknown")
+        )
+    })
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Write a commented stablehand.toml from what this directory holds
@@ -35,6 +51,11 @@ pub enum Command {
         /// Replace an existing config
         #[arg(long)]
         force: bool,
+        /// The compose file the server runs (repeatable, in Compose's -f order)
+        /// [default: the one the deploy workflow names, else a production-named file,
+        /// else Compose's default]
+        #[arg(long = "file", value_name = "FILE")]
+        files: Vec<PathBuf>,
     },
     /// The guarded deploy: backup, build, restart, health gate; mark stable or roll back
     /// code AND database (exit 0 deployed, 10 refused, 11 rolled back, 12 manual)

@@ -706,6 +706,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
 }
 
 fn parse_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
+    if e.message().contains("missing field `database`") {
+        return ConfigError::Invalid {
+            path: path.to_owned(),
+            location: String::new(),
+            key: "database".into(),
+            message: "the [database] section is missing: it names the database a deploy backs up first and rolls back with the code (mode, service, user, name); run `stablehand init` to write a config from this directory, or add the section by hand (docs/configuration.md)".into(),
+        };
+    }
     let (line, column, snippet) = match e.span() {
         Some(span) => {
             let (line, column) = line_col(text, span.start);
@@ -1182,6 +1190,17 @@ mod tests {
         assert_eq!(c.backup.keep_last, 10);
         assert_eq!(c.backup.keep_within, Duration::from_secs(30 * 86400));
         assert_eq!(c.backup.dir, PathBuf::from("backups/database"));
+    }
+
+    #[test]
+    fn a_config_without_database_says_what_the_section_is_for() {
+        let msg = err("[git]\nremote = \"origin\"\n");
+        assert!(
+            msg.starts_with("stablehand.toml: database: the [database] section is missing"),
+            "{msg}"
+        );
+        assert!(msg.contains("stablehand init"), "{msg}");
+        assert!(!msg.contains("missing field"), "{msg}");
     }
 
     #[test]

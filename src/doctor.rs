@@ -1,6 +1,8 @@
 //! `stablehand doctor`: every precondition of a deploy checked and reported in one
 //! table, each with a fix; exit 1 when anything blocks a deploy.
 
+mod setup;
+
 use std::time::Duration;
 
 use serde::Serialize;
@@ -181,7 +183,8 @@ pub fn doctor(loaded: &Loaded) -> Report {
     }
 
     // The database: reachable, tools, versions, privileges.
-    match Database::from_config(loaded) {
+    let database = Database::from_config(loaded);
+    match &database {
         Ok(db) => {
             let server = db.server_version();
             f.push(
@@ -249,6 +252,8 @@ pub fn doctor(loaded: &Loaded) -> Report {
             )),
         ),
     }
+    // What the config says about the app, against what runs.
+    setup::checks(loaded, database.as_ref().ok(), &mut f);
 
     // Room for a backup, and a usable backup directory.
     f.push(

@@ -255,12 +255,12 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
             report::migrate_down(&report, cli.json);
             Ok(Exit::Ok)
         }
-        Command::Init { force } => {
+        Command::Init { force, files } => {
             let path = cli
                 .config
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(config::DEFAULT_FILE));
-            let (written, detected) = init::init(&path, *force)?;
+            let (written, detected) = init::init(&path, *force, files)?;
             report::initialized(&written, &detected, cli.json);
             Ok(Exit::Ok)
         }

@@ -944,10 +944,30 @@ pub fn initialized(path: &std::path::Path, d: &crate::init::Detected, json: bool
         return;
     }
     outln!("wrote {}", path.display());
-    if let Some(f) = &d.compose_file {
+    if let Some(reason) = &d.compose_reason {
+        outln!("  compose files: {} ({reason})", d.compose_files.join(", "));
+        if !d.other_compose_files.is_empty() {
+            outln!(
+                "  also here, not used: {} (choose with `stablehand init --force --file F`)",
+                d.other_compose_files.join(", ")
+            );
+        }
+    }
+    if let Some(how) = &d.resolved_with {
+        outln!("  services read from {how}");
+    }
+    match (&d.db_service, &d.db_user, &d.db_name) {
+        (Some(s), Some(u), Some(n)) => outln!(
+            "  database: service {s}, user {u} ({}), name {n} ({})",
+            d.db_user_from.as_deref().unwrap_or(""),
+            d.db_name_from.as_deref().unwrap_or("")
+        ),
+        _ if !d.compose_files.is_empty() => outln!("  database: no PostgreSQL service found"),
+        _ => {}
+    }
+    if !d.compose_files.is_empty() {
         outln!(
-            "  compose file {f}: database service {}, app services {}",
-            d.db_service.as_deref().unwrap_or("none found"),
+            "  app services: {}",
             if d.app_services.is_empty() {
                 "none".into()
             } else {
@@ -955,11 +975,24 @@ pub fn initialized(path: &std::path::Path, d: &crate::init::Detected, json: bool
             }
         );
     }
+    for line in &d.health_lines {
+        outln!("  health: {line}");
+    }
     outln!(
-        "  git remote {}, branch {}; migrations: {}",
+        "  migrations: {}",
+        match (&d.migrations_dir, d.prisma) {
+            (Some(dir), _) => format!(
+                "prisma, {dir} ({})",
+                d.migrations_from.as_deref().unwrap_or("")
+            ),
+            (None, true) => "prisma".into(),
+            (None, false) => "none found".into(),
+        }
+    );
+    outln!(
+        "  git remote {}, branch {}",
         d.git_remote.as_deref().unwrap_or("none"),
         d.git_branch.as_deref().unwrap_or("the remote's default"),
-        if d.prisma { "prisma" } else { "none found" }
     );
     for n in &d.notes {
         outln!("  CHECK: {n}");

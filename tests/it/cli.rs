@@ -28,6 +28,30 @@ fn unknown_command_is_a_usage_error() {
 }
 
 #[test]
+fn version_names_the_commit_it_was_built_from() {
+    let out = App::new("").cmd().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let expected = format!("stablehand {} (commit ", env!("CARGO_PKG_VERSION"));
+    assert!(text.starts_with(&expected), "{text}");
+    assert!(text.trim_end().ends_with(')'), "{text}");
+}
+
+#[test]
+fn a_config_without_database_says_what_the_section_is_for() {
+    App::new("[git]\nremote = \"origin\"\n")
+        .cmd()
+        .args(["backup", "list"])
+        .assert()
+        .code(78)
+        .stderr(predicate::str::contains(
+            "the [database] section is missing",
+        ))
+        .stderr(predicate::str::contains("stablehand init"))
+        .stderr(predicate::str::contains("missing field").not());
+}
+
+#[test]
 fn missing_config_exits_78_and_says_what_to_do() {
     let app = App::new("");
     std::fs::remove_file(app.path().join("stablehand.toml")).unwrap();
@@ -137,6 +161,14 @@ fn the_github_actions_example_is_valid() {
     for code in ["0)", "10)", "11)", "12)"] {
         assert!(deploy.contains(code), "exit code {code} is handled");
     }
+    let install = scripts
+        .iter()
+        .find(|s| s.contains("scp "))
+        .expect("a step copies the binary to the server");
+    assert!(
+        install.contains("--version") && install.contains("sha256sum -c"),
+        "only when the server's version differs, and checked: {install}"
+    );
     let shellcheck = ["/usr/bin/shellcheck", "/bin/shellcheck"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists());

@@ -168,7 +168,15 @@ fn init_refuses_to_overwrite_and_writes_a_config_that_loads() {
         c.runtime.services.as_deref(),
         Some(&["api".to_string()][..])
     );
-    assert_eq!(c.health.http[0].url, "http://127.0.0.1:8080/health");
+    // No healthcheck declared and nothing answers on its port during init: the guess is
+    // written commented out, and the gate watches the container.
+    assert!(c.health.http.is_empty(), "{text}");
+    assert!(
+        text.contains("# url = \"http://127.0.0.1:8080/health\""),
+        "{text}"
+    );
+    assert_eq!(c.health.containers, ["api"]);
+    assert_eq!(c.runtime.files, [std::path::PathBuf::from("compose.yaml")]);
     assert!(!text.contains("DB_PASSWORD"));
     // A second init refuses and changes nothing.
     fs::write(dir.path().join("stablehand.toml"), "# mine\n").unwrap();

@@ -16,6 +16,7 @@ mod down;
 mod faithful;
 mod health;
 mod images;
+mod init_layouts;
 mod interrupts;
 mod kept_databases;
 mod manual_restore;
