@@ -242,6 +242,19 @@ pub fn doctor(loaded: &Loaded) -> Report {
                         Err(e) => Err(fail(e, "let the user connect to the maintenance database (database.maintenance_db; default postgres, or template1 when the app's database is postgres)")),
                     },
                 );
+                // A restore or snapshot must give the app back its owners, grants, ACL
+                // and settings: the deploy preflight refuses when it could not.
+                f.push(
+                    "faithful restores",
+                    match db.faithful_copy_problems() {
+                        Ok(p) if p.is_empty() => Ok("owners, grants, ACL and settings can be reproduced in a restored copy".into()),
+                        Ok(p) => Err(fail(
+                            p.join("; "),
+                            "grant stablehand's role what the message names, or connect as a superuser: deploys are refused until then",
+                        )),
+                        Err(e) => Err(warn(e, "check that stablehand's role can read pg_database and pg_roles")),
+                    },
+                );
             }
         }
         Err(e) => f.push(

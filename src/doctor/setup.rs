@@ -3,14 +3,13 @@
 //! holds the ledger's migrations, and the running containers came from the compose
 //! files the config names. Each is what would make the first deploy fail or roll back.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{fail, warn, Findings};
 use crate::config::{DbMode, Loaded, RuntimeKind, COMPOSE_FILE_NAMES};
 use crate::db::Database;
 use crate::init::LedgerMatch;
-use crate::process::Cmd;
 
 /// One container started from the app directory, from its Compose labels.
 struct Labeled {
@@ -75,10 +74,12 @@ fn expected_files(loaded: &Loaded) -> Vec<PathBuf> {
 }
 
 /// The containers Compose created from the app directory (any project), by label.
-fn containers_from(dir: &Path) -> anyhow::Result<Vec<Labeled>> {
+fn containers_from(loaded: &Loaded) -> anyhow::Result<Vec<Labeled>> {
+    let dir = &loaded.app_dir;
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
-    let out = Cmd::new("docker")
-        .args(["ps", "--all", "--no-trunc", "--filter"])
+    // Through the configured docker (runtime.docker, runtime.sudo), as every call.
+    let out = crate::runtime::access::Docker::from_config(&loaded.app_dir, &loaded.config.runtime)
+        .docker(["ps", "--all", "--no-trunc", "--filter"])
         .arg(format!(
             "label=com.docker.compose.project.working_dir={}",
             dir.display()
@@ -110,7 +111,7 @@ pub(super) fn checks(loaded: &Loaded, db: Option<&Database>, f: &mut Findings) {
     let compose = cfg.runtime.effective_kind(&loaded.app_dir) == Some(RuntimeKind::Compose);
     let project = project_name(loaded);
     let containers = if compose {
-        match containers_from(&loaded.app_dir) {
+        match containers_from(loaded) {
             Ok(c) => Some(c),
             Err(e) => {
                 f.push(
