@@ -553,12 +553,22 @@ fn db_primitives_prune_replaced_keeps_the_newest_and_leftovers_go() {
     assert_eq!(sides.len(), 5, "{kinds:?}");
     assert!(sides.iter().all(|s| s.size_bytes > 0), "{sides:?}");
 
-    let dropped = d.prune_replaced(1).unwrap();
+    // Without a backup known to hold a kept database's data, nothing is dropped.
+    assert!(d.prune_replaced(1).unwrap().is_empty());
+    assert!(exists(pg, &older));
+    // With one (and no row written since), the older one goes.
+    let covered = |_: &str, _: jiff::Timestamp| {
+        Some(stablehand::db::ops::Covering {
+            id: "b1".into(),
+            xid_horizon: 1,
+        })
+    };
+    let dropped = d.prune_replaced_against(1, covered).unwrap().dropped;
     assert_eq!(dropped, vec![older.clone()]);
     assert!(!exists(pg, &older));
     assert!(exists(pg, &newer), "the newest replaced database is kept");
     assert!(exists(pg, &snap) && exists(pg, &restore_left) && exists(pg, &verify_left));
-    assert!(d.prune_replaced(1).unwrap().is_empty());
+    assert!(d.prune_replaced_against(1, covered).unwrap().dropped.is_empty());
 
     // A leftover someone is connected to stays; the other goes.
     {
@@ -577,7 +587,7 @@ fn db_primitives_prune_replaced_keeps_the_newest_and_leftovers_go() {
         v
     });
 
-    assert_eq!(d.prune_replaced(0).unwrap(), vec![newer.clone()]);
+    assert_eq!(d.prune_replaced_against(0, covered).unwrap().dropped, vec![newer.clone()]);
     pg.psql("postgres", &format!("drop database {snap}"));
 }
 
