@@ -529,11 +529,7 @@ fn reproducible(
     live: &Database,
     prepared: &Prepared,
 ) -> anyhow::Result<Option<crate::db::properties::Properties>> {
-    let properties = if live.database_exists(&live.name)? {
-        Some(live.properties_of(&live.name)?)
-    } else {
-        None
-    };
+    let properties = live.properties_if_exists(&live.name)?;
     let problems = live.reproduction_problems(
         properties.as_ref().unwrap_or(&Default::default()),
         &prepared.check.toc.owners(),

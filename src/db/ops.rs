@@ -125,23 +125,24 @@ impl Database {
         serde_json::from_str(&out).context("reading pg_stat_activity")
     }
 
-    /// Creates an empty database with the live database's encoding and locale.
+    /// Creates an empty database with the live database's encoding and locale (one psql
+    /// round trip: the locale is read into psql variables and used by the CREATE).
     pub fn create_database_like_live(&self, name: &str) -> anyhow::Result<()> {
-        let settings = self.maintenance_query(&format!(
-            "select pg_encoding_to_char(encoding) || E'\\t' || datcollate || E'\\t' || datctype \
-             from pg_database where datname = {}",
-            literal(&self.name)
-        ))?;
-        let mut sql = format!("create database {} template template0", ident(name));
-        if let [encoding, collate, ctype] = settings.split('\t').collect::<Vec<_>>()[..] {
-            sql.push_str(&format!(
-                " encoding {} lc_collate {} lc_ctype {}",
-                literal(encoding),
-                literal(collate),
-                literal(ctype)
-            ));
-        }
-        self.maintenance_query(&sql)
+        let live = literal(&self.name);
+        let db = ident(name);
+        let script = format!(
+            "select count(*) = 1 as sh_found, \
+               coalesce(max(pg_encoding_to_char(encoding)), '') as sh_enc, \
+               coalesce(max(datcollate), '') as sh_collate, coalesce(max(datctype), '') as sh_ctype \
+             from pg_database where datname = {live} \\gset\n\
+             \\if :sh_found\n\
+             create database {db} template template0 encoding :'sh_enc' lc_collate :'sh_collate' lc_ctype :'sh_ctype';\n\
+             \\else\n\
+             create database {db} template template0;\n\
+             \\endif\n"
+        );
+        self.maintenance()
+            .run_script(&script, Duration::from_secs(120))
             .with_context(|| format!("creating database {name} (the database user needs CREATEDB; or restore with --in-place)"))?;
         Ok(())
     }

@@ -171,18 +171,26 @@ const PROPERTIES_SQL: &str = "select json_build_object(\
 impl Database {
     /// The properties of database `name` (read from the maintenance database).
     pub fn properties_of(&self, name: &str) -> anyhow::Result<Properties> {
+        match self.properties_if_exists(name)? {
+            Some(p) => Ok(p),
+            None => bail!("database {name:?} does not exist"),
+        }
+    }
+
+    /// The properties of database `name`, or None when there is no such database.
+    pub fn properties_if_exists(&self, name: &str) -> anyhow::Result<Option<Properties>> {
         let out = self
             .maintenance()
             .query(&format!("{PROPERTIES_SQL}{}", literal(name)))?;
         if out.is_empty() {
-            bail!("database {name:?} does not exist");
+            return Ok(None);
         }
         let mut p: Properties = serde_json::from_str(&out)
             .with_context(|| format!("reading database {name}'s owner, ACL and settings"))?;
         if p.acl_default {
             p.acl = None;
         }
-        Ok(p)
+        Ok(Some(p))
     }
 
     /// Gives database `name` the properties `p` (one transaction; on failure nothing is

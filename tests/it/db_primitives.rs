@@ -568,7 +568,11 @@ fn db_primitives_prune_replaced_keeps_the_newest_and_leftovers_go() {
     assert!(!exists(pg, &older));
     assert!(exists(pg, &newer), "the newest replaced database is kept");
     assert!(exists(pg, &snap) && exists(pg, &restore_left) && exists(pg, &verify_left));
-    assert!(d.prune_replaced_against(1, covered).unwrap().dropped.is_empty());
+    assert!(d
+        .prune_replaced_against(1, covered)
+        .unwrap()
+        .dropped
+        .is_empty());
 
     // A leftover someone is connected to stays; the other goes.
     {
@@ -587,7 +591,10 @@ fn db_primitives_prune_replaced_keeps_the_newest_and_leftovers_go() {
         v
     });
 
-    assert_eq!(d.prune_replaced_against(0, covered).unwrap().dropped, vec![newer.clone()]);
+    assert_eq!(
+        d.prune_replaced_against(0, covered).unwrap().dropped,
+        vec![newer.clone()]
+    );
     pg.psql("postgres", &format!("drop database {snap}"));
 }
 
