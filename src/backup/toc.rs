@@ -246,11 +246,15 @@ pub struct RowCounter {
     at: u64,
     data_start: u64,
     state: State,
-    /// The integer being read, byte by byte.
+    /// The integer being read, when it spans two pushes.
     int_bytes: Vec<u8>,
+    /// The data entry being read: its id, lines so far, and its last bytes.
     current: i64,
-    /// Lines per data entry, and the last bytes of its data (for the terminator).
-    rows: std::collections::BTreeMap<i64, (u64, Vec<u8>)>,
+    lines: u64,
+    tail: [u8; COPY_END.len()],
+    tail_len: usize,
+    /// Per data entry: lines, and whether its data ended with [`COPY_END`].
+    rows: std::collections::BTreeMap<i64, (u64, bool)>,
 }
 
 /// How pg_dump ends each table's COPY data in an archive: the end-of-data marker line
@@ -278,6 +282,9 @@ impl RowCounter {
             state: State::BlockType,
             int_bytes: Vec::new(),
             current: 0,
+            lines: 0,
+            tail: [0; COPY_END.len()],
+            tail_len: 0,
             rows: Default::default(),
         })
     }
@@ -296,14 +303,7 @@ impl RowCounter {
                 State::Chunk { blobs, left } => {
                     let take = (left as usize).min(bytes.len());
                     if !blobs {
-                        let data = &bytes[..take];
-                        let entry = self.rows.entry(self.current).or_default();
-                        entry.0 += data.iter().filter(|&&b| b == b'\n').count() as u64;
-                        entry
-                            .1
-                            .extend_from_slice(&data[data.len().saturating_sub(COPY_END.len())..]);
-                        let excess = entry.1.len().saturating_sub(COPY_END.len());
-                        entry.1.drain(..excess);
+                        self.data(&bytes[..take]);
                     }
                     bytes = &bytes[take..];
                     self.state = match left - take as u64 {
@@ -320,31 +320,55 @@ impl RowCounter {
                     bytes = &bytes[1..];
                 }
                 State::DumpId { .. } | State::ChunkLen { .. } | State::BlobOid => {
-                    let need = 1 + self.int_size - self.int_bytes.len();
-                    let take = need.min(bytes.len());
-                    self.int_bytes.extend_from_slice(&bytes[..take]);
-                    bytes = &bytes[take..];
-                    if self.int_bytes.len() == 1 + self.int_size {
-                        let value = self.take_int();
-                        self.state = self.after_int(value);
-                    }
+                    let width = 1 + self.int_size;
+                    let value = if self.int_bytes.is_empty() && bytes.len() >= width {
+                        // The common case: the whole integer is here.
+                        let v = int_value(&bytes[..width]);
+                        bytes = &bytes[width..];
+                        v
+                    } else {
+                        let take = (width - self.int_bytes.len()).min(bytes.len());
+                        self.int_bytes.extend_from_slice(&bytes[..take]);
+                        bytes = &bytes[take..];
+                        if self.int_bytes.len() < width {
+                            continue;
+                        }
+                        let v = int_value(&self.int_bytes);
+                        self.int_bytes.clear();
+                        v
+                    };
+                    self.state = self.after_int(value);
                 }
             }
         }
     }
 
-    fn take_int(&mut self) -> i64 {
-        let negative = self.int_bytes[0] != 0;
-        let mut value: i64 = 0;
-        for (i, b) in self.int_bytes[1..].iter().enumerate().take(8) {
-            value |= (*b as i64) << (8 * i);
-        }
-        self.int_bytes.clear();
-        if negative {
-            -value
+    /// COPY data of the current entry.
+    fn data(&mut self, data: &[u8]) {
+        self.lines += data.iter().filter(|&&b| b == b'\n').count() as u64;
+        let n = COPY_END.len();
+        if data.len() >= n {
+            self.tail.copy_from_slice(&data[data.len() - n..]);
+            self.tail_len = n;
         } else {
-            value
+            // Shift the kept bytes left and append.
+            let keep = (n - data.len()).min(self.tail_len);
+            let mut t = [0u8; COPY_END.len()];
+            t[..keep].copy_from_slice(&self.tail[self.tail_len - keep..self.tail_len]);
+            t[keep..keep + data.len()].copy_from_slice(data);
+            self.tail = t;
+            self.tail_len = keep + data.len();
         }
+    }
+
+    /// Records the entry just read.
+    fn end_entry(&mut self) {
+        let ended = self.tail_len == COPY_END.len() && self.tail == *COPY_END;
+        let entry = self.rows.entry(self.current).or_default();
+        entry.0 += self.lines;
+        entry.1 = ended;
+        self.lines = 0;
+        self.tail_len = 0;
     }
 
     fn after_int(&mut self, value: i64) -> State {
@@ -354,13 +378,15 @@ impl RowCounter {
                 if blobs {
                     State::BlobOid
                 } else {
-                    self.rows.entry(value).or_default();
                     State::ChunkLen { blobs }
                 }
             }
             State::ChunkLen { blobs } => match value {
                 0 if blobs => State::BlobOid,
-                0 => State::BlockType,
+                0 => {
+                    self.end_entry();
+                    State::BlockType
+                }
                 n if n > 0 => State::Chunk {
                     blobs,
                     left: n as u64,
@@ -390,15 +416,28 @@ impl RowCounter {
         let mut out = std::collections::BTreeMap::new();
         for e in toc.entries.iter().filter(|e| e.desc == "TABLE DATA") {
             let name = format!("{}.{}", e.namespace.as_deref().unwrap_or(""), e.tag);
+            // The end-of-data line and the two empty lines after it are not rows.
             let rows = match self.rows.get(&e.dump_id) {
-                Some((lines, tail)) if tail.ends_with(COPY_END) => lines - 3,
-                Some((lines, tail)) if tail.ends_with(b"\\.\n") => lines - 1,
-                Some((lines, _)) => *lines,
+                Some((lines, true)) => lines.saturating_sub(3),
+                Some((lines, false)) => *lines,
                 None => 0,
             };
             out.insert(name, rows);
         }
         Ok(out)
+    }
+}
+
+/// An archive integer: a sign byte, then its bytes, least significant first.
+fn int_value(bytes: &[u8]) -> i64 {
+    let mut value: i64 = 0;
+    for (i, b) in bytes[1..].iter().enumerate().take(8) {
+        value |= (*b as i64) << (8 * i);
+    }
+    if bytes[0] != 0 {
+        -value
+    } else {
+        value
     }
 }
 
