@@ -233,22 +233,7 @@ impl Database {
             }
         }
         let sessions = self.sessions_on(&live).unwrap_or_default();
-        let who = sessions
-            .iter()
-            .map(|s| {
-                format!(
-                    "pid {} {} ({})",
-                    s.pid,
-                    s.user,
-                    if s.application.is_empty() {
-                        "no application name"
-                    } else {
-                        &s.application
-                    }
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let who = describe_sessions(&sessions);
         Err(anyhow::anyhow!(
             "could not swap {replacement} in for {live}: {}{}",
             last_error.map(|e| e.to_string()).unwrap_or_default(),
@@ -509,20 +494,7 @@ impl Database {
         Ok(Some(format!(
             "{} session(s) are connected to it ({}); it is never dropped from under them",
             others.len(),
-            others
-                .iter()
-                .map(|s| format!(
-                    "pid {} {} ({})",
-                    s.pid,
-                    s.user,
-                    if s.application.is_empty() {
-                        "no application name"
-                    } else {
-                        &s.application
-                    }
-                ))
-                .collect::<Vec<_>>()
-                .join(", ")
+            describe_sessions(&others)
         )))
     }
 
@@ -603,6 +575,26 @@ pub fn replaced_at(db: &str, name: &str) -> Option<jiff::Timestamp> {
         .to_zoned(jiff::tz::TimeZone::UTC)
         .ok()
         .map(|z| z.timestamp())
+}
+
+/// "pid 42 app (its application name), ..." for messages.
+fn describe_sessions(sessions: &[Session]) -> String {
+    sessions
+        .iter()
+        .map(|s| {
+            format!(
+                "pid {} {} ({})",
+                s.pid,
+                s.user,
+                if s.application.is_empty() {
+                    "no application name"
+                } else {
+                    &s.application
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The (stamp, counter) at the end of a side database name.

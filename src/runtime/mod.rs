@@ -516,11 +516,26 @@ impl ComposeApp {
         self.compose.ensure_engine()?;
         let names: Vec<&str> = which.iter().map(|s| s.name.as_str()).collect();
         tracing::info!(services = ?names, "building");
-        self.compose
-            .cmd(["build"].into_iter().chain(names.iter().copied()))
-            .timeout(BUILD_TIMEOUT)
-            .output()
-            .with_context(|| format!("building {} (compose build)", names.join(", ")))?;
+        let build = || {
+            self.compose
+                .cmd(["build"].into_iter().chain(names.iter().copied()))
+                .timeout(BUILD_TIMEOUT)
+                .output()
+        };
+        let mut result = build();
+        // Docker's legacy builder can pick a cached layer that the engine is deleting
+        // at that moment (an image removal elsewhere takes its untagged parents): the
+        // build then fails with "unable to find image sha256:...". That is transient:
+        // build once more (the cache lookup then skips the deleted layer).
+        if let Err(e) = &result {
+            if e.to_string().contains("unable to find image \"sha256:")
+                && !crate::process::interrupted()
+            {
+                tracing::warn!("the build hit a cached layer being deleted; building again");
+                result = build();
+            }
+        }
+        result.with_context(|| format!("building {} (compose build)", names.join(", ")))?;
         Ok(())
     }
 
