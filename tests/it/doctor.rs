@@ -31,7 +31,12 @@ fn doctor(app: &App) -> (i32, Vec<(String, String, String)>) {
     let out = app.cmd().args(["--json", "doctor"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    let findings = v["findings"]
+    (out.status.code().unwrap(), findings(&v))
+}
+
+/// `doctor --json`'s findings as (check, status, "detail / fix").
+pub(crate) fn findings(v: &serde_json::Value) -> Vec<(String, String, String)> {
+    v["findings"]
         .as_array()
         .unwrap()
         .iter()
@@ -46,8 +51,7 @@ fn doctor(app: &App) -> (i32, Vec<(String, String, String)>) {
                 ),
             )
         })
-        .collect();
-    (out.status.code().unwrap(), findings)
+        .collect()
 }
 
 fn status_of<'a>(findings: &'a [(String, String, String)], check: &str) -> (&'a str, &'a str) {

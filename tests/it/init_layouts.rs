@@ -288,22 +288,7 @@ impl Checkout {
         let (code, out, err) = self.stablehand(&args);
         let v: serde_json::Value =
             serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
-        let findings = v["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| {
-                (
-                    f["check"].as_str().unwrap().to_string(),
-                    f["status"].as_str().unwrap().to_string(),
-                    format!(
-                        "{} / {}",
-                        f["detail"].as_str().unwrap(),
-                        f["fix"].as_str().unwrap()
-                    ),
-                )
-            })
-            .collect();
+        let findings = crate::doctor::findings(&v);
         (code, findings)
     }
 
