@@ -272,23 +272,23 @@ impl Database {
     pub fn for_offline_tools(loaded: &Loaded) -> anyhow::Result<Database> {
         let db = &loaded.config.database;
         match db.mode {
-            DbMode::Direct => Ok(Database {
-                access: Access::Direct {
-                    url: None,
-                    password: None,
-                    bin_dir: db.client_bin_dir.clone(),
-                },
-                name: db.name.clone().unwrap_or_default(),
-                mode: DbMode::Direct,
-                schema: None,
-                application_name: "stablehand".into(),
-                session_env: Vec::new(),
-                maintenance_db: db
-                    .maintenance_db
-                    .clone()
-                    .unwrap_or_else(|| "postgres".into()),
-                query_timeout: QUERY_TIMEOUT,
-            }),
+            DbMode::Direct => {
+                let name = db.name.clone().unwrap_or_default();
+                Ok(Database {
+                    access: Access::Direct {
+                        url: None,
+                        password: None,
+                        bin_dir: db.client_bin_dir.clone(),
+                    },
+                    maintenance_db: maintenance_db(loaded, &name)?,
+                    name,
+                    mode: DbMode::Direct,
+                    schema: None,
+                    application_name: "stablehand".into(),
+                    session_env: Vec::new(),
+                    query_timeout: QUERY_TIMEOUT,
+                })
+            }
             DbMode::Compose => Database::from_config(loaded),
         }
     }

@@ -400,14 +400,6 @@ impl Database {
         Ok(dropped)
     }
 
-    /// Drops kept (replaced) databases beyond the newest `keep` that can be dropped
-    /// without losing anything; returns their names. Without the backups to judge them
-    /// against (see `prune_replaced_against`) none can be shown to hold no newer writes,
-    /// so none is dropped.
-    pub fn prune_replaced(&self, keep: u32) -> anyhow::Result<Vec<String>> {
-        Ok(self.prune_replaced_against(keep, |_, _| None)?.dropped)
-    }
-
     /// Drops kept (replaced) databases beyond the newest `keep`, except (kept back, and
     /// said so) one that someone is connected to, and one that holds rows written after
     /// the backup `covering` gives for its replacement time (or for which no backup

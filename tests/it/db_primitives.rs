@@ -554,7 +554,11 @@ fn db_primitives_prune_replaced_keeps_the_newest_and_leftovers_go() {
     assert!(sides.iter().all(|s| s.size_bytes > 0), "{sides:?}");
 
     // Without a backup known to hold a kept database's data, nothing is dropped.
-    assert!(d.prune_replaced(1).unwrap().is_empty());
+    assert!(d
+        .prune_replaced_against(1, |_, _| None)
+        .unwrap()
+        .dropped
+        .is_empty());
     assert!(exists(pg, &older));
     // With one (and no row written since), the older one goes.
     let covered = |_: &str, _: jiff::Timestamp| {
