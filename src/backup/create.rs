@@ -118,7 +118,11 @@ pub fn create(
         None => git_commit(req.app_dir),
     };
     let created_at = Timestamp::now();
-    let id = unique_id(catalog, req.label, created_at, commit.as_deref());
+    // A remote may be shared by servers backing up at the same second: an id one of
+    // them holds is taken too (its copy would be overwritten).
+    let id = unique_id(catalog, req.label, created_at, commit.as_deref(), |id| {
+        req.remotes.iter().any(|r| r.holds(id))
+    });
     let file_name = format!("{id}{DATA_SUFFIX}");
     let final_path = catalog.path_of(&file_name);
     let temp = TempFile(catalog.path_of(&format!(".{file_name}.partial")));
@@ -622,8 +626,15 @@ pub fn validate_label(label: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `<label>_<YYYYMMDD_HHMMSS>_<sha7|manual>`, with `_2`, `_3`... when taken.
-fn unique_id(catalog: &Catalog, label: &str, at: Timestamp, commit: Option<&str>) -> String {
+/// `<label>_<YYYYMMDD_HHMMSS>_<sha7|manual>`, with `_2`, `_3`... when taken here or
+/// (`elsewhere`) on a remote.
+fn unique_id(
+    catalog: &Catalog,
+    label: &str,
+    at: Timestamp,
+    commit: Option<&str>,
+    elsewhere: impl Fn(&str) -> bool,
+) -> String {
     let stamp = at
         .to_zoned(jiff::tz::TimeZone::UTC)
         .strftime("%Y%m%d_%H%M%S")
@@ -635,6 +646,7 @@ fn unique_id(catalog: &Catalog, label: &str, at: Timestamp, commit: Option<&str>
     let taken = |id: &str| {
         catalog.path_of(&format!("{id}{DATA_SUFFIX}")).exists()
             || Manifest::manifest_path(&catalog.dir, id).exists()
+            || elsewhere(id)
     };
     if !taken(&base) {
         return base;
@@ -780,16 +792,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let catalog = Catalog::new(dir.path());
         let at: Timestamp = "2026-11-29T10:20:30Z".parse().unwrap();
-        let id = unique_id(&catalog, "manual", at, Some("0123456789abcdef"));
+        let free = |_: &str| false;
+        let id = unique_id(&catalog, "manual", at, Some("0123456789abcdef"), free);
         assert_eq!(id, "manual_20261129_102030_0123456");
         std::fs::write(dir.path().join(format!("{id}{DATA_SUFFIX}")), b"x").unwrap();
         assert_eq!(
-            unique_id(&catalog, "manual", at, None),
+            unique_id(&catalog, "manual", at, None, free),
             "manual_20261129_102030_manual"
         );
         assert_eq!(
-            unique_id(&catalog, "manual", at, Some("0123456789abcdef")),
+            unique_id(&catalog, "manual", at, Some("0123456789abcdef"), free),
             "manual_20261129_102030_0123456_2"
+        );
+        // An id a shared remote holds is taken as well.
+        assert_eq!(
+            unique_id(&catalog, "manual", at, None, |id| id
+                == "manual_20261129_102030_manual"),
+            "manual_20261129_102030_manual_2"
         );
     }
 }

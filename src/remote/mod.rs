@@ -371,6 +371,26 @@ impl Remote {
         }
     }
 
+    /// Whether the remote already holds any file of backup `id` (its manifest, or its
+    /// data, plain or encrypted, perhaps still being written by another server that
+    /// shares the remote). A remote that cannot be asked counts as not holding it: the
+    /// upload will then report why.
+    pub fn holds(&self, id: &str) -> bool {
+        use crate::backup::crypt::AGE_SUFFIX;
+        use crate::backup::manifest::DATA_SUFFIX;
+        [
+            format!("{id}{MANIFEST_SUFFIX}"),
+            format!("{id}{DATA_SUFFIX}"),
+            format!("{id}{DATA_SUFFIX}{AGE_SUFFIX}"),
+        ]
+        .into_iter()
+        .any(|file| {
+            let store = self.store.clone();
+            let path = self.object(&file);
+            self.run(async move { store.head(&path).await }).is_ok()
+        })
+    }
+
     /// Uploads a manifest (the last step of a copy: from now on it counts).
     pub fn put_manifest(&self, m: &Manifest) -> anyhow::Result<()> {
         let bytes = serde_json::to_vec_pretty(m)?;
