@@ -39,6 +39,15 @@ pub fn decompress(
     workers: usize,
     mut sink: impl FnMut(&[u8]) -> io::Result<()>,
 ) -> Result<(), FrameError> {
+    decompress_owned(input, workers, |bytes| sink(&bytes))
+}
+
+/// `decompress`, handing on the buffers themselves (a frame's bytes are not copied).
+pub fn decompress_owned(
+    input: &mut (impl Read + Send),
+    workers: usize,
+    mut sink: impl FnMut(Vec<u8>) -> io::Result<()>,
+) -> Result<(), FrameError> {
     let workers = workers.max(1);
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(workers);
     let job_rx = Arc::new(Mutex::new(job_rx));
@@ -64,7 +73,7 @@ pub fn decompress(
 /// Takes the pieces in order and gives their bytes to `sink`.
 fn hand_on(
     pieces: Receiver<Piece>,
-    sink: &mut impl FnMut(&[u8]) -> io::Result<()>,
+    sink: &mut impl FnMut(Vec<u8>) -> io::Result<()>,
 ) -> Result<(), FrameError> {
     for piece in pieces {
         match piece {
@@ -73,11 +82,11 @@ fn hand_on(
                     .recv()
                     .map_err(|_| FrameError::Damaged(io::Error::other("a frame decoder stopped")))?
                     .map_err(FrameError::Damaged)?;
-                sink(&data).map_err(FrameError::Sink)?;
+                sink(data).map_err(FrameError::Sink)?;
             }
             Piece::Stream(rx) => {
                 for chunk in rx {
-                    sink(&chunk.map_err(FrameError::Damaged)?).map_err(FrameError::Sink)?;
+                    sink(chunk.map_err(FrameError::Damaged)?).map_err(FrameError::Sink)?;
                 }
             }
         }

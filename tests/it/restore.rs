@@ -477,3 +477,103 @@ fn in_place_restore_warns_that_newer_objects_remain() {
     );
     assert!(side_databases(pg, &db).is_empty());
 }
+
+/// The backup is checked in the pass that loads it into the new database: a stored
+/// file that decompresses and loads cleanly but does not hash to its manifest's
+/// SHA-256 is found out only once its data is in. The copy is dropped, the live
+/// database is untouched, and a restore test clears the backup's verified mark.
+#[test]
+fn a_checksum_found_wrong_after_the_data_loaded_drops_the_copy() {
+    let pg = require_pg!();
+    let db = pg.sample_db();
+    let app = App::direct(&pg.url(&db), "");
+    let id = backup(&app);
+    pg.psql(&db, "delete from notes where id <= 5");
+    let live = state(&pg.url(&db));
+    let manifest = app.backup_dir().join(format!("{id}.manifest.json"));
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    m["sha256"] = "0".repeat(64).into();
+    std::fs::write(&manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+
+    for args in [
+        vec!["restore", id.as_str(), "--yes"],
+        vec!["restore", id.as_str(), "--target-db", "never_kept"],
+    ] {
+        let out = app.cmd().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("is damaged and was refused"), "{stderr}");
+        assert!(stderr.contains("SHA-256 mismatch"), "{stderr}");
+        assert!(stderr.contains("was dropped"), "{stderr}");
+        assert_eq!(state(&pg.url(&db)), live, "{args:?}");
+        assert!(side_databases(pg, &db).is_empty(), "{args:?}");
+        assert_eq!(
+            pg.psql(
+                "postgres",
+                "select count(*) from pg_database where datname = 'never_kept'"
+            ),
+            "0"
+        );
+    }
+    let out = app
+        .cmd()
+        .args(["--json", "backup", "verify", "--restore-test", "--latest"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["ok"], false, "{v}");
+    assert!(side_databases(pg, &db).is_empty());
+    let shown = app.json(&["backup", "show", &id]);
+    assert!(shown["verification"].is_null(), "{shown:#}");
+    assert!(
+        shown["verification_failure"]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("SHA-256 mismatch"),
+        "{shown:#}"
+    );
+}
+
+/// A backup of several frames damaged in a late one: its first frames' data is already
+/// in the new database when the damage is found. The restore is refused as damaged
+/// (not as a pg_restore failure), the copy dropped, the live database untouched.
+#[test]
+fn damage_in_a_late_frame_is_found_while_loading_and_drops_the_copy() {
+    let pg = require_pg!();
+    let db = big_db(pg);
+    let app = App::direct(&pg.url(&db), "");
+    let id = backup(&app);
+    let live = state(&pg.url(&db));
+    let data = app.backup_dir().join(format!("{id}.dump.zst"));
+    let mut bytes = std::fs::read(&data).unwrap();
+    let frames = zstd_frames(&bytes);
+    assert!(
+        frames.len() >= 2,
+        "the backup has {} frame(s)",
+        frames.len()
+    );
+    let last = frames[frames.len() - 1];
+    let middle = last + (bytes.len() - last) / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&data, &bytes).unwrap();
+    let out = app.cmd().args(["restore", &id, "--yes"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is damaged and was refused"), "{stderr}");
+    assert!(stderr.contains("was dropped"), "{stderr}");
+    assert_eq!(state(&pg.url(&db)), live);
+    assert!(side_databases(pg, &db).is_empty());
+}
+
+/// Where each zstd frame of `bytes` starts.
+fn zstd_frames(bytes: &[u8]) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        starts.push(at);
+        at += zstd::zstd_safe::find_frame_compressed_size(&bytes[at..]).unwrap();
+    }
+    starts
+}

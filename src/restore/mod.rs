@@ -20,6 +20,8 @@ use crate::db::ops;
 use crate::db::{Database, Tool};
 use crate::process::Cmd;
 
+mod stream;
+
 /// Session settings that make a restore faster and are safe for a database that is not
 /// live yet (a crash mid-restore discards it anyway).
 const RESTORE_PGOPTIONS: &str = "-c maintenance_work_mem=256MB -c synchronous_commit=off";
@@ -200,9 +202,14 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
             report.app_stopped = stop.as_ref().copied().unwrap_or(true);
             let result = stop.and_then(|_| {
                 let t = Instant::now();
-                pg_restore(loaded, &live, &prepared.source, true)?;
+                match &prepared.source {
+                    Source::Stream(path) => stream_into(pg_restore_cmd(loaded, &live, true), path)?,
+                    Source::Checking { .. } => {
+                        unreachable!("an in-place restore checks the backup whole first")
+                    }
+                }
                 report.restore_ms = t.elapsed().as_millis() as u64;
-                check_tables(&live, check)
+                check_tables(&live, check, None)
             });
             let started_again = app.start_if(report.app_stopped);
             report.tables = result.with_context(|| {
@@ -304,8 +311,8 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
     Ok(report)
 }
 
-/// A checked backup, ready to restore: from a decompressed local file (parallel
-/// restore) or streamed from the stored file.
+/// A backup ready to restore: checked whole, streamed from the stored file; or, when
+/// the tools run locally, checked in the pass that restores it (`stream`).
 struct Prepared {
     check: FileCheck,
     source: Source,
@@ -314,24 +321,33 @@ struct Prepared {
 }
 
 enum Source {
-    /// Decompressed copy for pg_restore --jobs.
-    File(TempDump),
-    /// The stored file, decompressed into pg_restore's stdin.
+    /// The stored file, already checked, decompressed into pg_restore's stdin.
     Stream(PathBuf),
+    /// The stored file, checked while its schema and data are loaded (into a new
+    /// database: dropped if the check fails), then the post-data entries restored in
+    /// parallel from `front`, its header and table of contents.
+    Checking {
+        path: PathBuf,
+        id: String,
+        size_bytes: u64,
+        sha256: String,
+        front: TempDump,
+    },
 }
 
-/// Size, SHA-256, complete decompression and table of contents, before anything else.
-/// When the tools run locally and the disk has room (and `allow_file`), this one pass
-/// also leaves a decompressed copy for a parallel restore.
+/// Size, SHA-256, complete decompression and table of contents, before anything else;
+/// or, when the tools run locally and the restore goes into a new database
+/// (`into_new`), the size and the table of contents now and the rest in the pass that
+/// restores the data (`Source::Checking`).
 fn prepare(
     loaded: &Loaded,
     db: &Database,
     catalog: &Catalog,
     m: &Manifest,
-    allow_file: bool,
+    into_new: bool,
 ) -> anyhow::Result<Prepared> {
     if m.encryption.is_some() {
-        return prepare_encrypted(loaded, db, catalog, m, allow_file);
+        return prepare_encrypted(loaded, db, catalog, m, into_new);
     }
     let path = m.data_path(&catalog.dir);
     let refused = |e: CheckError| match e {
@@ -344,10 +360,7 @@ fn prepare(
             m.id
         )),
     };
-    let local = allow_file
-        && db.mode == DbMode::Direct
-        && m.dump_bytes > 0
-        && has_room(&catalog.dir, m.dump_bytes);
+    let local = into_new && db.mode == DbMode::Direct;
     if !local {
         let check = crate::backup::verify_one(db, catalog, m, loaded.config.backup.timeout, None)
             .map_err(refused)?;
@@ -358,18 +371,21 @@ fn prepare(
         });
     }
     crate::backup::verify::check_size(&path, m).map_err(refused)?;
-    let (temp, size, sha, scan) = TempDump::decompress(&path, &catalog.dir).map_err(refused)?;
-    if size != m.size_bytes || sha != m.sha256 {
-        return Err(refused(CheckError::Damaged(anyhow!(
-            "{} mismatch: the manifest says {} bytes with SHA-256 {}, the file has {size} bytes hashing to {sha}",
-            if size != m.size_bytes { "size" } else { "SHA-256" },
-            m.size_bytes,
-            m.sha256
-        ))));
-    }
+    let (toc, front) = stream::read_front(&path).map_err(|e| refused(load_check_error(e)))?;
+    remove_stale_temp_dumps(&catalog.dir);
+    let front_file = TempDump(
+        catalog
+            .dir
+            .join(format!(".restore-{}.dump.tmp", std::process::id())),
+    );
+    let _ = std::fs::remove_file(&front_file.0);
+    let mut out = crate::backup::manifest::create_private(&front_file.0)?;
+    out.write_all(&front)
+        .with_context(|| format!("writing {}", front_file.0.display()))?;
+    drop(out);
     let listing = db
         .list_toc_cmd()
-        .arg(&temp.0)
+        .arg(&front_file.0)
         .timeout(loaded.config.backup.timeout)
         .output()
         .map_err(|e| {
@@ -377,16 +393,29 @@ fn prepare(
                 "pg_restore could not read the dump's table of contents",
             )))
         })?;
-    let (toc, rows) = scan
-        .finish(true)
-        .map_err(|e| refused(CheckError::Damaged(e.into())))?;
-    let mut check = FileCheck::from_listing(size, sha, &listing, toc).map_err(refused)?;
-    check.rows = rows;
+    let check =
+        FileCheck::from_listing(m.size_bytes, m.sha256.clone(), &listing, toc).map_err(refused)?;
     Ok(Prepared {
         check,
-        source: Source::File(temp),
+        source: Source::Checking {
+            path,
+            id: m.id.clone(),
+            size_bytes: m.size_bytes,
+            sha256: m.sha256.clone(),
+            front: front_file,
+        },
         _plain: None,
     })
+}
+
+/// A problem `stream` found, as the check of a backup reports it.
+fn load_check_error(e: stream::LoadError) -> CheckError {
+    match e {
+        stream::LoadError::Damaged(e) => CheckError::Damaged(e),
+        stream::LoadError::Unreadable(e) | stream::LoadError::Restore(e) => {
+            CheckError::Unchecked(e)
+        }
+    }
 }
 
 /// An encrypted backup: the stored file is hashed against its manifest while it is
@@ -396,7 +425,7 @@ fn prepare_encrypted(
     db: &Database,
     catalog: &Catalog,
     m: &Manifest,
-    allow_file: bool,
+    into_new: bool,
 ) -> anyhow::Result<Prepared> {
     let enc = m.encryption.as_ref().expect("called for encrypted backups");
     let keys = crate::backup::crypt::Keys::for_manifest(&loaded.config.backup, m)
@@ -448,13 +477,7 @@ fn prepare_encrypted(
     plain.size_bytes = plain_size;
     plain.sha256 = plain_sha;
     plain.encryption = None;
-    let mut prepared = prepare(
-        loaded,
-        db,
-        &Catalog::new(scratch.path()),
-        &plain,
-        allow_file,
-    )?;
+    let mut prepared = prepare(loaded, db, &Catalog::new(scratch.path()), &plain, into_new)?;
     prepared._plain = Some(scratch);
     Ok(prepared)
 }
@@ -500,8 +523,8 @@ fn restore_into_new(
     let properties = reproducible(live, prepared)?;
     live.create_database_like_live(name)?;
     let target = live.on(name);
-    let result = pg_restore(loaded, &target, &prepared.source, false)
-        .and_then(|()| check_tables(&target, &prepared.check))
+    let result = load_into_new(loaded, &target, &prepared.source)
+        .and_then(|rows| check_tables(&target, &prepared.check, rows))
         .and_then(|counts| {
             if let Some(p) = &properties {
                 live.apply_properties(name, p)?;
@@ -546,8 +569,13 @@ fn reproducible(
 
 /// Every table and materialized view of the backup's table of contents exists in the
 /// restored database (partitions and partitioned tables included, each compared by
-/// schema and name); returns rows per table.
-fn check_tables(db: &Database, check: &FileCheck) -> anyhow::Result<BTreeMap<String, u64>> {
+/// schema and name); returns rows per table (`counted` in the archive, or else the
+/// check's, or else counted in the database).
+fn check_tables(
+    db: &Database,
+    check: &FileCheck,
+    counted: Option<BTreeMap<String, u64>>,
+) -> anyhow::Result<BTreeMap<String, u64>> {
     let relations = db
         .relations()
         .context("reading the restored database's tables")?;
@@ -566,8 +594,8 @@ fn check_tables(db: &Database, check: &FileCheck) -> anyhow::Result<BTreeMap<Str
     // pg_restore --exit-on-error loaded every table's data whole (COPY is all or
     // nothing), so the rows are the archive's, counted in the pass that decompressed and
     // hashed it; only when that count is missing are they counted again in the database.
-    match &check.rows {
-        Some(rows) => Ok(rows.clone()),
+    match counted.or_else(|| check.rows.clone()) {
+        Some(rows) => Ok(rows),
         None => db.table_row_counts().context("counting the restored rows"),
     }
 }
@@ -593,46 +621,70 @@ fn missing_relations(
         .collect()
 }
 
-/// Runs pg_restore into `target`: with parallel jobs from a decompressed file, or
-/// streamed through stdin.
-fn pg_restore(
-    loaded: &Loaded,
-    target: &Database,
-    source: &Source,
-    in_place: bool,
-) -> anyhow::Result<()> {
+/// pg_restore into `target` with the restore's session settings, stopping at the first
+/// error; `in_place` cleans the existing objects first, in one transaction.
+fn pg_restore_cmd(loaded: &Loaded, target: &Database, in_place: bool) -> Cmd {
     let target = target
         .clone()
         .with_session_env("PGOPTIONS", RESTORE_PGOPTIONS);
-    let mut cmd = target
+    let cmd = target
         .tool(Tool::PgRestore, true)
         // Owners and grants are restored as they were (reproduction_problems checked
         // that stablehand's role may): an app connecting as its own role keeps working.
         .args(["--exit-on-error"])
         .timeout(loaded.config.backup.timeout);
-    if in_place {
-        cmd = cmd.args(["--clean", "--if-exists", "--single-transaction"]);
+    match in_place {
+        true => cmd.args(["--clean", "--if-exists", "--single-transaction"]),
+        false => cmd,
     }
-    match source {
-        Source::File(temp) if !in_place => {
-            let jobs = match loaded.config.backup.restore_jobs {
-                0 => std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1),
-                n => n as usize,
-            };
-            cmd.arg(format!("--jobs={jobs}"))
-                .arg(&temp.0)
-                .output()
-                .context("pg_restore failed")?;
-            Ok(())
+}
+
+/// Loads the backup into the new database `target`: streamed, or (`Source::Checking`)
+/// checked in the same pass and its post-data entries restored with parallel jobs.
+/// Returns the rows per table when the pass counted them.
+fn load_into_new(
+    loaded: &Loaded,
+    target: &Database,
+    source: &Source,
+) -> anyhow::Result<Option<BTreeMap<String, u64>>> {
+    let (path, id, size_bytes, sha256, front) = match source {
+        Source::Stream(path) => {
+            stream_into(pg_restore_cmd(loaded, target, false), path)?;
+            return Ok(None);
         }
-        Source::File(temp) => {
-            cmd.arg(&temp.0).output().context("pg_restore failed")?;
-            Ok(())
-        }
-        Source::Stream(path) => stream_into(cmd, path),
-    }
+        Source::Checking {
+            path,
+            id,
+            size_bytes,
+            sha256,
+            front,
+        } => (path, id, size_bytes, sha256, front),
+    };
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let schema_and_data =
+        pg_restore_cmd(loaded, target, false).args(["--section=pre-data", "--section=data"]);
+    let loaded_data = stream::load(schema_and_data, path, (*size_bytes, sha256), workers).map_err(
+        |e| match e {
+            stream::LoadError::Damaged(e) => e.context(format!(
+                "backup {id} is damaged and was refused; nothing was changed"
+            )),
+            stream::LoadError::Unreadable(e) => e.context(format!(
+                "backup {id} could not be checked, so it was not restored; nothing was changed"
+            )),
+            stream::LoadError::Restore(e) => e,
+        },
+    )?;
+    let jobs = match loaded.config.backup.restore_jobs {
+        0 => workers,
+        n => n as usize,
+    };
+    pg_restore_cmd(loaded, target, false)
+        .arg("--section=post-data")
+        .arg(format!("--jobs={jobs}"))
+        .arg(&front.0)
+        .output()
+        .context("pg_restore failed (indexes and constraints)")?;
+    Ok(Some(loaded_data.rows))
 }
 
 /// Decompresses the backup into pg_restore's stdin.
@@ -660,55 +712,9 @@ fn stream_into(cmd: Cmd, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// True when `dir`'s filesystem has room for `bytes` plus a margin.
-fn has_room(dir: &Path, bytes: u64) -> bool {
-    nix::sys::statvfs::statvfs(dir)
-        .map(|s| {
-            s.blocks_available().saturating_mul(s.fragment_size()) > bytes + bytes / 10 + (64 << 20)
-        })
-        .unwrap_or(false)
-}
-
-/// A decompressed copy of a backup (0600, hidden, removed when dropped).
+/// The header and table of contents of a backup, decompressed (0600, hidden, removed
+/// when dropped).
 struct TempDump(PathBuf);
-
-impl TempDump {
-    /// Decompresses `path` into a hidden temp file in `dir`, hashing the stored bytes on
-    /// the way; returns the copy with the stored file's size and SHA-256.
-    fn decompress(
-        path: &Path,
-        dir: &Path,
-    ) -> Result<(TempDump, u64, String, crate::backup::toc::ArchiveScan), CheckError> {
-        remove_stale_temp_dumps(dir);
-        let temp = TempDump(dir.join(format!(".restore-{}.dump.tmp", std::process::id())));
-        let _ = std::fs::remove_file(&temp.0);
-        let file = fs_err::File::open(path).map_err(|e| CheckError::Damaged(e.into()))?;
-        let mut hashing = crate::backup::verify::HashReader::new(file);
-        let out = crate::backup::manifest::create_private(&temp.0)
-            .map_err(|e| CheckError::Unchecked(e.into()))?;
-        let mut out = io::BufWriter::with_capacity(1 << 20, out);
-        let mut scan = crate::backup::toc::ArchiveScan::default();
-        // The frames decode on every core; their bytes are written, and the table of
-        // contents and rows read, in order in this one pass.
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        crate::backup::frames::decompress(&mut hashing, workers, |bytes| {
-            scan.push(bytes);
-            out.write_all(bytes)
-        })
-        .map_err(|e| match e {
-            crate::backup::frames::FrameError::Damaged(e) => {
-                CheckError::Damaged(anyhow!("the compressed stream is damaged: {e}"))
-            }
-            crate::backup::frames::FrameError::Sink(e) => {
-                CheckError::Unchecked(anyhow!(e).context(format!("writing {}", temp.0.display())))
-            }
-        })?;
-        io::copy(&mut hashing, &mut io::sink()).map_err(|e| CheckError::Damaged(e.into()))?;
-        out.flush().map_err(|e| CheckError::Unchecked(e.into()))?;
-        let (size, sha) = hashing.finish();
-        Ok((temp, size, sha, scan))
-    }
-}
 
 /// Removes decompressed copies left by restores whose process is gone. (Not named
 /// `.partial`: a backup running meanwhile must not remove a copy in use.)
