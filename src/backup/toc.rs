@@ -17,7 +17,18 @@ pub struct TocEntry {
     /// The object's name, as pg_dump tags it.
     pub tag: String,
     pub owner: Option<String>,
+    /// Which part of a restore it belongs to (`SECTION_DATA` for table data, sequence
+    /// values and large objects).
+    pub section: i64,
+    /// The entries it depends on, by dump id.
+    pub deps: Vec<i64>,
 }
+
+/// `pg_backup.h`'s `teSection`: entries outside any section (comments, ACLs) belong
+/// to the section of the entry before them.
+pub const SECTION_NONE: i64 = 1;
+pub const SECTION_PRE_DATA: i64 = 2;
+pub const SECTION_DATA: i64 = 3;
 
 /// The table of contents of an archive.
 #[derive(Debug, Clone)]
@@ -198,7 +209,7 @@ pub fn read(input: impl Read) -> Result<Toc, TocError> {
         r.string()?; // oid
         let tag = r.string()?.unwrap_or_default();
         let desc = r.string()?.unwrap_or_default();
-        r.int()?; // section
+        let section = r.int()?;
         r.string()?; // definition
         r.string()?; // drop statement
         r.string()?; // copy statement
@@ -212,7 +223,10 @@ pub fn read(input: impl Read) -> Result<Toc, TocError> {
         }
         let owner = r.string()?;
         r.string()?; // "with oids": always "false"
-        while r.string()?.is_some() {} // dependencies, ended by a NULL
+        let mut deps = Vec::new();
+        while let Some(dep) = r.string()? {
+            deps.push(dep.trim().parse().unwrap_or(0));
+        } // ended by a NULL
         r.offset()?; // where the entry's data is (custom format)
         entries.push(TocEntry {
             dump_id,
@@ -220,6 +234,8 @@ pub fn read(input: impl Read) -> Result<Toc, TocError> {
             namespace,
             tag,
             owner,
+            section,
+            deps,
         });
     }
     Ok(Toc {

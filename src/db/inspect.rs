@@ -183,6 +183,17 @@ impl Database {
             .collect())
     }
 
+    /// The on-disk size of each table's data (ordinary tables, partitions and
+    /// materialized views), keyed `schema.name`: how a restore balances its workers.
+    pub fn table_sizes(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        let out = self.query(
+            "select coalesce(json_object_agg(n.nspname || '.' || c.relname, pg_relation_size(c.oid)), '{}') \
+             from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+             where c.relkind in ('r', 'm') and n.nspname not in ('pg_catalog', 'information_schema')",
+        )?;
+        serde_json::from_str(&out).context("reading the table sizes")
+    }
+
     /// Rows per table that holds rows (ordinary tables and partitions, not the
     /// partitioned parents, whose rows are their partitions'), keyed `schema.name`.
     pub fn table_row_counts(&self) -> anyhow::Result<BTreeMap<String, u64>> {

@@ -332,6 +332,8 @@ enum Source {
         size_bytes: u64,
         sha256: String,
         front: TempDump,
+        /// The decompressed size, when known (older manifests: 0).
+        dump_bytes: u64,
     },
 }
 
@@ -376,7 +378,7 @@ fn prepare(
     let front_file = TempDump(
         catalog
             .dir
-            .join(format!(".restore-{}.dump.tmp", std::process::id())),
+            .join(format!(".restore-{}.toc.dump.tmp", std::process::id())),
     );
     let _ = std::fs::remove_file(&front_file.0);
     let mut out = crate::backup::manifest::create_private(&front_file.0)?;
@@ -403,6 +405,7 @@ fn prepare(
             size_bytes: m.size_bytes,
             sha256: m.sha256.clone(),
             front: front_file,
+            dump_bytes: m.dump_bytes,
         },
         _plain: None,
     })
@@ -523,7 +526,7 @@ fn restore_into_new(
     let properties = reproducible(live, prepared)?;
     live.create_database_like_live(name)?;
     let target = live.on(name);
-    let result = load_into_new(loaded, &target, &prepared.source)
+    let result = load_into_new(loaded, live, &target, prepared)
         .and_then(|rows| check_tables(&target, &prepared.check, rows))
         .and_then(|counts| {
             if let Some(p) = &properties {
@@ -640,14 +643,17 @@ fn pg_restore_cmd(loaded: &Loaded, target: &Database, in_place: bool) -> Cmd {
 }
 
 /// Loads the backup into the new database `target`: streamed, or (`Source::Checking`)
-/// checked in the same pass and its post-data entries restored with parallel jobs.
-/// Returns the rows per table when the pass counted them.
+/// checked in the same pass, with the data loaded by parallel loaders when the disk has
+/// room for a decompressed copy (by one stream otherwise), and the post-data entries
+/// (indexes, constraints) restored with parallel jobs. Returns the rows per table when
+/// the pass counted them.
 fn load_into_new(
     loaded: &Loaded,
+    live: &Database,
     target: &Database,
-    source: &Source,
+    prepared: &Prepared,
 ) -> anyhow::Result<Option<BTreeMap<String, u64>>> {
-    let (path, id, size_bytes, sha256, front) = match source {
+    let (path, id, size_bytes, sha256, front, dump_bytes) = match &prepared.source {
         Source::Stream(path) => {
             stream_into(pg_restore_cmd(loaded, target, false), path)?;
             return Ok(None);
@@ -658,26 +664,55 @@ fn load_into_new(
             size_bytes,
             sha256,
             front,
-        } => (path, id, size_bytes, sha256, front),
+            dump_bytes,
+        } => (path, id, *size_bytes, sha256, front, *dump_bytes),
     };
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let schema_and_data =
-        pg_restore_cmd(loaded, target, false).args(["--section=pre-data", "--section=data"]);
-    let loaded_data = stream::load(schema_and_data, path, (*size_bytes, sha256), workers).map_err(
-        |e| match e {
-            stream::LoadError::Damaged(e) => e.context(format!(
-                "backup {id} is damaged and was refused; nothing was changed"
-            )),
-            stream::LoadError::Unreadable(e) => e.context(format!(
-                "backup {id} could not be checked, so it was not restored; nothing was changed"
-            )),
-            stream::LoadError::Restore(e) => e,
-        },
-    )?;
     let jobs = match loaded.config.backup.restore_jobs {
         0 => workers,
         n => n as usize,
     };
+    let expected = (size_bytes, sha256.as_str());
+    let dir = front.0.parent().unwrap_or(Path::new("."));
+    let pid = std::process::id();
+    let lists = match jobs > 1 && dump_bytes > 0 && has_room(dir, dump_bytes) {
+        true => {
+            let sizes = live.table_sizes().unwrap_or_default();
+            stream::split_data(&prepared.check.toc, jobs, &sizes)
+        }
+        false => Vec::new(),
+    };
+    let copy = TempDump(dir.join(format!(".restore-{pid}.dump.tmp")));
+    let mut list_files = Vec::new();
+    let result = if lists.len() > 1 {
+        let mut loaders = Vec::new();
+        for (i, list) in lists.iter().enumerate() {
+            let file = TempDump(dir.join(format!(".restore-{pid}.list{i}.dump.tmp")));
+            let text: String = list.iter().map(|id| format!("{id};\n")).collect();
+            crate::backup::manifest::create_private(&file.0)?.write_all(text.as_bytes())?;
+            loaders.push(pg_restore_cmd(loaded, target, false).arg("-L").arg(&file.0));
+            list_files.push(file);
+        }
+        let pre_data = pg_restore_cmd(loaded, target, false)
+            .arg("--section=pre-data")
+            .arg(&front.0);
+        stream::load_parallel(pre_data, loaders, path, &copy.0, expected, workers)
+    } else {
+        let schema_and_data =
+            pg_restore_cmd(loaded, target, false).args(["--section=pre-data", "--section=data"]);
+        stream::load(schema_and_data, path, expected, workers)
+    };
+    drop(copy);
+    drop(list_files);
+    let loaded_data = result.map_err(|e| match e {
+        stream::LoadError::Damaged(e) => e.context(format!(
+            "backup {id} is damaged and was refused; nothing was changed"
+        )),
+        stream::LoadError::Unreadable(e) => e.context(format!(
+            "backup {id} could not be checked, so it was not restored; nothing was changed"
+        )),
+        stream::LoadError::Restore(e) => e,
+    })?;
     pg_restore_cmd(loaded, target, false)
         .arg("--section=post-data")
         .arg(format!("--jobs={jobs}"))
@@ -685,6 +720,15 @@ fn load_into_new(
         .output()
         .context("pg_restore failed (indexes and constraints)")?;
     Ok(Some(loaded_data.rows))
+}
+
+/// True when `dir`'s filesystem has room for `bytes` plus a margin.
+fn has_room(dir: &Path, bytes: u64) -> bool {
+    nix::sys::statvfs::statvfs(dir)
+        .map(|s| {
+            s.blocks_available().saturating_mul(s.fragment_size()) > bytes + bytes / 10 + (64 << 20)
+        })
+        .unwrap_or(false)
 }
 
 /// Decompresses the backup into pg_restore's stdin.
@@ -726,7 +770,8 @@ fn remove_stale_temp_dumps(dir: &Path) {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(pid) = name
             .strip_prefix(".restore-")
-            .and_then(|r| r.strip_suffix(".dump.tmp"))
+            .filter(|r| r.ends_with(".dump.tmp"))
+            .and_then(|r| r.split('.').next())
             .and_then(|p| p.parse::<i32>().ok())
         else {
             continue;

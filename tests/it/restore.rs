@@ -486,7 +486,7 @@ fn in_place_restore_warns_that_newer_objects_remain() {
 fn a_checksum_found_wrong_after_the_data_loaded_drops_the_copy() {
     let pg = require_pg!();
     let db = pg.sample_db();
-    let app = App::direct(&pg.url(&db), "");
+    let app = App::direct(&pg.url(&db), "[backup]\nrestore_jobs = 1\n");
     let id = backup(&app);
     pg.psql(&db, "delete from notes where id <= 5");
     let live = state(&pg.url(&db));
@@ -496,10 +496,17 @@ fn a_checksum_found_wrong_after_the_data_loaded_drops_the_copy() {
     m["sha256"] = "0".repeat(64).into();
     std::fs::write(&manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
 
-    for args in [
-        vec!["restore", id.as_str(), "--yes"],
-        vec!["restore", id.as_str(), "--target-db", "never_kept"],
+    // By one stream (one job) and by parallel loaders (one per CPU, at least two).
+    for (jobs, args) in [
+        (1, vec!["restore", id.as_str(), "--yes"]),
+        (2, vec!["restore", id.as_str(), "--yes"]),
+        (2, vec!["restore", id.as_str(), "--target-db", "never_kept"]),
     ] {
+        app.edit_config(|c| {
+            c.replace("restore_jobs = 1", "restore_jobs = JOBS")
+                .replace("restore_jobs = 2", "restore_jobs = JOBS")
+                .replace("JOBS", &jobs.to_string())
+        });
         let out = app.cmd().args(&args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
