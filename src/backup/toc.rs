@@ -22,6 +22,16 @@ pub struct TocEntry {
     pub section: i64,
     /// The entries it depends on, by dump id.
     pub deps: Vec<i64>,
+    /// Whether it has a data block in the archive (table data, large objects).
+    pub has_data: bool,
+}
+
+/// Where one entry's data block lies in the archive (`end`: once it was read whole).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    pub dump_id: i64,
+    pub start: u64,
+    pub end: Option<u64>,
 }
 
 /// `pg_backup.h`'s `teSection`: entries outside any section (comments, ACLs) belong
@@ -204,7 +214,7 @@ pub fn read(input: impl Read) -> Result<Toc, TocError> {
         if dump_id <= 0 {
             return Err(TocError::Invalid(format!("entry id {dump_id}")));
         }
-        r.int()?; // had a data dumper
+        let has_data = r.int()? != 0;
         r.string()?; // table oid
         r.string()?; // oid
         let tag = r.string()?.unwrap_or_default();
@@ -236,6 +246,7 @@ pub fn read(input: impl Read) -> Result<Toc, TocError> {
             owner,
             section,
             deps,
+            has_data,
         });
     }
     Ok(Toc {
@@ -271,6 +282,8 @@ pub struct RowCounter {
     tail_len: usize,
     /// Per data entry: lines, and whether its data ended with [`COPY_END`].
     rows: std::collections::BTreeMap<i64, (u64, bool)>,
+    /// The data blocks met so far, in archive order.
+    blocks: Vec<Block>,
 }
 
 /// How pg_dump ends each table's COPY data in an archive: the end-of-data marker line
@@ -302,6 +315,7 @@ impl RowCounter {
             tail: [0; COPY_END.len()],
             tail_len: 0,
             rows: Default::default(),
+            blocks: Vec::new(),
         })
     }
 
@@ -313,7 +327,9 @@ impl RowCounter {
             bytes = &bytes[skip..];
         }
         self.at += bytes.len() as u64;
+        let end = self.at;
         while !bytes.is_empty() {
+            let pos = end - bytes.len() as u64;
             match self.state {
                 State::Failed => return,
                 State::Chunk { blobs, left } => {
@@ -328,6 +344,11 @@ impl RowCounter {
                     };
                 }
                 State::BlockType => {
+                    self.blocks.push(Block {
+                        dump_id: 0,
+                        start: pos,
+                        end: None,
+                    });
                     self.state = match bytes[0] {
                         BLOCK_DATA => State::DumpId { blobs: false },
                         BLOCK_BLOBS => State::DumpId { blobs: true },
@@ -354,9 +375,24 @@ impl RowCounter {
                         v
                     };
                     self.state = self.after_int(value);
+                    let at = end - bytes.len() as u64;
+                    if let Some(block) = self.blocks.last_mut() {
+                        match self.state {
+                            State::BlockType => block.end = Some(at),
+                            State::ChunkLen { .. } | State::BlobOid if block.dump_id == 0 => {
+                                block.dump_id = self.current
+                            }
+                            _ => {}
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// The data blocks met so far, in archive order (the last may be unfinished).
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
     }
 
     /// COPY data of the current entry.
@@ -497,6 +533,11 @@ impl ArchiveScan {
                 self.front = Vec::new();
             }
         }
+    }
+
+    /// The data blocks met so far (none when rows are not counted).
+    pub fn blocks(&self) -> &[Block] {
+        self.rows.as_ref().map_or(&[], |r| r.blocks())
     }
 
     /// True once the table of contents was read (or found broken).

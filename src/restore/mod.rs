@@ -675,7 +675,11 @@ fn load_into_new(
     let expected = (size_bytes, sha256.as_str());
     let dir = front.0.parent().unwrap_or(Path::new("."));
     let pid = std::process::id();
-    let lists = match jobs > 1 && dump_bytes > 0 && has_room(dir, dump_bytes) {
+    // Each loader is fed its own blocks, found by the pass that counts the rows (which
+    // cannot read the data pg_dump compressed itself: stablehand's backups never are).
+    let parallel =
+        jobs > 1 && !prepared.check.toc.compressed && dump_bytes > 0 && has_room(dir, dump_bytes);
+    let lists = match parallel {
         true => {
             let sizes = live.table_sizes().unwrap_or_default();
             stream::split_data(&prepared.check.toc, jobs, &sizes)
@@ -685,18 +689,37 @@ fn load_into_new(
     let copy = TempDump(dir.join(format!(".restore-{pid}.dump.tmp")));
     let mut list_files = Vec::new();
     let result = if lists.len() > 1 {
+        let has_data: std::collections::HashSet<i64> = prepared
+            .check
+            .toc
+            .entries
+            .iter()
+            .filter(|e| e.has_data)
+            .map(|e| e.dump_id)
+            .collect();
         let mut loaders = Vec::new();
         for (i, list) in lists.iter().enumerate() {
             let file = TempDump(dir.join(format!(".restore-{pid}.list{i}.dump.tmp")));
             let text: String = list.iter().map(|id| format!("{id};\n")).collect();
             crate::backup::manifest::create_private(&file.0)?.write_all(text.as_bytes())?;
-            loaders.push(pg_restore_cmd(loaded, target, false).arg("-L").arg(&file.0));
+            let with_data: Vec<i64> = list
+                .iter()
+                .filter(|id| has_data.contains(*id))
+                .copied()
+                .collect();
+            loaders.push((
+                pg_restore_cmd(loaded, target, false).arg("-L").arg(&file.0),
+                with_data,
+            ));
             list_files.push(file);
         }
         let pre_data = pg_restore_cmd(loaded, target, false)
             .arg("--section=pre-data")
             .arg(&front.0);
-        stream::load_parallel(pre_data, loaders, path, &copy.0, expected, workers)
+        let data_start = prepared.check.toc.data_start;
+        stream::load_parallel(
+            pre_data, loaders, data_start, path, &copy.0, expected, workers,
+        )
     } else {
         let schema_and_data =
             pg_restore_cmd(loaded, target, false).args(["--section=pre-data", "--section=data"]);

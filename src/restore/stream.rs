@@ -184,43 +184,63 @@ pub fn split_data(toc: &Toc, workers: usize, sizes: &BTreeMap<String, u64>) -> V
         .collect()
 }
 
-/// How far the decompressed copy has been written, for the loaders that follow it.
+/// How far the decompressed copy has been written, and where its data blocks are, for
+/// the loaders that follow it.
 #[derive(Default)]
 struct Written {
-    state: std::sync::Mutex<(u64, bool)>,
+    state: std::sync::Mutex<Progress>,
     grew: std::sync::Condvar,
 }
 
+#[derive(Default, Clone)]
+struct Progress {
+    bytes: u64,
+    ended: bool,
+    blocks: Vec<toc::Block>,
+}
+
 impl Written {
-    fn advance(&self, bytes: u64) {
-        self.state.lock().expect("progress lock").0 += bytes;
+    fn advance(&self, bytes: u64, blocks: &[toc::Block]) {
+        let mut state = self.state.lock().expect("progress lock");
+        state.bytes += bytes;
+        // Only the blocks met since, and the last one (its end may be new), change.
+        let keep = state.blocks.len().saturating_sub(1).min(blocks.len());
+        state.blocks.truncate(keep);
+        state.blocks.extend_from_slice(&blocks[keep..]);
+        drop(state);
         self.grew.notify_all();
     }
 
     fn end(&self) {
-        self.state.lock().expect("progress lock").1 = true;
+        self.state.lock().expect("progress lock").ended = true;
         self.grew.notify_all();
     }
 
-    /// Waits until more than `pos` bytes are written or the writing ended; returns
-    /// (written, ended).
-    fn wait_past(&self, pos: u64) -> (u64, bool) {
+    /// Waits until `ready` says what to copy (Some) or the writing ended; returns what
+    /// `ready` found last.
+    fn wait_for<T>(&self, mut ready: impl FnMut(&Progress) -> Option<T>) -> Option<T> {
         let mut state = self.state.lock().expect("progress lock");
-        while state.0 <= pos && !state.1 {
+        loop {
+            if let Some(found) = ready(&state) {
+                return Some(found);
+            }
+            if state.ended {
+                return ready(&state);
+            }
             state = self.grew.wait(state).expect("progress lock");
         }
-        *state
     }
 }
 
 /// Loads the data with parallel loaders: the pass that checks the stored file writes
 /// the decompressed archive to `copy` (0600), `pre_data` runs meanwhile, then each of
-/// `loaders` (pg_restore reading stdin, each with its own list) is fed that copy from
-/// its start, following the writer. Checks as `load` does; the copy is left complete
-/// (the caller restores the post-data entries from it and removes it).
+/// `loaders` (pg_restore reading stdin with its own list, and the ids of that list's
+/// entries that have data blocks) is fed the archive's front and its own blocks from
+/// that copy, following the writer. Checks as `load` does.
 pub fn load_parallel(
     pre_data: Cmd,
-    loaders: Vec<Cmd>,
+    loaders: Vec<(Cmd, Vec<i64>)>,
+    data_start: u64,
     path: &Path,
     copy: &Path,
     expected: (u64, &str),
@@ -238,7 +258,7 @@ pub fn load_parallel(
             let decoded = crate::backup::frames::decompress_owned(&mut hashing, workers, |b| {
                 scan.push(&b);
                 out.write_all(&b)?;
-                written.advance(b.len() as u64);
+                written.advance(b.len() as u64, scan.blocks());
                 Ok(())
             });
             written.end();
@@ -253,7 +273,9 @@ pub fn load_parallel(
             Ok(()) => {
                 let feeders: Vec<_> = loaders
                     .into_iter()
-                    .map(|cmd| scope.spawn(move || follow(cmd, copy, written)))
+                    .map(|(cmd, ids)| {
+                        scope.spawn(move || follow(cmd, &ids, data_start, copy, written))
+                    })
                     .collect();
                 feeders
                     .into_iter()
@@ -273,33 +295,51 @@ pub fn load_parallel(
     })
 }
 
-/// Feeds the decompressed copy at `copy` to the pg_restore `cmd` from its start as it
-/// is written; returns how pg_restore ended.
-fn follow(cmd: Cmd, copy: &Path, written: &Written) -> anyhow::Result<()> {
-    use std::os::unix::fs::FileExt;
+/// Feeds the pg_restore `cmd` the archive's front (its first `data_start` bytes) and
+/// then the data blocks of `ids`, in order, from the decompressed copy at `copy` as it
+/// is written; returns how pg_restore ended. (pg_restore reading a stream takes the
+/// blocks it needs in order and never misses those it skips.)
+fn follow(
+    cmd: Cmd,
+    ids: &[i64],
+    data_start: u64,
+    copy: &Path,
+    written: &Written,
+) -> anyhow::Result<()> {
     let file = fs_err::File::open(copy)?;
     let mut running = cmd.spawn_with_stdin()?;
     let mut stdin = running.stdin.take().expect("stdin is piped");
     let mut stdout = running.stdout.take().expect("stdout is piped");
     let drain = std::thread::spawn(move || io::copy(&mut stdout, &mut io::sink()));
     let mut buf = vec![0u8; 1 << 20];
-    let mut pos = 0u64;
     let fed = (|| -> io::Result<()> {
-        loop {
-            let (end, ended) = written.wait_past(pos);
-            while pos < end {
-                let want = ((end - pos) as usize).min(buf.len());
-                let n = file.file().read_at(&mut buf[..want], pos)?;
-                if n == 0 {
-                    return Err(io::Error::other("the decompressed copy shrank"));
+        copy_range(&file, &mut stdin, &mut buf, written, 0, |p| {
+            Some((p.bytes.min(data_start), p.bytes >= data_start))
+        })?;
+        let mut seen = 0;
+        for id in ids {
+            // The block's start, once it was met (blocks come in archive order).
+            let found = written.wait_for(|p| {
+                p.blocks[seen.min(p.blocks.len())..]
+                    .iter()
+                    .position(|b| b.dump_id == *id)
+                    .map(|i| (seen + i, p.blocks[seen + i].start))
+            });
+            let Some((index, start)) = found else {
+                return Err(io::Error::other(format!(
+                    "entry {id} has no data block in the archive"
+                )));
+            };
+            seen = index + 1;
+            copy_range(&file, &mut stdin, &mut buf, written, start, |p| {
+                let block = p.blocks[index];
+                match block.end {
+                    Some(end) => Some((end, true)),
+                    None => Some((p.bytes, false)),
                 }
-                stdin.write_all(&buf[..n])?;
-                pos += n as u64;
-            }
-            if ended {
-                return Ok(());
-            }
+            })?;
         }
+        Ok(())
     })();
     drop(stdin);
     let status = running.wait();
@@ -310,6 +350,40 @@ fn follow(cmd: Cmd, copy: &Path, written: &Written) -> anyhow::Result<()> {
             Err(anyhow!(e).context("feeding the backup to pg_restore"))
         }
         _ => Ok(()),
+    }
+}
+
+/// Copies the copy's bytes from `from` to `out` as they are written, up to where
+/// `until` says (the end so far, and whether it is final).
+fn copy_range(
+    file: &fs_err::File,
+    out: &mut impl Write,
+    buf: &mut [u8],
+    written: &Written,
+    from: u64,
+    mut until: impl FnMut(&Progress) -> Option<(u64, bool)>,
+) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut pos = from;
+    loop {
+        let limit = written.wait_for(|p| until(p).filter(|&(end, last)| last || end > pos));
+        let Some((end, last)) = limit else {
+            return Err(io::Error::other("the decompressed archive ended early"));
+        };
+        while pos < end {
+            let want = ((end - pos) as usize).min(buf.len());
+            let n = file.file().read_at(&mut buf[..want], pos)?;
+            if n == 0 {
+                return Err(io::Error::other(
+                    "the decompressed copy is shorter than written",
+                ));
+            }
+            out.write_all(&buf[..n])?;
+            pos += n as u64;
+        }
+        if last {
+            return Ok(());
+        }
     }
 }
 
@@ -356,6 +430,7 @@ mod tests {
             owner: None,
             section,
             deps: Vec::new(),
+            has_data: desc == "TABLE DATA" || desc == "BLOBS",
         }
     }
 
