@@ -4,7 +4,7 @@
 //! database as it was and drops the half-restored one. Also restore tests.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -756,27 +756,10 @@ fn has_room(dir: &Path, bytes: u64) -> bool {
 
 /// Decompresses the backup into pg_restore's stdin.
 fn stream_into(cmd: Cmd, path: &Path) -> anyhow::Result<()> {
-    let mut running = cmd.spawn_with_stdin()?;
-    let mut stdin = running.stdin.take().expect("stdin is piped");
-    let mut stdout = running.stdout.take().expect("stdout is piped");
-    let drain = std::thread::spawn(move || io::copy(&mut stdout, &mut io::sink()));
-    let fed = (|| -> io::Result<()> {
+    stream::run_fed(cmd, "", |stdin| {
         let mut decoder = zstd::stream::read::Decoder::new(fs_err::File::open(path)?)?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = decoder.read(&mut buf)?;
-            if n == 0 {
-                return Ok(());
-            }
-            stdin.write_all(&buf[..n])?;
-        }
-    })();
-    drop(stdin);
-    let _ = drain.join();
-    let status = running.wait();
-    status.context("pg_restore failed")?;
-    fed.context("feeding the backup to pg_restore")?;
-    Ok(())
+        io::copy(&mut decoder, stdin).map(drop)
+    })
 }
 
 /// The header and table of contents of a backup, decompressed (0600, hidden, removed

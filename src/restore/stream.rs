@@ -108,31 +108,41 @@ pub fn load(
     })
 }
 
-/// Starts pg_restore and writes the decompressed pieces to its stdin until they end or
-/// it stops reading; returns how pg_restore ended.
-fn feed(cmd: Cmd, pieces: &mpsc::Receiver<Vec<u8>>) -> anyhow::Result<()> {
+/// Runs pg_restore (`cmd`, reading stdin) while `feed` writes its input; returns how
+/// pg_restore ended. pg_restore may stop reading once it has what it needs: a broken
+/// pipe after a successful pg_restore is no error.
+pub fn run_fed(
+    cmd: Cmd,
+    what: &str,
+    feed: impl FnOnce(&mut std::process::ChildStdin) -> io::Result<()>,
+) -> anyhow::Result<()> {
     let mut running = cmd.spawn_with_stdin()?;
     let mut stdin = running.stdin.take().expect("stdin is piped");
     let mut stdout = running.stdout.take().expect("stdout is piped");
     let drain = std::thread::spawn(move || io::copy(&mut stdout, &mut io::sink()));
-    let mut fed: io::Result<()> = Ok(());
-    for piece in pieces.iter() {
-        if let Err(e) = stdin.write_all(&piece) {
-            // pg_restore stopped reading: it failed, or it needs nothing after this.
-            fed = Err(e);
-            break;
-        }
-    }
+    let fed = feed(&mut stdin);
     drop(stdin);
     let status = running.wait();
     let _ = drain.join();
-    status.map_err(|e| anyhow!(e).context("pg_restore failed"))?;
-    if let Err(e) = fed {
-        if e.kind() != io::ErrorKind::BrokenPipe {
-            return Err(anyhow!(e).context("feeding the backup to pg_restore"));
+    status.map_err(|e| anyhow!(e).context(format!("pg_restore failed{what}")))?;
+    match fed {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            Err(anyhow!(e).context("feeding the backup to pg_restore"))
         }
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+/// Starts pg_restore and writes the decompressed pieces to its stdin until they end or
+/// it stops reading; returns how pg_restore ended.
+fn feed(cmd: Cmd, pieces: &mpsc::Receiver<Vec<u8>>) -> anyhow::Result<()> {
+    run_fed(cmd, "", |stdin| {
+        for piece in pieces.iter() {
+            // An error: pg_restore stopped reading (it failed, or needs nothing more).
+            stdin.write_all(&piece)?;
+        }
+        Ok(())
+    })
 }
 
 /// How the data entries of an archive are split between parallel loaders: each list
@@ -307,13 +317,9 @@ fn follow(
     written: &Written,
 ) -> anyhow::Result<()> {
     let file = fs_err::File::open(copy)?;
-    let mut running = cmd.spawn_with_stdin()?;
-    let mut stdin = running.stdin.take().expect("stdin is piped");
-    let mut stdout = running.stdout.take().expect("stdout is piped");
-    let drain = std::thread::spawn(move || io::copy(&mut stdout, &mut io::sink()));
     let mut buf = vec![0u8; 1 << 20];
-    let fed = (|| -> io::Result<()> {
-        copy_range(&file, &mut stdin, &mut buf, written, 0, |p| {
+    run_fed(cmd, " (data)", |stdin| {
+        copy_range(&file, stdin, &mut buf, written, 0, |p| {
             Some((p.bytes.min(data_start), p.bytes >= data_start))
         })?;
         let mut seen = 0;
@@ -331,26 +337,15 @@ fn follow(
                 )));
             };
             seen = index + 1;
-            copy_range(&file, &mut stdin, &mut buf, written, start, |p| {
-                let block = p.blocks[index];
-                match block.end {
+            copy_range(&file, stdin, &mut buf, written, start, |p| {
+                match p.blocks[index].end {
                     Some(end) => Some((end, true)),
                     None => Some((p.bytes, false)),
                 }
             })?;
         }
         Ok(())
-    })();
-    drop(stdin);
-    let status = running.wait();
-    let _ = drain.join();
-    status.map_err(|e| anyhow!(e).context("pg_restore failed (data)"))?;
-    match fed {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
-            Err(anyhow!(e).context("feeding the backup to pg_restore"))
-        }
-        _ => Ok(()),
-    }
+    })
 }
 
 /// Copies the copy's bytes from `from` to `out` as they are written, up to where
