@@ -20,8 +20,6 @@ pub struct TocEntry {
     /// Which part of a restore it belongs to (`SECTION_DATA` for table data, sequence
     /// values and large objects).
     pub section: i64,
-    /// The entries it depends on, by dump id.
-    pub deps: Vec<i64>,
     /// Whether it has a data block in the archive (table data, large objects).
     pub has_data: bool,
 }
@@ -233,10 +231,7 @@ pub fn read(input: impl Read) -> Result<Toc, TocError> {
         }
         let owner = r.string()?;
         r.string()?; // "with oids": always "false"
-        let mut deps = Vec::new();
-        while let Some(dep) = r.string()? {
-            deps.push(dep.trim().parse().unwrap_or(0));
-        } // ended by a NULL
+        while r.string()?.is_some() {} // dependencies, ended by a NULL
         r.offset()?; // where the entry's data is (custom format)
         entries.push(TocEntry {
             dump_id,
@@ -245,7 +240,6 @@ pub fn read(input: impl Read) -> Result<Toc, TocError> {
             tag,
             owner,
             section,
-            deps,
             has_data,
         });
     }

@@ -146,8 +146,8 @@ fn feed(cmd: Cmd, pieces: &mpsc::Receiver<Vec<u8>>) -> anyhow::Result<()> {
 }
 
 /// How the data entries of an archive are split between parallel loaders: each list
-/// holds dump ids in archive order (each loader reads the whole stream and skips the
-/// blocks that are not on its list). `sizes` (bytes per `schema.name`, from the live
+/// holds dump ids in archive order (each loader is fed the blocks of its list, in that
+/// order). `sizes` (bytes per `schema.name`, from the live
 /// database when it exists) balance the tables, largest first onto the least loaded
 /// list; the data-section entries that are not table data (sequence values, large
 /// objects, their comments) all go to the first list.
@@ -202,7 +202,7 @@ struct Written {
     grew: std::sync::Condvar,
 }
 
-#[derive(Default, Clone)]
+#[derive(Default)]
 struct Progress {
     bytes: u64,
     ended: bool,
@@ -424,7 +424,6 @@ mod tests {
             tag: tag.into(),
             owner: None,
             section,
-            deps: Vec::new(),
             has_data: desc == "TABLE DATA" || desc == "BLOBS",
         }
     }
