@@ -20,6 +20,8 @@ pub struct TocEntry {
     /// Which part of a restore it belongs to (`SECTION_DATA` for table data, sequence
     /// values and large objects).
     pub section: i64,
+    /// The entries it depends on, by dump id.
+    pub deps: Vec<i64>,
     /// Whether it has a data block in the archive (table data, large objects).
     pub has_data: bool,
 }
@@ -231,7 +233,10 @@ pub fn read(input: impl Read) -> Result<Toc, TocError> {
         }
         let owner = r.string()?;
         r.string()?; // "with oids": always "false"
-        while r.string()?.is_some() {} // dependencies, ended by a NULL
+        let mut deps = Vec::new();
+        while let Some(dep) = r.string()? {
+            deps.push(dep.trim().parse().unwrap_or(0));
+        } // ended by a NULL
         r.offset()?; // where the entry's data is (custom format)
         entries.push(TocEntry {
             dump_id,
@@ -240,6 +245,7 @@ pub fn read(input: impl Read) -> Result<Toc, TocError> {
             tag,
             owner,
             section,
+            deps,
             has_data,
         });
     }
@@ -278,6 +284,9 @@ pub struct RowCounter {
     rows: std::collections::BTreeMap<i64, (u64, bool)>,
     /// The data blocks met so far, in archive order.
     blocks: Vec<Block>,
+    /// When set, only these entries' rows are counted (the others' blocks are read
+    /// through without looking at their lines).
+    only: Option<std::collections::HashSet<i64>>,
 }
 
 /// How pg_dump ends each table's COPY data in an archive: the end-of-data marker line
@@ -310,7 +319,19 @@ impl RowCounter {
             tail_len: 0,
             rows: Default::default(),
             blocks: Vec::new(),
+            only: None,
         })
+    }
+
+    /// Counts the rows of these entries only.
+    pub fn counting_only(mut self, ids: std::collections::HashSet<i64>) -> RowCounter {
+        self.only = Some(ids);
+        self
+    }
+
+    /// The rows of entry `dump_id`, once its data block was read whole.
+    pub fn rows_of(&self, dump_id: i64) -> Option<u64> {
+        self.rows.get(&dump_id).map(rows_in)
     }
 
     /// Takes the next bytes of the archive (from its first byte on).
@@ -328,7 +349,7 @@ impl RowCounter {
                 State::Failed => return,
                 State::Chunk { blobs, left } => {
                     let take = (left as usize).min(bytes.len());
-                    if !blobs {
+                    if !blobs && self.only.as_ref().is_none_or(|o| o.contains(&self.current)) {
                         self.data(&bytes[..take]);
                     }
                     bytes = &bytes[take..];
@@ -391,7 +412,7 @@ impl RowCounter {
 
     /// COPY data of the current entry.
     fn data(&mut self, data: &[u8]) {
-        self.lines += data.iter().filter(|&&b| b == b'\n').count() as u64;
+        self.lines += memchr::memchr_iter(b'\n', data).count() as u64;
         let n = COPY_END.len();
         if data.len() >= n {
             self.tail.copy_from_slice(&data[data.len() - n..]);
@@ -462,15 +483,18 @@ impl RowCounter {
         let mut out = std::collections::BTreeMap::new();
         for e in toc.entries.iter().filter(|e| e.desc == "TABLE DATA") {
             let name = format!("{}.{}", e.namespace.as_deref().unwrap_or(""), e.tag);
-            // The end-of-data line and the two empty lines after it are not rows.
-            let rows = match self.rows.get(&e.dump_id) {
-                Some((lines, true)) => lines.saturating_sub(3),
-                Some((lines, false)) => *lines,
-                None => 0,
-            };
-            out.insert(name, rows);
+            out.insert(name, self.rows.get(&e.dump_id).map_or(0, rows_in));
         }
         Ok(out)
+    }
+}
+
+/// The rows of an entry's data: its lines, less the end-of-data line and the two empty
+/// lines after it when its data ended with them.
+fn rows_in(&(lines, ended): &(u64, bool)) -> u64 {
+    match ended {
+        true => lines.saturating_sub(3),
+        false => lines,
     }
 }
 

@@ -332,8 +332,6 @@ enum Source {
         size_bytes: u64,
         sha256: String,
         front: TempDump,
-        /// The decompressed size, when known (older manifests: 0).
-        dump_bytes: u64,
     },
 }
 
@@ -405,7 +403,6 @@ fn prepare(
             size_bytes: m.size_bytes,
             sha256: m.sha256.clone(),
             front: front_file,
-            dump_bytes: m.dump_bytes,
         },
         _plain: None,
     })
@@ -643,17 +640,17 @@ fn pg_restore_cmd(loaded: &Loaded, target: &Database, in_place: bool) -> Cmd {
 }
 
 /// Loads the backup into the new database `target`: streamed, or (`Source::Checking`)
-/// checked in the same pass, with the data loaded by parallel loaders when the disk has
-/// room for a decompressed copy (by one stream otherwise), and the post-data entries
-/// (indexes, constraints) restored with parallel jobs. Returns the rows per table when
-/// the pass counted them.
+/// checked while it loads, with the data loaded by parallel loaders (each building the
+/// indexes on its own tables as soon as their data is in; one stream with one job), and
+/// the other post-data entries (constraints across tables, triggers, grants) restored
+/// with parallel jobs after all the data. Returns the rows per table when counted.
 fn load_into_new(
     loaded: &Loaded,
     live: &Database,
     target: &Database,
     prepared: &Prepared,
 ) -> anyhow::Result<Option<BTreeMap<String, u64>>> {
-    let (path, id, size_bytes, sha256, front, dump_bytes) = match &prepared.source {
+    let (path, id, size_bytes, sha256, front) = match &prepared.source {
         Source::Stream(path) => {
             stream_into(pg_restore_cmd(loaded, target, false), path)?;
             return Ok(None);
@@ -664,8 +661,7 @@ fn load_into_new(
             size_bytes,
             sha256,
             front,
-            dump_bytes,
-        } => (path, id, *size_bytes, sha256, front, *dump_bytes),
+        } => (path, id, *size_bytes, sha256, front),
     };
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let jobs = match loaded.config.backup.restore_jobs {
@@ -675,10 +671,9 @@ fn load_into_new(
     let expected = (size_bytes, sha256.as_str());
     let dir = front.0.parent().unwrap_or(Path::new("."));
     let pid = std::process::id();
-    // Each loader is fed its own blocks, found by the pass that counts the rows (which
-    // cannot read the data pg_dump compressed itself: stablehand's backups never are).
-    let parallel =
-        jobs > 1 && !prepared.check.toc.compressed && dump_bytes > 0 && has_room(dir, dump_bytes);
+    // Each loader finds its own blocks by reading the archive's block headers (which it
+    // cannot do in data pg_dump compressed itself: stablehand's backups never are).
+    let parallel = jobs > 1 && !prepared.check.toc.compressed;
     let lists = match parallel {
         true => {
             let sizes = live.table_sizes().unwrap_or_default();
@@ -686,8 +681,8 @@ fn load_into_new(
         }
         false => Vec::new(),
     };
-    let copy = TempDump(dir.join(format!(".restore-{pid}.dump.tmp")));
     let mut list_files = Vec::new();
+    let mut post_data_list = None;
     let result = if lists.len() > 1 {
         let has_data: std::collections::HashSet<i64> = prepared
             .check
@@ -697,36 +692,46 @@ fn load_into_new(
             .filter(|e| e.has_data)
             .map(|e| e.dump_id)
             .collect();
-        let mut loaders = Vec::new();
-        for (i, list) in lists.iter().enumerate() {
-            let file = TempDump(dir.join(format!(".restore-{pid}.list{i}.dump.tmp")));
-            let text: String = list.iter().map(|id| format!("{id};\n")).collect();
+        let (early, rest) = stream::split_post_data(&prepared.check.toc, &lists);
+        let mut list_file = |name: String, ids: &[i64]| -> anyhow::Result<PathBuf> {
+            let file = TempDump(dir.join(format!(".restore-{pid}.{name}.dump.tmp")));
+            let text: String = ids.iter().map(|id| format!("{id};\n")).collect();
             crate::backup::manifest::create_private(&file.0)?.write_all(text.as_bytes())?;
-            let with_data: Vec<i64> = list
-                .iter()
-                .filter(|id| has_data.contains(*id))
-                .copied()
-                .collect();
-            loaders.push((
-                pg_restore_cmd(loaded, target, false).arg("-L").arg(&file.0),
-                with_data,
-            ));
+            let path = file.0.clone();
             list_files.push(file);
+            Ok(path)
+        };
+        let mut loaders = Vec::new();
+        for (i, (list, indexes)) in lists.iter().zip(&early).enumerate() {
+            let file = list_file(format!("list{i}"), list)?;
+            let then = match indexes.is_empty() {
+                true => None,
+                false => Some(
+                    post_data_cmd(loaded, target, jobs.min(indexes.len()), &front.0)
+                        .arg("-L")
+                        .arg(list_file(format!("indexes{i}"), indexes)?),
+                ),
+            };
+            loaders.push(stream::Loader {
+                cmd: pg_restore_cmd(loaded, target, false).arg("-L").arg(file),
+                blocks: list
+                    .iter()
+                    .filter(|id| has_data.contains(*id))
+                    .copied()
+                    .collect(),
+                then,
+            });
         }
+        post_data_list = Some(list_file("rest".into(), &rest)?);
         let pre_data = pg_restore_cmd(loaded, target, false)
             .arg("--section=pre-data")
             .arg(&front.0);
-        let data_start = prepared.check.toc.data_start;
-        stream::load_parallel(
-            pre_data, loaders, data_start, path, &copy.0, expected, workers,
-        )
+        stream::load_parallel(pre_data, loaders, &prepared.check.toc, path, expected)
     } else {
         let schema_and_data =
             pg_restore_cmd(loaded, target, false).args(["--section=pre-data", "--section=data"]);
         stream::load(schema_and_data, path, expected, workers)
     };
-    drop(copy);
-    drop(list_files);
     let loaded_data = result.map_err(|e| match e {
         stream::LoadError::Damaged(e) => e.context(format!(
             "backup {id} is damaged and was refused; nothing was changed"
@@ -736,22 +741,25 @@ fn load_into_new(
         )),
         stream::LoadError::Restore(e) => e,
     })?;
-    pg_restore_cmd(loaded, target, false)
-        .arg("--section=post-data")
-        .arg(format!("--jobs={jobs}"))
-        .arg(&front.0)
-        .output()
-        .context("pg_restore failed (indexes and constraints)")?;
+    // Indexes and constraints: those the loaders did not build already.
+    let post_data = post_data_cmd(loaded, target, jobs, &front.0);
+    match &post_data_list {
+        Some(list) => post_data.arg("-L").arg(list),
+        None => post_data,
+    }
+    .output()
+    .context("pg_restore failed (indexes and constraints)")?;
+    drop(list_files);
     Ok(Some(loaded_data.rows))
 }
 
-/// True when `dir`'s filesystem has room for `bytes` plus a margin.
-fn has_room(dir: &Path, bytes: u64) -> bool {
-    nix::sys::statvfs::statvfs(dir)
-        .map(|s| {
-            s.blocks_available().saturating_mul(s.fragment_size()) > bytes + bytes / 10 + (64 << 20)
-        })
-        .unwrap_or(false)
+/// pg_restore of the post-data entries (indexes, constraints) from the archive's front
+/// at `front`, with `jobs` parallel jobs.
+fn post_data_cmd(loaded: &Loaded, target: &Database, jobs: usize, front: &Path) -> Cmd {
+    pg_restore_cmd(loaded, target, false)
+        .arg("--section=post-data")
+        .arg(format!("--jobs={jobs}"))
+        .arg(front)
 }
 
 /// Decompresses the backup into pg_restore's stdin.

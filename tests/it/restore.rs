@@ -2,6 +2,7 @@
 //! the swap keeps the old database; damaged, foreign or interrupted restores and a
 //! failing swap leave the live database exactly as it was and no stray database.
 
+use sha2::Digest;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -545,12 +546,19 @@ fn a_checksum_found_wrong_after_the_data_loaded_drops_the_copy() {
 
 /// A backup of several frames damaged in a late one: its first frames' data is already
 /// in the new database when the damage is found. The restore is refused as damaged
-/// (not as a pg_restore failure), the copy dropped, the live database untouched.
+/// (not as a pg_restore failure), the copy dropped, the live database untouched: found
+/// by the SHA-256, and (the manifest rewritten to the damaged file's size and SHA-256)
+/// by the frames' own checksums alone, by one stream and by parallel loaders.
 #[test]
 fn damage_in_a_late_frame_is_found_while_loading_and_drops_the_copy() {
     let pg = require_pg!();
     let db = big_db(pg);
-    let app = App::direct(&pg.url(&db), "");
+    // A second table, before `big` in the archive: two loaders with two jobs.
+    pg.psql(
+        &db,
+        "create table aaa_small (id int primary key); insert into aaa_small select generate_series(1, 100);",
+    );
+    let app = App::direct(&pg.url(&db), "[backup]\nrestore_jobs = 1\n");
     let id = backup(&app);
     let live = state(&pg.url(&db));
     let data = app.backup_dir().join(format!("{id}.dump.zst"));
@@ -565,13 +573,37 @@ fn damage_in_a_late_frame_is_found_while_loading_and_drops_the_copy() {
     let middle = last + (bytes.len() - last) / 2;
     bytes[middle] ^= 0x40;
     std::fs::write(&data, &bytes).unwrap();
-    let out = app.cmd().args(["restore", &id, "--yes"]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("is damaged and was refused"), "{stderr}");
-    assert!(stderr.contains("was dropped"), "{stderr}");
-    assert_eq!(state(&pg.url(&db)), live);
-    assert!(side_databases(pg, &db).is_empty());
+    let manifest = app.backup_dir().join(format!("{id}.manifest.json"));
+    for (jobs, matching_sha) in [(1, false), (2, false), (1, true), (2, true)] {
+        if matching_sha {
+            let mut m: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+            m["sha256"] = hex::encode(sha2::Sha256::digest(&bytes)).into();
+            m["size_bytes"] = bytes.len().into();
+            std::fs::write(&manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+        }
+        app.edit_config(|c| {
+            c.replace("restore_jobs = 1", "restore_jobs = JOBS")
+                .replace("restore_jobs = 2", "restore_jobs = JOBS")
+                .replace("JOBS", &jobs.to_string())
+        });
+        let out = app.cmd().args(["restore", &id, "--yes"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let case = format!("jobs {jobs}, matching SHA-256 {matching_sha}: {stderr}");
+        assert_eq!(out.status.code(), Some(1), "{case}");
+        assert!(stderr.contains("is damaged and was refused"), "{case}");
+        if matching_sha {
+            // Only the frames' checksums could tell.
+            assert!(!stderr.contains("SHA-256 mismatch"), "{case}");
+            assert!(
+                stderr.contains("the compressed stream is damaged"),
+                "{case}"
+            );
+        }
+        assert!(stderr.contains("was dropped"), "{case}");
+        assert_eq!(state(&pg.url(&db)), live, "{case}");
+        assert!(side_databases(pg, &db).is_empty(), "{case}");
+    }
 }
 
 /// Where each zstd frame of `bytes` starts.
