@@ -26,6 +26,7 @@ pub mod config;
 pub mod db;
 pub mod deploy;
 pub mod doctor;
+pub mod files;
 pub mod git;
 pub mod health;
 pub mod init;

@@ -69,12 +69,7 @@ impl Keys {
     }
 }
 
-/// Parses one age public key, with an error that says what is wrong.
-pub fn parse_recipient(key: &str) -> Result<age::x25519::Recipient, String> {
-    key.trim().parse().map_err(|e| {
-        format!("{key:?} is not an age public key ({e}); it looks like age1... (`age-keygen -y key.txt` prints the public key of a key file)")
-    })
-}
+pub use crate::config::parse_recipient;
 
 /// An encryptor to `recipients` (checked at config load).
 pub fn encryptor(recipients: &[String]) -> anyhow::Result<age::Encryptor> {

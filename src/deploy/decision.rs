@@ -5,20 +5,7 @@ use serde::Serialize;
 
 use crate::db::inspect::LedgerDiff;
 
-/// `--db` on the command line, or `database.on_rollback`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum DbPolicy {
-    /// Roll the database back only when the deploy changed it.
-    Auto,
-    /// Always return the database to its pre-deploy state.
-    Restore,
-    /// As auto, and say loudly when down migrations cannot be used (auto also prefers
-    /// them when every applied migration has a `down.sql`).
-    Down,
-    /// Never touch the database.
-    None,
-}
+pub use crate::config::DbPolicy;
 
 /// What the deploy recorded and what the database looks like now.
 #[derive(Debug, Clone, Default)]

@@ -28,51 +28,9 @@ const PARTS_IN_FLIGHT: usize = 3;
 const QUEUED_CHUNKS: usize = 4;
 const CHUNK: usize = 1 << 20;
 
-/// Where a remote is, from its `url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    S3 { url: String },
-    Gcs { url: String },
-    Azure { url: String },
-    Dir { path: PathBuf },
-}
+pub use crate::config::Location;
 
 impl Location {
-    pub fn parse(url: &str) -> Result<Location, String> {
-        if url.starts_with('/') {
-            return Ok(Location::Dir { path: url.into() });
-        }
-        let parsed = url::Url::parse(url).map_err(|e| {
-            format!("{url:?} is not a URL ({e}): use s3://bucket/prefix, gs://bucket/prefix, az://container/prefix or file:///path")
-        })?;
-        if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err("credentials never go in the config file; name the environment variables with access_key_id_env and secret_access_key_env".into());
-        }
-        if matches!(
-            parsed.scheme(),
-            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss"
-        ) && parsed.host_str().unwrap_or("").is_empty()
-        {
-            return Err(format!(
-                "{url:?} names no bucket: write {}://bucket/prefix",
-                parsed.scheme()
-            ));
-        }
-        match parsed.scheme() {
-            "s3" | "s3a" => Ok(Location::S3 { url: url.into() }),
-            "gs" => Ok(Location::Gcs { url: url.into() }),
-            "az" | "azure" | "abfs" | "abfss" => Ok(Location::Azure { url: url.into() }),
-            "file" => Ok(Location::Dir {
-                path: parsed.to_file_path().map_err(|()| {
-                    format!("{url:?} is not a local path: write file:///absolute/path")
-                })?,
-            }),
-            other => Err(format!(
-                "the scheme {other}:// is not supported: use s3://, gs://, az:// or file://"
-            )),
-        }
-    }
-
     /// The key prefix inside the bucket (none for a directory).
     fn prefix(&self) -> ObjectPath {
         match self {

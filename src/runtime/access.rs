@@ -115,11 +115,7 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|p| is_executable_file(p))
 }
 
-/// A regular file (symlinks followed) with an execute bit.
-pub fn is_executable_file(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
+pub use crate::files::is_executable_file;
 
 /// The Compose files whose variables matter: `runtime.files`, else those of Compose's
 /// standard names (and their overrides) that exist.

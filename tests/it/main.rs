@@ -3,6 +3,7 @@
 
 mod support;
 
+mod architecture;
 mod backup_compose;
 mod backup_direct;
 mod backup_failures;

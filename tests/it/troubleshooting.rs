@@ -32,6 +32,11 @@ const MIN_MARKER: usize = 7;
 /// literal, why it cannot be hit). Each piece must still match a message.
 const NOT_USER_FACING: &[(&str, &str)] = &[
     (
+        "the archive's data is compressed by pg_dump: its blocks cannot be found",
+        "a guard in restore::stream::load_own: parallel loaders are only started for \
+         archives whose data pg_dump did not compress (stablehand's backups never are)",
+    ),
+    (
         "refusing to drop the live database",
         "a guard in Database::drop_side_database: every caller passes a `<db>__...` name, \
          and `db drop-kept` refuses any name that is not a kept database before calling it",

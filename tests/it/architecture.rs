@@ -1,0 +1,334 @@
+//! The shape of `src/` (issue 17): the modules' import graph and the files' lengths.
+//!
+//! Each module is a file under `src/` (`a/mod.rs` is `a`); it depends on every module
+//! it names by a `crate::...` path, a `use crate::{...}` group or a `super::...` path,
+//! outside its `#[cfg(test)]` tests. A circle is a set of modules that reach each other.
+//!
+//! The redesign is done in steps, so this is a ratchet: the modules still in a circle
+//! and the files still over the limit are listed below, and the test fails when another
+//! module joins a circle or another file grows past the limit (naming them), and also
+//! when a listed one is fixed, so that the lists only ever shrink with the code. When
+//! both lists are empty, the graph has no circles and no file is too long.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// The longest a file under `src/` may be.
+const MAX_LINES: usize = 800;
+
+/// Modules still in an import circle (to be emptied by the redesign).
+const STILL_IN_A_CIRCLE: &[&str] = &[
+    "backup",
+    "backup::crypt",
+    "backup::manifest",
+    "check",
+    "deploy",
+    "deploy::background",
+    "deploy::decision",
+    "deploy::journal",
+    "deploy::kept",
+    "deploy::status",
+    "doctor",
+    "metrics",
+    "migrations",
+    "notify",
+    "remote::commands",
+    "report",
+    "restore",
+];
+
+/// Files still longer than [`MAX_LINES`], with the most lines each may have until split.
+const STILL_TOO_LONG: &[(&str, usize)] = &[
+    ("src/backup/create.rs", 814),
+    ("src/deploy/mod.rs", 1614),
+    ("src/git.rs", 956),
+    ("src/init.rs", 976),
+    ("src/init/layout.rs", 1219),
+    ("src/process.rs", 926),
+    ("src/report.rs", 1163),
+    ("src/restore/mod.rs", 1082),
+];
+
+/// `src/` relative to the package.
+fn src() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// Every `.rs` file under `dir`, relative to the package root (`src/...`).
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The module a file under `src/` is (`backup/mod.rs` -> `backup`, `lib.rs` -> `lib`).
+fn module_of(file: &Path) -> String {
+    let rel = file.strip_prefix(src()).unwrap().with_extension("");
+    let mut parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod") && parts.len() > 1 {
+        parts.pop();
+    }
+    parts.join("::")
+}
+
+/// The source without its `#[cfg(test)]` modules (tests may reach anywhere).
+fn without_tests(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at..];
+        // Skip the item that follows: up to its matching closing brace, or its `;`.
+        let open = after.find('{');
+        let semi = after.find(';');
+        match (open, semi) {
+            (Some(o), s) if s.is_none_or(|s| o < s) => {
+                let mut depth = 0;
+                let mut end = after.len();
+                for (i, c) in after[o..].char_indices() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                end = o + i + 1;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                rest = &after[end..];
+            }
+            (_, Some(s)) => rest = &after[s + 1..],
+            _ => rest = "",
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The longest known module that `path` (`a::b::c`) starts with.
+fn resolve(path: &str, known: &BTreeSet<String>) -> Option<String> {
+    let parts: Vec<&str> = path.split("::").collect();
+    (1..=parts.len())
+        .rev()
+        .map(|n| parts[..n].join("::"))
+        .find(|m| known.contains(m))
+}
+
+/// Every module's dependencies on other modules (never on itself or its ancestors).
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let modules: BTreeMap<String, String> = files
+        .iter()
+        .map(|f| (module_of(f), std::fs::read_to_string(f).unwrap()))
+        .collect();
+    let known: BTreeSet<String> = modules.keys().cloned().collect();
+    let path = regex::Regex::new(r"\bcrate::((?:\w+::)*\w+)").unwrap();
+    let group = regex::Regex::new(r"(?s)use crate::\{([^;]*)\};").unwrap();
+    let item = regex::Regex::new(r"(?:^|[{,\s])((?:\w+::)*\w+)").unwrap();
+    let sup = regex::Regex::new(r"\bsuper::((?:\w+::)*\w+)").unwrap();
+    let mut graph = BTreeMap::new();
+    for (module, text) in &modules {
+        let text = without_tests(text);
+        let mut targets = Vec::new();
+        targets.extend(path.captures_iter(&text).map(|c| c[1].to_string()));
+        for g in group.captures_iter(&text) {
+            targets.extend(item.captures_iter(&g[1]).map(|c| c[1].to_string()));
+        }
+        // `super::x` inside `a::b` is `a::x` (a module file's `super` is its parent).
+        let parent = module.rsplit_once("::").map_or("", |(p, _)| p);
+        targets.extend(sup.captures_iter(&text).map(|c| match parent {
+            "" => c[1].to_string(),
+            p => format!("{p}::{}", &c[1]),
+        }));
+        let deps: BTreeSet<String> = targets
+            .iter()
+            .filter_map(|t| resolve(t, &known))
+            .filter(|t| t != module && !module.starts_with(&format!("{t}::")))
+            .collect();
+        graph.insert(module.clone(), deps);
+    }
+    graph
+}
+
+/// The strongly connected components with more than one module (Tarjan's algorithm).
+fn circles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<BTreeSet<String>> {
+    struct State<'a> {
+        graph: &'a BTreeMap<String, BTreeSet<String>>,
+        index: BTreeMap<&'a str, usize>,
+        low: BTreeMap<&'a str, usize>,
+        stack: Vec<&'a str>,
+        on_stack: BTreeSet<&'a str>,
+        found: Vec<BTreeSet<String>>,
+    }
+    fn visit<'a>(s: &mut State<'a>, v: &'a str) {
+        let n = s.index.len();
+        s.index.insert(v, n);
+        s.low.insert(v, n);
+        s.stack.push(v);
+        s.on_stack.insert(v);
+        for w in s.graph.get(v).into_iter().flatten() {
+            let w = w.as_str();
+            if !s.index.contains_key(w) {
+                visit(s, w);
+                let lw = s.low[w];
+                let lv = s.low.get_mut(v).unwrap();
+                *lv = (*lv).min(lw);
+            } else if s.on_stack.contains(w) {
+                let iw = s.index[w];
+                let lv = s.low.get_mut(v).unwrap();
+                *lv = (*lv).min(iw);
+            }
+        }
+        if s.low[v] == s.index[v] {
+            let mut component = BTreeSet::new();
+            loop {
+                let w = s.stack.pop().unwrap();
+                s.on_stack.remove(w);
+                component.insert(w.to_string());
+                if w == v {
+                    break;
+                }
+            }
+            if component.len() > 1 {
+                s.found.push(component);
+            }
+        }
+    }
+    let mut s = State {
+        graph,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on_stack: BTreeSet::new(),
+        found: Vec::new(),
+    };
+    for v in graph.keys() {
+        if !s.index.contains_key(v.as_str()) {
+            visit(&mut s, v);
+        }
+    }
+    s.found
+}
+
+/// A shortest circle through `from` inside `component`, as `a -> b -> a`.
+fn a_circle_through(
+    graph: &BTreeMap<String, BTreeSet<String>>,
+    component: &BTreeSet<String>,
+    from: &str,
+) -> String {
+    let mut came_from: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut queue = std::collections::VecDeque::from([from]);
+    while let Some(v) = queue.pop_front() {
+        for w in graph[v].iter().filter(|w| component.contains(*w)) {
+            if w == from {
+                let mut path = vec![from.to_string()];
+                let mut at = v;
+                while at != from {
+                    path.push(at.to_string());
+                    at = came_from[at];
+                }
+                path.push(from.to_string());
+                let n = path.len();
+                path[1..n - 1].reverse();
+                return path.join(" -> ");
+            }
+            if !came_from.contains_key(w.as_str()) {
+                came_from.insert(w, v);
+                queue.push_back(w);
+            }
+        }
+    }
+    unreachable!("{from} is in a circle")
+}
+
+#[test]
+fn no_new_import_circles_and_the_listed_ones_are_still_there() {
+    let graph = graph();
+    let found = circles(&graph);
+    let in_circle: BTreeSet<&str> = found.iter().flatten().map(String::as_str).collect();
+    let allowed: BTreeSet<&str> = STILL_IN_A_CIRCLE.iter().copied().collect();
+    let mut problems = Vec::new();
+    for component in &found {
+        for m in component.iter().filter(|m| !allowed.contains(m.as_str())) {
+            problems.push(format!(
+                "{m} joined an import circle: {}",
+                a_circle_through(&graph, component, m)
+            ));
+        }
+    }
+    for m in allowed.difference(&in_circle) {
+        problems.push(format!(
+            "{m} is no longer in an import circle: remove it from STILL_IN_A_CIRCLE"
+        ));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn no_file_under_src_grows_past_the_limit() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let allowed: BTreeMap<&str, usize> = STILL_TOO_LONG.iter().copied().collect();
+    let mut problems = Vec::new();
+    let mut seen = BTreeSet::new();
+    for f in &files {
+        let rel = f
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        let lines = std::fs::read_to_string(f).unwrap().lines().count();
+        match allowed.get(rel.as_str()) {
+            Some(&max) if lines > max => problems.push(format!(
+                "{rel} has {lines} lines, more than the {max} it had when listed: split it"
+            )),
+            Some(_) if lines <= MAX_LINES => problems.push(format!(
+                "{rel} has {lines} lines now: remove it from STILL_TOO_LONG"
+            )),
+            Some(_) => {}
+            None if lines > MAX_LINES => {
+                problems.push(format!("{rel} has {lines} lines, more than {MAX_LINES}"))
+            }
+            None => {}
+        }
+        seen.insert(rel);
+    }
+    for listed in allowed.keys().filter(|f| !seen.contains(**f)) {
+        problems.push(format!("{listed} is gone: remove it from STILL_TOO_LONG"));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The checker itself: a made-up graph with one circle and one module outside it.
+#[test]
+fn the_circle_finder_names_a_shortest_circle() {
+    let graph: BTreeMap<String, BTreeSet<String>> = [
+        ("a", vec!["b"]),
+        ("b", vec!["c", "d"]),
+        ("c", vec!["a"]),
+        ("d", vec![]),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+    .collect();
+    let found = circles(&graph);
+    assert_eq!(found.len(), 1);
+    let names: Vec<&str> = found[0].iter().map(String::as_str).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    assert_eq!(a_circle_through(&graph, &found[0], "b"), "b -> c -> a -> b");
+    let text = "use crate::x;\n#[cfg(test)]\nmod tests { use crate::y; fn f() { {} } }\nfn g() {}";
+    assert_eq!(without_tests(text), "use crate::x;\n\nfn g() {}");
+}
