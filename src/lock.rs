@@ -13,8 +13,6 @@
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -91,7 +89,7 @@ impl Held {
 /// The held lock; released on drop (or when the process dies).
 pub struct AppLock {
     _file: nix::fcntl::Flock<File>,
-    stop: Arc<AtomicBool>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
     heartbeat: Option<std::thread::JoinHandle<()>>,
     /// The previous holder when the lock was taken over from a process that is gone.
     pub took_over: Option<Holder>,
@@ -291,28 +289,23 @@ impl AppLock {
         }
         let holder = me(command);
         write_holder(&mut lock, &holder).with_context(|| format!("writing {}", path.display()))?;
-        let stop = Arc::new(AtomicBool::new(false));
+        // Released (the sender dropped): the heartbeat ends at once, not at its next tick.
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let heartbeat = {
-            let stop = stop.clone();
             let mut file = lock.try_clone().context("cloning the lock file handle")?;
             let mut holder = holder.clone();
             std::thread::spawn(move || {
-                let step = Duration::from_millis(200);
-                let mut waited = Duration::ZERO;
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(step);
-                    waited += step;
-                    if waited >= HEARTBEAT {
-                        waited = Duration::ZERO;
-                        holder.heartbeat_at = jiff::Timestamp::now().to_string();
-                        let _ = write_holder(&mut file, &holder);
-                    }
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(HEARTBEAT)
+                {
+                    holder.heartbeat_at = jiff::Timestamp::now().to_string();
+                    let _ = write_holder(&mut file, &holder);
                 }
             })
         };
         Ok(AppLock {
             _file: lock,
-            stop,
+            stop: Some(stop),
             heartbeat: Some(heartbeat),
             took_over,
         })
@@ -321,7 +314,7 @@ impl AppLock {
 
 impl Drop for AppLock {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(h) = self.heartbeat.take() {
             let _ = h.join();
         }
