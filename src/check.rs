@@ -142,13 +142,13 @@ pub fn check(loaded: &Loaded) -> anyhow::Result<Report> {
         }
     }
     let state_dir = loaded.state_dir();
-    if let Some(j) = crate::deploy::journal::Journal::load(&state_dir)? {
+    if let Some(j) = crate::journal::Journal::load(&state_dir)? {
         facts.unfinished = Some(format!(
             "an unfinished {} ({}) started {}",
             j.command, j.id, j.started_at
         ));
     }
-    let history = crate::deploy::journal::read_history(&state_dir).unwrap_or_default();
+    let history = crate::journal::read_history(&state_dir).unwrap_or_default();
     if let Some(last) = history.last().filter(|r| r.outcome == "rollback_failed") {
         facts.unhealthy = Some(format!(
             "the last {} ended in manual intervention: {}",

@@ -339,7 +339,7 @@ pub fn doctor(loaded: &Loaded) -> Report {
         f.push(check, result);
     }
     // An unfinished deploy blocks the next one.
-    if let Ok(Some(j)) = crate::deploy::journal::Journal::load(&loaded.state_dir()) {
+    if let Ok(Some(j)) = crate::journal::Journal::load(&loaded.state_dir()) {
         f.push(
             "journal",
             Err(fail(

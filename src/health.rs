@@ -391,6 +391,29 @@ pub fn run_gate_stopping(
     }
 }
 
+/// Prints one round of the gate and what it decided (stderr).
+pub fn print_round(round: &Round, decision: &Decision) {
+    let at = round.at.as_secs_f64();
+    match decision {
+        Decision::Pending {
+            consecutive_ok,
+            window_started,
+        } => {
+            let phase = match window_started {
+                Some(_) => "holding steady".to_string(),
+                None => format!("{consecutive_ok} ok in a row"),
+            };
+            if round.all_ok {
+                errln!("[{at:5.1}s] ok ({phase})");
+            } else {
+                errln!("[{at:5.1}s] not yet: {}", round.problems.join("; "));
+            }
+        }
+        Decision::Pass => errln!("[{at:5.1}s] healthy"),
+        Decision::Fail { .. } => errln!("[{at:5.1}s] unhealthy"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,7 @@ pub mod files;
 pub mod git;
 pub mod health;
 pub mod init;
+pub mod journal;
 pub mod lock;
 pub mod metrics;
 pub mod migrations;
@@ -316,7 +317,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
         }
         Command::History { limit } => {
             let loaded = load_config(cli)?;
-            let checked = deploy::journal::read_history_checked(&loaded.state_dir())?;
+            let checked = crate::journal::read_history_checked(&loaded.state_dir())?;
             if let Some(warning) = checked.damage_warning(&loaded.state_dir()) {
                 tracing::warn!("{warning}");
             }
@@ -344,7 +345,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
             let progress = !cli.quiet && !cli.json;
             let verdict = health::run_gate(&loaded, |round, decision| {
                 if progress {
-                    report::health_round(round, decision);
+                    crate::health::print_round(round, decision);
                 }
             })?;
             report::health_verdict(&verdict, cli.json);
@@ -504,7 +505,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
                     remote: on,
                 }) => {
                     let outcome = match on {
-                        Some(name) => remote::commands::prune(
+                        Some(name) => backup::prune_remote(
                             &loaded,
                             &remote::Remote::named(&loaded, name)?,
                             *dry_run,
@@ -669,8 +670,8 @@ fn stable(cli: &Cli, command: &StableCommand) -> anyhow::Result<Exit> {
                 requested: to.as_deref().map(|r| repo.resolve(r)).transpose()?,
                 current,
                 previous: None,
-                failed: deploy::journal::failed_commits(
-                    &deploy::journal::read_history(&loaded.state_dir()).unwrap_or_default(),
+                failed: crate::journal::failed_commits(
+                    &crate::journal::read_history(&loaded.state_dir()).unwrap_or_default(),
                 ),
             };
             let target = git::rollback_target(&inputs);

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backup::catalog::Catalog;
 use crate::config::Loaded;
-use crate::deploy::journal::{read_history, Release};
+use crate::journal::{read_history, Release};
 
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 

@@ -9,11 +9,11 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::config::{Loaded, NotifyConfig};
-use crate::deploy::journal::Release;
+use crate::journal::Release;
 use crate::process::Cmd;
 
 /// The version of the generic webhook's JSON document.
@@ -56,18 +56,7 @@ pub struct Event {
     pub doc: Value,
 }
 
-/// What one channel did with an event.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Delivery {
-    /// slack, webhook, or hook:<name>.
-    pub channel: String,
-    /// Where it went, without secrets (a webhook's host, a hook's command).
-    pub target: String,
-    pub ok: bool,
-    pub attempts: u32,
-    pub error: Option<String>,
-    pub took_ms: u64,
-}
+pub use crate::journal::Delivery;
 
 fn app_name(loaded: &Loaded) -> String {
     loaded

@@ -588,28 +588,6 @@ pub fn dropped(name: &str, json: bool) {
     }
 }
 
-pub fn health_round(round: &crate::health::Round, decision: &crate::health::Decision) {
-    let at = round.at.as_secs_f64();
-    match decision {
-        crate::health::Decision::Pending {
-            consecutive_ok,
-            window_started,
-        } => {
-            let phase = match window_started {
-                Some(_) => "holding steady".to_string(),
-                None => format!("{consecutive_ok} ok in a row"),
-            };
-            if round.all_ok {
-                errln!("[{at:5.1}s] ok ({phase})");
-            } else {
-                errln!("[{at:5.1}s] not yet: {}", round.problems.join("; "));
-            }
-        }
-        crate::health::Decision::Pass => errln!("[{at:5.1}s] healthy"),
-        crate::health::Decision::Fail { .. } => errln!("[{at:5.1}s] unhealthy"),
-    }
-}
-
 pub fn health_verdict(v: &crate::health::Verdict, json: bool) {
     if json {
         print_json(v);
@@ -867,7 +845,7 @@ pub fn status(s: &crate::deploy::status::Status, json: bool) {
 }
 
 /// `stablehand history`, newest first.
-pub fn history(h: &[crate::deploy::journal::Release], json: bool) {
+pub fn history(h: &[crate::journal::Release], json: bool) {
     if json {
         print_json(h);
         return;

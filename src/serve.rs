@@ -219,7 +219,7 @@ fn build_dashboard(state: &AppState, token: Option<String>) -> anyhow::Result<Da
     let alerts = crate::check::check(loaded)?.problems;
     let unhealthy = alerts.iter().find(|p| p.condition == "stable_unhealthy");
     let listing = crate::backup::catalog::Catalog::new(loaded.backup_dir()).list()?;
-    let history = crate::deploy::journal::read_history(&loaded.state_dir()).unwrap_or_default();
+    let history = crate::journal::read_history(&loaded.state_dir()).unwrap_or_default();
     let stable_tag = crate::metrics::stable_release(loaded)
         .map(|(_, t)| t)
         .unwrap_or_default();
@@ -454,7 +454,7 @@ fn take_turn(state_dir: &Path, name: &str, limit: Duration) -> anyhow::Result<Tu
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    Ok(match crate::deploy::journal::Journal::load(state_dir) {
+    Ok(match crate::journal::Journal::load(state_dir) {
         Ok(None) => Turn::Go {
             lock,
             waited: blocked_by.map(|b| {
@@ -466,7 +466,7 @@ fn take_turn(state_dir: &Path, name: &str, limit: Duration) -> anyhow::Result<Tu
                 )
             }),
         },
-        Ok(Some(journal)) => Turn::Skip(crate::deploy::unfinished_message(&journal)),
+        Ok(Some(journal)) => Turn::Skip(crate::journal::unfinished_message(&journal)),
         Err(e) => Turn::Skip(format!("{e:#}")),
     })
 }
@@ -594,7 +594,7 @@ mod tests {
         );
         drop(deploy);
 
-        let j = crate::deploy::journal::Journal::new("deploy", "abc123");
+        let j = crate::journal::Journal::new("deploy", "abc123");
         j.save(dir.path()).unwrap();
         let Turn::Skip(why) = take_turn(dir.path(), "prune", Duration::from_secs(5)).unwrap()
         else {

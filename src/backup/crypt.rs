@@ -6,16 +6,8 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 
-/// How a stored copy is encrypted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Encryption {
-    /// Always "age".
-    pub method: String,
-    /// The age public keys it is encrypted to.
-    pub recipients: Vec<String>,
-}
+pub use crate::backup::manifest::Encryption;
 
 /// The first bytes of every binary age file.
 pub const AGE_MAGIC: &[u8] = b"age-encryption.org/v1";

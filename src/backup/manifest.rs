@@ -17,6 +17,15 @@ pub const DATA_SUFFIX: &str = ".dump.zst";
 /// Suffix of a backup's manifest.
 pub const MANIFEST_SUFFIX: &str = ".manifest.json";
 
+/// How a stored copy is encrypted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encryption {
+    /// Always "age".
+    pub method: String,
+    /// The age public keys it is encrypted to.
+    pub recipients: Vec<String>,
+}
+
 /// Everything known about one backup. Never holds a secret.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
@@ -49,7 +58,7 @@ pub struct Manifest {
     pub write_counters: Option<crate::db::inspect::WriteCounters>,
     /// How this copy is encrypted (None: it is not); never a key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub encryption: Option<crate::backup::crypt::Encryption>,
+    pub encryption: Option<Encryption>,
     /// The remotes that hold a copy of this backup (the local manifest's record).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub uploads: Vec<UploadRecord>,

@@ -124,7 +124,7 @@ pub fn create_backup_locked(
     let remote_prune = remotes
         .iter()
         .filter(|r| backup.uploads.iter().any(|u| u.remote == r.name))
-        .map(|r| match crate::remote::commands::prune(loaded, r, false) {
+        .map(|r| match prune_remote(loaded, r, false) {
             Ok(p) => RemotePrune {
                 remote: r.name.clone(),
                 deleted: p.deleted().map(|row| row.id.clone()).collect(),
@@ -355,4 +355,48 @@ pub(crate) fn verify_one(
         )));
     }
     Ok(check)
+}
+/// Applies a remote's retention (its keep_last/keep_within, else the local policy).
+pub fn prune_remote(
+    loaded: &Loaded,
+    remote: &crate::remote::Remote,
+    dry_run: bool,
+) -> anyhow::Result<PruneOutcome> {
+    // Another server's copies sharing the remote are neither counted nor deleted.
+    let (all, _) = remote.list()?;
+    let own = crate::remote::ownership(loaded, &all)?;
+    let backups: Vec<Manifest> = all
+        .into_iter()
+        .zip(own)
+        .filter(|(_, own)| *own)
+        .map(|(m, _)| m)
+        .collect();
+    let candidates = retention_candidates(loaded, &backups, |_| true);
+    let policy = remote_policy(loaded, remote);
+    let verdicts = retention::plan(&candidates, &policy, Timestamp::now())?;
+    Ok(carry_out(verdicts, &backups, dry_run, |m| remote.delete(m)))
+}
+
+/// A remote's own retention: its keys where set, the local policy otherwise.
+pub fn remote_policy(loaded: &Loaded, remote: &crate::remote::Remote) -> Policy {
+    let mut p = Policy::from_config(&loaded.config.backup);
+    if let Some(n) = remote.config.keep_last {
+        p.keep_last = n;
+    }
+    if let Some(d) = remote.config.keep_within {
+        p.keep_within = d;
+    }
+    if remote.config.keep_last.is_some() || remote.config.keep_within.is_some() {
+        // A remote with its own rules keeps by those alone.
+        p.keep_daily = 0;
+        p.keep_weekly = 0;
+        p.keep_monthly = 0;
+        if remote.config.keep_within.is_none() {
+            p.keep_within = std::time::Duration::ZERO;
+        }
+        if remote.config.keep_last.is_none() {
+            p.keep_last = 0;
+        }
+    }
+    p
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
-use super::journal::{self, Journal, Release};
 use crate::config::Loaded;
+use crate::journal::{self, Journal, Release};
 
 /// Commands `wait` waits for (a scheduled job of `serve` is not one).
 const WAITED_FOR: &[&str] = &["deploy", "rollback", "recover"];
@@ -117,7 +117,7 @@ pub fn wait(loaded: &Loaded, timeout: Duration) -> anyhow::Result<Waited> {
         return Ok(Waited {
             waited_ms,
             release: None,
-            unfinished: Some(super::unfinished_message(&j)),
+            unfinished: Some(crate::journal::unfinished_message(&j)),
             exit_code: super::EXIT_MANUAL,
         });
     }

@@ -24,7 +24,7 @@ use crate::config::Loaded;
 use crate::db::ops::{self, Covering, KeptBack, ReplacedPrune, SideDatabase};
 use crate::db::Database;
 
-use super::journal::Journal;
+use crate::journal::Journal;
 
 fn record_path(state_dir: &Path) -> PathBuf {
     state_dir.join("kept.json")

@@ -10,7 +10,6 @@
 
 pub mod background;
 pub mod decision;
-pub mod journal;
 pub mod kept;
 pub mod status;
 
@@ -29,11 +28,11 @@ use crate::db::inspect::Ledger;
 use crate::db::{ops, Database};
 use crate::git::{self, Repo, Target};
 use crate::health::Verdict;
+use crate::journal::{Journal, Phase, Release, Step};
 use crate::lock::{AppLock, Held};
 use crate::process::Cmd;
 use crate::runtime::Runtime;
 use decision::{DbAction, DbFacts, DbPolicy};
-use journal::{Journal, Phase, Release, Step};
 
 /// Exit codes of deploy and rollback.
 pub const EXIT_DEPLOYED: i32 = 0;
@@ -211,7 +210,7 @@ impl Run<'_> {
             self.loaded,
             |round, decision| {
                 if progress {
-                    crate::report::health_round(round, decision);
+                    crate::health::print_round(round, decision);
                 }
             },
             deferrable,
@@ -306,16 +305,7 @@ fn exclusive(
     Ok(Ok(lock))
 }
 
-pub fn unfinished_message(j: &Journal) -> String {
-    format!(
-        "an unfinished {} ({}, started {} by pid {}) is in the journal {}; run `stablehand recover` to finish it first",
-        j.command,
-        j.id,
-        j.started_at,
-        j.pid,
-        ".stablehand/journal.json"
-    )
-}
+use crate::journal::unfinished_message;
 
 /// `stablehand deploy`.
 pub fn deploy(loaded: &Loaded, req: &DeployRequest) -> anyhow::Result<Outcome> {
@@ -884,8 +874,8 @@ fn roll_back_steps(
     policy: Option<DbPolicy>,
 ) -> anyhow::Result<()> {
     let current = run.repo.head()?;
-    let history = journal::read_history(&run.state_dir).unwrap_or_default();
-    let mut failed_set: HashSet<String> = journal::failed_commits(&history);
+    let history = crate::journal::read_history(&run.state_dir).unwrap_or_default();
+    let mut failed_set: HashSet<String> = crate::journal::failed_commits(&history);
     failed_set.extend(failed.clone());
     let previous = run.journal.from.clone().filter(|p| *p != current);
     let inputs = git::TargetInputs {
@@ -1381,7 +1371,7 @@ fn record(loaded: &Loaded, id: &str, outcome: &Outcome, trigger: &str) -> anyhow
         release.notifications = crate::notify::send(loaded, &event);
         crate::notify::github_actions(&event);
     }
-    journal::append_history(&loaded.state_dir(), &release)
+    crate::journal::append_history(&loaded.state_dir(), &release)
 }
 
 /// A deploy or rollback refused before it started (lock held, an unfinished journal,
@@ -1415,7 +1405,7 @@ pub fn rollback(loaded: &Loaded, req: &RollbackRequest) -> anyhow::Result<Outcom
         None => None,
     };
     // The pre-deploy backup of the last deploy of the running commit, if it is known.
-    let history = journal::read_history(&state_dir).unwrap_or_default();
+    let history = crate::journal::read_history(&state_dir).unwrap_or_default();
     let last_deploy = history.iter().rev().find(|r| {
         r.command == "deploy"
             && r.outcome == "deployed"
@@ -1430,7 +1420,7 @@ pub fn rollback(loaded: &Loaded, req: &RollbackRequest) -> anyhow::Result<Outcom
         current: current.clone(),
         latest_stable: latest_stable.clone(),
         previous,
-        failed: journal::failed_commits(&history),
+        failed: crate::journal::failed_commits(&history),
         requested: requested.clone(),
     };
     if let Target::None { reason } = git::rollback_target(&inputs) {
@@ -1511,7 +1501,7 @@ pub fn recover(loaded: &Loaded, progress: bool) -> anyhow::Result<Outcome> {
         ));
     };
     // Killed after recording its outcome, before removing the journal: it finished.
-    let history = journal::read_history(&state_dir)?;
+    let history = crate::journal::read_history(&state_dir)?;
     if let Some(done) = history.iter().rev().find(|r| r.id == journal.id) {
         let message = format!(
             "the {} {} had finished ({}) before it was interrupted; nothing to do",

@@ -3,11 +3,11 @@
 
 use serde::Serialize;
 
-use super::journal::{self, Journal, Release};
 use crate::backup::catalog::Catalog;
 use crate::config::Loaded;
 use crate::db::Database;
 use crate::git::Repo;
+use crate::journal::{self, Journal, Release};
 
 #[derive(Debug, Serialize)]
 pub struct Status {

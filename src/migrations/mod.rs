@@ -332,8 +332,8 @@ pub fn down_by_hand(
         Ok(lock) => lock,
         Err(e) => return Err(refuse(format!("{e:#}"))),
     };
-    if let Some(j) = crate::deploy::journal::Journal::load(&state_dir)? {
-        return Err(refuse(crate::deploy::unfinished_message(&j)));
+    if let Some(j) = crate::journal::Journal::load(&state_dir)? {
+        return Err(refuse(crate::journal::unfinished_message(&j)));
     }
     let config = &loaded.config.database;
     if config.migrations != "prisma" {

@@ -2,9 +2,7 @@
 //! streamed, or a real restore test), fetch one for a restore, upload the local backups
 //! it lacks (`backup sync`), and apply its retention.
 
-use std::path::{Path, PathBuf};
-
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -12,8 +10,7 @@ use super::Remote;
 use crate::backup::catalog::Catalog;
 use crate::backup::create::HashWriter;
 use crate::backup::manifest::{self, Manifest, UploadRecord, Verification, VerificationFailure};
-use crate::backup::retention::{self, Policy};
-use crate::backup::{PruneOutcome, Verified};
+use crate::backup::Verified;
 use crate::config::Loaded;
 
 /// What a remote holds.
@@ -47,60 +44,6 @@ pub fn list(loaded: &Loaded, name: &str) -> anyhow::Result<RemoteListing> {
         backups,
         incomplete,
         others,
-    })
-}
-
-/// A directory under the backup directory that is removed when dropped.
-pub struct Scratch(PathBuf);
-
-impl Scratch {
-    pub fn new(backup_dir: &Path, what: &str) -> anyhow::Result<Scratch> {
-        let dir = backup_dir.join(format!(".{what}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        fs_err::create_dir_all(&dir)?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-        Ok(Scratch(dir))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A remote copy downloaded into a scratch catalog, as stored (encrypted copies stay
-/// encrypted: the restore decrypts and checks them like any encrypted backup).
-pub struct Fetched {
-    pub catalog: Catalog,
-    pub manifest: Manifest,
-    _dir: Scratch,
-}
-
-/// Downloads the copy `m` describes (streamed to a 0600 file) with its manifest.
-pub fn fetch(loaded: &Loaded, remote: &Remote, m: Manifest) -> anyhow::Result<Fetched> {
-    m.check_names()
-        .with_context(|| format!("remote {}", remote.describe()))?;
-    let backup_dir = loaded.backup_dir();
-    fs_err::create_dir_all(&backup_dir)?;
-    let dir = Scratch::new(&backup_dir, &format!("fetch-{}", remote.name))?;
-    let path = dir.0.join(&m.file);
-    let file =
-        manifest::create_private(&path).with_context(|| format!("creating {}", path.display()))?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    remote.download(&m.file, &mut out)?;
-    let file = out.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    m.write_atomic(&dir.0)?;
-    Ok(Fetched {
-        catalog: Catalog::new(&dir.0),
-        manifest: m,
-        _dir: dir,
     })
 }
 
@@ -194,7 +137,7 @@ pub fn restore_test(
     let mut results = Vec::new();
     for m in select(loaded, &remote, id, all)? {
         let id = m.id.clone();
-        let fetched = fetch(loaded, &remote, m)?;
+        let fetched = super::fetch(loaded, &remote, m)?;
         let mut tested = crate::restore::restore_test_in(
             loaded,
             &fetched.catalog,
@@ -328,47 +271,4 @@ fn upload_existing(
         size_bytes,
         sha256,
     })
-}
-
-/// Applies a remote's retention (its keep_last/keep_within, else the local policy).
-pub fn prune(loaded: &Loaded, remote: &Remote, dry_run: bool) -> anyhow::Result<PruneOutcome> {
-    // Another server's copies sharing the remote are neither counted nor deleted.
-    let (all, _) = remote.list()?;
-    let own = super::ownership(loaded, &all)?;
-    let backups: Vec<Manifest> = all
-        .into_iter()
-        .zip(own)
-        .filter(|(_, own)| *own)
-        .map(|(m, _)| m)
-        .collect();
-    let candidates = crate::backup::retention_candidates(loaded, &backups, |_| true);
-    let policy = policy_of(loaded, remote);
-    let verdicts = retention::plan(&candidates, &policy, Timestamp::now())?;
-    Ok(crate::backup::carry_out(verdicts, &backups, dry_run, |m| {
-        remote.delete(m)
-    }))
-}
-
-/// A remote's own retention: its keys where set, the local policy otherwise.
-pub fn policy_of(loaded: &Loaded, remote: &Remote) -> Policy {
-    let mut p = Policy::from_config(&loaded.config.backup);
-    if let Some(n) = remote.config.keep_last {
-        p.keep_last = n;
-    }
-    if let Some(d) = remote.config.keep_within {
-        p.keep_within = d;
-    }
-    if remote.config.keep_last.is_some() || remote.config.keep_within.is_some() {
-        // A remote with its own rules keeps by those alone.
-        p.keep_daily = 0;
-        p.keep_weekly = 0;
-        p.keep_monthly = 0;
-        if remote.config.keep_within.is_none() {
-            p.keep_within = std::time::Duration::ZERO;
-        }
-        if remote.config.keep_last.is_none() {
-            p.keep_last = 0;
-        }
-    }
-    p
 }

@@ -7,7 +7,7 @@
 pub mod commands;
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
@@ -597,6 +597,60 @@ impl Drop for Upload {
         self.tx = None;
         let _ = self.join();
     }
+}
+
+/// A directory under the backup directory that is removed when dropped.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(backup_dir: &Path, what: &str) -> anyhow::Result<Scratch> {
+        let dir = backup_dir.join(format!(".{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        fs_err::create_dir_all(&dir)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        Ok(Scratch(dir))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A remote copy downloaded into a scratch catalog, as stored (encrypted copies stay
+/// encrypted: the restore decrypts and checks them like any encrypted backup).
+pub struct Fetched {
+    pub catalog: crate::backup::catalog::Catalog,
+    pub manifest: Manifest,
+    _dir: Scratch,
+}
+
+/// Downloads the copy `m` describes (streamed to a 0600 file) with its manifest.
+pub fn fetch(loaded: &Loaded, remote: &Remote, m: Manifest) -> anyhow::Result<Fetched> {
+    m.check_names()
+        .with_context(|| format!("remote {}", remote.describe()))?;
+    let backup_dir = loaded.backup_dir();
+    fs_err::create_dir_all(&backup_dir)?;
+    let dir = Scratch::new(&backup_dir, &format!("fetch-{}", remote.name))?;
+    let path = dir.0.join(&m.file);
+    let file = crate::backup::manifest::create_private(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    remote.download(&m.file, &mut out)?;
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    m.write_atomic(&dir.0)?;
+    Ok(Fetched {
+        catalog: crate::backup::catalog::Catalog::new(&dir.0),
+        manifest: m,
+        _dir: dir,
+    })
 }
 
 #[cfg(test)]

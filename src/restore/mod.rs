@@ -105,7 +105,7 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
         Some(name) => {
             let remote = crate::remote::Remote::named(loaded, name)?;
             let copy = remote.find(loaded, req.id)?;
-            Some(crate::remote::commands::fetch(loaded, &remote, copy)?)
+            Some(crate::remote::fetch(loaded, &remote, copy)?)
         }
         None => None,
     };
@@ -317,7 +317,7 @@ struct Prepared {
     check: FileCheck,
     source: Source,
     /// The decrypted copy of an encrypted backup, removed with this.
-    _plain: Option<crate::remote::commands::Scratch>,
+    _plain: Option<crate::remote::Scratch>,
 }
 
 enum Source {
@@ -438,7 +438,7 @@ fn prepare_encrypted(
             m.id
         ))
     })?;
-    let scratch = crate::remote::commands::Scratch::new(&catalog.dir, "decrypted")?;
+    let scratch = crate::remote::Scratch::new(&catalog.dir, "decrypted")?;
     let plain_file = m
         .file
         .trim_end_matches(crate::backup::crypt::AGE_SUFFIX)
@@ -1016,10 +1016,10 @@ fn restore_lock(loaded: &Loaded, method: &str) -> anyhow::Result<crate::lock::Ap
             }
         })?;
     if method != "target" {
-        if let Some(j) = crate::deploy::journal::Journal::load(&state_dir)? {
+        if let Some(j) = crate::journal::Journal::load(&state_dir)? {
             return Err(crate::Refused(format!(
                 "the restore was refused; nothing was changed: {}",
-                crate::deploy::unfinished_message(&j)
+                crate::journal::unfinished_message(&j)
             ))
             .into());
         }
@@ -1059,7 +1059,7 @@ fn gate_after_restore(loaded: &Loaded) -> (Option<crate::health::Verdict>, Optio
     let progress = io::stderr().is_terminal();
     match crate::health::run_gate(loaded, |round, decision| {
         if progress {
-            crate::report::health_round(round, decision);
+            crate::health::print_round(round, decision);
         }
     }) {
         Ok(v) if v.passed => (Some(v), None),

@@ -60,7 +60,7 @@ fn manual_restore_is_locked_refused_mid_deploy_reports_writes_and_gates_the_app(
         );
     }
     // An unfinished deploy journal: refused until `recover`.
-    stablehand::deploy::journal::Journal::new("deploy", "0123456789abcdef")
+    stablehand::journal::Journal::new("deploy", "0123456789abcdef")
         .save(&state_dir)
         .unwrap();
     let out = app.cmd().args(["restore", &id, "--yes"]).output().unwrap();

@@ -10,7 +10,7 @@ use anyhow::Context;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::decision::{DbAction, DbPolicy};
+use crate::deploy::decision::{DbAction, DbPolicy};
 
 /// Where a deploy or rollback is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,7 +169,7 @@ pub struct Release {
     pub reverted_commits: Vec<crate::git::CommitLine>,
     /// What each notification channel did with this outcome.
     #[serde(default)]
-    pub notifications: Vec<crate::notify::Delivery>,
+    pub notifications: Vec<Delivery>,
     pub message: String,
     pub total_ms: u64,
     pub rollback_ms: Option<u64>,
@@ -298,6 +298,31 @@ pub fn verdicts(history: &[Release]) -> Verdicts {
 /// Commits whose latest health verdict is a failure: never a rollback target.
 pub fn failed_commits(history: &[Release]) -> std::collections::HashSet<String> {
     verdicts(history).failed
+}
+
+/// What one channel did with an event.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Delivery {
+    /// slack, webhook, or hook:<name>.
+    pub channel: String,
+    /// Where it went, without secrets (a webhook's host, a hook's command).
+    pub target: String,
+    pub ok: bool,
+    pub attempts: u32,
+    pub error: Option<String>,
+    pub took_ms: u64,
+}
+
+/// The refusal of a command that must not run while `j` is unfinished.
+pub fn unfinished_message(j: &Journal) -> String {
+    format!(
+        "an unfinished {} ({}, started {} by pid {}) is in the journal {}; run `stablehand recover` to finish it first",
+        j.command,
+        j.id,
+        j.started_at,
+        j.pid,
+        ".stablehand/journal.json"
+    )
 }
 
 #[cfg(test)]
