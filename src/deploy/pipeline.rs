@@ -1,0 +1,408 @@
+//! The deploy pipeline: preflight, backup, build, migrate, start, gate; then the stable tag, or the rollback.
+
+use super::*;
+
+/// `stablehand deploy`.
+pub fn deploy(loaded: &Loaded, req: &DeployRequest) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let state_dir = loaded.state_dir();
+    let _lock = match exclusive(loaded, "deploy", false, started)? {
+        Ok(lock) => lock,
+        Err(refusal) => return refused_loudly(loaded, refusal),
+    };
+    // Preflight: everything is checked before anything changes; a problem is exit 10.
+    let pre = match preflight(loaded, req.reference) {
+        Ok(p) => p,
+        Err(e) => {
+            return refused_loudly(
+                loaded,
+                refused(
+                    "deploy",
+                    format!("preflight failed; nothing was changed: {e:#}"),
+                    started,
+                ),
+            )
+        }
+    };
+    if req.dry_run {
+        let mut o = refused("deploy", String::new(), started);
+        o.outcome = "planned".into();
+        o.exit_code = EXIT_DEPLOYED;
+        o.message = format!(
+            "would deploy {} (running {}): back up database {}, build and restart {}, run the health gate; nothing was changed",
+            git::abbrev(&pre.plan.target, 12),
+            git::abbrev(&pre.plan.running, 12),
+            pre.plan.database,
+            if pre.plan.services.is_empty() { pre.plan.runtime.clone() } else { pre.plan.services.join(", ") },
+        );
+        o.from = Some(pre.plan.running.clone());
+        o.target = Some(pre.plan.target.clone());
+        o.plan = Some(pre.plan);
+        return Ok(o);
+    }
+
+    let mut journal = Journal::new("deploy", &pre.plan.target);
+    journal.from = Some(pre.plan.running.clone());
+    journal.stable_before = pre.plan.latest_stable.clone();
+    let mut run = Run {
+        loaded,
+        state_dir,
+        journal,
+        progress: req.progress,
+        repo: pre.repo,
+        runtime: pre.runtime,
+        db: None,
+        journal_error: None,
+    };
+    run.journal.save(&run.state_dir)?;
+    run.say(&format!(
+        "deploying {} (running {}, latest-stable {})",
+        git::abbrev(&pre.plan.target, 12),
+        git::abbrev(&pre.plan.running, 12),
+        pre.plan
+            .latest_stable
+            .as_deref()
+            .map_or("none yet", |s| git::abbrev(s, 12))
+    ));
+    if let Some(note) = &pre.plan.stable_sync {
+        run.say(&format!("    {note}"));
+    }
+    let outcome = deploy_steps(&mut run, started);
+    finish(&mut run, outcome, started, "deploy")
+}
+
+pub(super) struct Preflight {
+    pub(super) repo: Repo,
+    pub(super) runtime: Runtime,
+    pub(super) plan: Plan,
+}
+
+pub(super) fn preflight(loaded: &Loaded, reference: Option<&str>) -> anyhow::Result<Preflight> {
+    crate::health::ensure_something_to_check(loaded)?;
+    let repo = Repo::open(&loaded.app_dir, &loaded.config.git)?;
+    let branch = match &loaded.config.git.branch {
+        Some(b) => b.clone(),
+        None => repo.default_branch()?,
+    };
+    let sync = repo.fetch_branch(&branch)?;
+    let reference = reference
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{}/{branch}", repo.remote()));
+    let target = repo
+        .resolve(&reference)
+        .with_context(|| format!("the target {reference:?} does not resolve to a commit"))?;
+    let running = repo.head()?;
+    let changes = repo.local_changes()?;
+    if !changes.is_empty() && !loaded.config.git.discard_local_changes {
+        bail!(
+            "the work tree has local changes to {}: commit or stash them (or set git.discard_local_changes = true)",
+            changes.join(", ")
+        );
+    }
+    let db = Database::from_config(loaded)?;
+    db.server_version()
+        .context("the database does not answer")?;
+    // A rollback may restore the backup or swap in the snapshot: it must be able to give
+    // the app back the database it has (owners, grants, ACL, settings).
+    let problems = db.faithful_copy_problems()?;
+    if !problems.is_empty() {
+        bail!(
+            "a rollback could not restore {} faithfully: {}",
+            db.name,
+            problems.join("; ")
+        );
+    }
+    let runtime = Runtime::load(loaded)?;
+    if let Runtime::Compose(app) = &runtime {
+        app.compose.ensure_engine()?;
+    }
+    check_disk_room(loaded)?;
+    let commits = repo.commits_between(&running, &target).unwrap_or_default();
+    let services = match &runtime {
+        Runtime::Compose(app) => app.services.clone(),
+        _ => Vec::new(),
+    };
+    let plan = Plan {
+        running,
+        latest_stable: repo.latest_stable()?,
+        target,
+        commits,
+        database: db.describe(),
+        runtime: runtime.kind_name().into(),
+        services,
+        snapshot: loaded.config.database.snapshot,
+        stable_sync: sync.note,
+    };
+    Ok(Preflight {
+        repo,
+        runtime,
+        plan,
+    })
+}
+
+/// Room for a backup: twice the newest backup's size free in the backup directory.
+pub fn check_disk_room(loaded: &Loaded) -> anyhow::Result<()> {
+    let catalog = Catalog::new(loaded.backup_dir());
+    let newest = catalog
+        .list()
+        .ok()
+        .and_then(|l| l.backups.first().map(|m| m.size_bytes))
+        .unwrap_or(0);
+    // The directory may not exist yet: its nearest existing ancestor is the same disk.
+    let existing = catalog
+        .dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(&catalog.dir);
+    let stat = nix::sys::statvfs::statvfs(existing)
+        .with_context(|| format!("reading free space of {}", existing.display()))?;
+    let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+    let need = newest.saturating_mul(2);
+    if free < need {
+        bail!(
+            "only {} MiB free in {} and the last backup took {} MiB: free some space (or prune backups) first",
+            free >> 20,
+            catalog.dir.display(),
+            newest >> 20
+        );
+    }
+    Ok(())
+}
+
+/// The deploy's steps after preflight; returns the outcome (a rollback included).
+pub(super) fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Outcome> {
+    let target = run.journal.target.clone();
+    let running = run.journal.from.clone().expect("set by deploy");
+    let mut outcome = Outcome {
+        from: Some(running.clone()),
+        target: Some(target.clone()),
+        ..Outcome::new("deploy")
+    };
+
+    // Steps that change nothing production sees: a failure is a refusal, and the code
+    // goes back to the running commit.
+    let before_change = (|| -> anyhow::Result<(String, Option<String>)> {
+        run.step("checkout", |r| {
+            let adopted = r.runtime.adopt_running(&running)?;
+            if !adopted.is_empty() {
+                r.note(format!(
+                    "kept the running release's images as {}",
+                    adopted.join(", ")
+                ));
+            }
+            r.repo
+                .reset_hard(&target, r.loaded.config.git.discard_local_changes)
+        })?;
+        run.step("build", |r| {
+            let built = r.runtime.build(&target)?;
+            if !built.tagged.is_empty() {
+                r.note(format!("built and tagged {}", built.tagged.join(", ")));
+            }
+            Ok(())
+        })?;
+        run.step("backup", |r| {
+            let created = crate::backup::create_backup_locked(
+                r.loaded,
+                &Catalog::new(r.loaded.backup_dir()),
+                &Catalog::new(r.loaded.backup_dir()).lock()?,
+                "pre-deploy",
+                Some(&running),
+                false,
+            )?;
+            let mut not_offsite = None;
+            let offsite = match (created.backup.uploads.len(), created.upload_failures.len()) {
+                (0, 0) => String::new(),
+                (n, 0) => format!("; copied to {n} remote(s)"),
+                (_, _) => {
+                    let failed = created
+                        .upload_failures
+                        .iter()
+                        .map(|f| format!("{}: {}", f.remote, f.error))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    crate::notify::announce_upload_failure(r.loaded, &created);
+                    tracing::warn!("the pre-deploy backup is only local: {failed}");
+                    not_offsite = Some(failed.clone());
+                    format!("; NOT offsite ({failed}): `stablehand backup sync` later")
+                }
+            };
+            r.note(format!(
+                "backup {} ({}, verified){offsite}",
+                created.backup.id,
+                indicatif::HumanBytes(created.backup.size_bytes)
+            ));
+            Ok((created.backup.id, not_offsite))
+        })
+    })();
+    // From here on a signal no longer abandons production (the first one ends the gate
+    // early and rolls back); one that came before is a refusal, nothing touched.
+    let _shield = crate::process::shield_production();
+    let before_change = before_change.and_then(|done| match crate::process::interrupted() {
+        true => Err(anyhow::anyhow!(
+            "interrupted by a signal before production was touched"
+        )),
+        false => Ok(done),
+    });
+    let (backup, not_offsite) = match before_change {
+        Ok(done) => done,
+        Err(e) => {
+            // Back to the running commit's code and image names; its containers never
+            // stopped.
+            let reverted = run
+                .repo
+                .reset_hard(&running, true)
+                .and_then(|()| run.runtime.restore_image_names(&running))
+                .map_err(|r| format!("; and resetting the code to {running} failed: {r:#}"))
+                .err()
+                .unwrap_or_default();
+            outcome.outcome = "refused".into();
+            outcome.exit_code = EXIT_REFUSED;
+            let why = match crate::process::interruption_in(&e) {
+                Some(cause) => format!("interrupted ({cause})"),
+                None => format!("{e:#}"),
+            };
+            outcome.message =
+                format!("the deploy was refused before any change to production: {why}{reverted}");
+            return Ok(outcome);
+        }
+    };
+    run.journal.backup = Some(backup.clone());
+    run.journal.save(&run.state_dir)?;
+    outcome.backup = Some(backup.clone());
+
+    // From here production changes: any failure rolls back.
+    let changed = (|| -> anyhow::Result<Verdict> {
+        run.step("stop", |r| r.runtime.stop_app().map(drop))?;
+        if run.loaded.config.database.snapshot {
+            let snapshot = run.step("snapshot", |r| {
+                let db = r.db()?;
+                db.drop_leftovers()?;
+                let id = ops::stamp();
+                let name = db.snapshot(&id)?;
+                r.note(format!("snapshot {name}"));
+                Ok(name)
+            })?;
+            run.journal.snapshot = Some(snapshot);
+            run.journal.save(&run.state_dir)?;
+        }
+        let migrate = run.loaded.config.database.migrate_command.clone();
+        if !migrate.trim().is_empty() {
+            run.step("migrate", |r| {
+                Cmd::new("sh")
+                    .args(["-c", &migrate])
+                    .current_dir(&r.loaded.app_dir)
+                    .timeout(MIGRATE_TIMEOUT)
+                    .output()
+                    .with_context(|| format!("database.migrate_command {migrate:?} failed"))
+                    .map(drop)
+            })?;
+        }
+        run.step("start", |r| r.runtime.start_app())?;
+        // The verdict is journaled with the step: a crash right after it is recovered
+        // by marking (passed) or by rolling back a commit known to have failed.
+        run.step("gate", |r| {
+            let verdict = r.gate(true)?;
+            if verdict.passed {
+                r.journal.phase = Phase::Passed;
+            } else {
+                r.journal.failed_commit = Some(r.journal.target.clone());
+            }
+            Ok(verdict)
+        })
+    })();
+
+    match changed {
+        Ok(verdict) if verdict.passed => {
+            outcome.gate = Some(verdict);
+            let tag = run.step("mark_stable", |r| {
+                let marked = r
+                    .repo
+                    .mark_stable(&target, Some(&backup), jiff::Timestamp::now())?;
+                let push_wanted = r.loaded.config.git.push;
+                if let (false, true, Some(e)) = (marked.pushed, push_wanted, &marked.push_error) {
+                    // The release is stable here; the remote learns it on the next push.
+                    r.note(format!("tagged locally; the push failed: {e}"));
+                    tracing::warn!("stable tags not pushed: {e}");
+                }
+                Ok(marked.tag)
+            })?;
+            outcome.stable_tag = Some(tag.clone());
+            run.step("prune", |r| after_success(r, &target))?;
+            outcome.outcome = "deployed".into();
+            outcome.message = format!(
+                "deployed {} and marked it stable ({tag}); pre-deploy backup {backup}{}",
+                git::abbrev(&target, 12),
+                not_offsite
+                    .as_deref()
+                    .map(|f| format!(" (stored locally only: its upload failed: {f}; run `stablehand backup sync`)"))
+                    .unwrap_or_default()
+            );
+            let _ = started;
+            Ok(outcome)
+        }
+        other => {
+            let why = match other {
+                Ok(verdict) => {
+                    let why = verdict
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "the health gate failed".into());
+                    outcome.gate = Some(verdict);
+                    format!("the health gate failed: {why}")
+                }
+                Err(e) if crate::process::deferred_interrupt() => {
+                    format!("interrupted before the release was proven ({e:#})")
+                }
+                Err(e) => format!("the deploy failed: {e:#}"),
+            };
+            run.say(&format!("{why}; rolling back"));
+            // The commit failed only when the release itself ran and failed: not when
+            // stopping the old one or the snapshot failed, nor on an interrupt.
+            let release_failed = !crate::process::deferred_interrupt()
+                && !crate::process::interrupted()
+                && (run.journal.failed_commit.is_some()
+                    || run.journal.steps.iter().any(|s| {
+                        matches!(s.name.as_str(), "migrate" | "start" | "gate")
+                            && s.status == "failed"
+                    }));
+            let failed = release_failed.then(|| target.clone());
+            let report = roll_back(run, "automatic", failed, None, None)?;
+            outcome.exit_code = report_exit(&report);
+            outcome.outcome = if outcome.exit_code == EXIT_ROLLED_BACK {
+                "rolled_back".into()
+            } else {
+                "rollback_failed".into()
+            };
+            outcome.message = rollback_message(&why, &report);
+            outcome.rollback = Some(report);
+            Ok(outcome)
+        }
+    }
+}
+
+/// After a passed gate: prune images (keeping the new stable release and the one
+/// before), drop the snapshot.
+pub(super) fn after_success(run: &mut Run, target: &str) -> anyhow::Result<()> {
+    let mut protected = vec![target.to_string()];
+    protected.extend(run.journal.from.clone());
+    let pruned = run.runtime.prune_images(&protected)?;
+    if !pruned.removed.is_empty() {
+        run.note(format!("removed old images {}", pruned.removed.join(", ")));
+    }
+    let own = run.journal.snapshot.clone();
+    if let Some(snapshot) = &own {
+        run.db()?.drop_snapshot(snapshot)?;
+    }
+    // A snapshot kept from an earlier deploy whose rollback needed manual intervention
+    // is kept until now: this deploy succeeded.
+    if run.loaded.config.database.snapshot || own.is_some() {
+        let dropped = kept::drop_stale_snapshots(run.db()?, own.as_deref());
+        if !dropped.is_empty() {
+            run.note(format!(
+                "dropped the snapshot(s) kept from an earlier deploy: {}",
+                dropped.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
