@@ -47,6 +47,8 @@ pub struct Toc {
     pub version: (u8, u8, u8),
     /// The database pg_dump dumped.
     pub database: Option<String>,
+    /// The version of the pg_dump that wrote the archive (e.g. "15.8").
+    pub dumped_by: Option<String>,
     pub entries: Vec<TocEntry>,
     /// Where the data blocks begin (the length of the header and table of contents).
     pub data_start: u64,
@@ -203,7 +205,7 @@ pub fn read(input: impl Read) -> Result<Toc, TocError> {
     }
     let database = r.string()?;
     r.string()?; // server version
-    r.string()?; // pg_dump version
+    let dumped_by = r.string()?;
     let count = r.int()?;
     if !(0..=10_000_000).contains(&count) {
         return Err(TocError::Invalid(format!("{count} entries")));
@@ -252,6 +254,7 @@ pub fn read(input: impl Read) -> Result<Toc, TocError> {
     Ok(Toc {
         version: (major, minor, rev),
         database,
+        dumped_by,
         entries,
         data_start: r.consumed,
         int_size: r.int_size,

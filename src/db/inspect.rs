@@ -104,6 +104,43 @@ impl Database {
             .context("reading the schema from the catalog")
     }
 
+    /// What a backup records before its dump, read in one psql session: the server's
+    /// version, the ledger, the schema's fingerprint, the write counters and the oldest
+    /// running transaction (each as its own function reads it).
+    pub fn backup_facts(&self) -> anyhow::Result<BackupFacts> {
+        let script = format!(
+            "select json_build_object('server', current_setting('server_version'), \
+             'fingerprint', {}, 'counters', (select {}), 'xid', txid_snapshot_xmin(txid_current_snapshot()));\n{}",
+            fingerprint_expr(),
+            COUNTERS_SQL,
+            self.ledger_script()
+        );
+        let out = self
+            .run_script(&script, self.query_timeout)
+            .with_context(|| format!("cannot reach the database: {}", self.describe()))?;
+        let (facts, _) = out.split_once(super::LEDGER_MARK).unwrap_or((&out, ""));
+        #[derive(Deserialize)]
+        struct Read {
+            server: String,
+            fingerprint: String,
+            counters: BTreeMap<String, u64>,
+            xid: u64,
+        }
+        let read: Read = serde_json::from_str(facts.trim())
+            .with_context(|| format!("unexpected answer {:?}", facts.trim()))?;
+        Ok(BackupFacts {
+            server: super::Version::parse_tool_output(&read.server)
+                .with_context(|| format!("unexpected server version text {:?}", read.server))?,
+            prisma: super::parse_ledger(&out)?,
+            fingerprint: read.fingerprint,
+            counters: WriteCounters {
+                total: read.counters.values().sum(),
+                per_table: read.counters,
+            },
+            xid_horizon: read.xid,
+        })
+    }
+
     /// The oldest transaction still running: every row written by a transaction that
     /// was not finished at this moment has an xmin at or above it. A backup records it,
     /// so "rows written since the backup" can be found later (see `rows_written_since`).
@@ -153,10 +190,7 @@ impl Database {
     /// Rows inserted, updated and deleted per user table (the ledger excluded), from
     /// pg_stat_user_tables. Counters lag writes by up to a second: see STATS_FLUSH_DELAY.
     pub fn write_counters(&self) -> anyhow::Result<WriteCounters> {
-        let out = self.query(
-            "select coalesce(json_object_agg(schemaname || '.' || relname, n_tup_ins + n_tup_upd + n_tup_del), '{}'::json) \
-             from pg_stat_user_tables where relname <> '_prisma_migrations'",
-        )?;
+        let out = self.query(&format!("select {COUNTERS_SQL}"))?;
         let per_table: BTreeMap<String, u64> =
             serde_json::from_str(&out).context("reading pg_stat_user_tables")?;
         Ok(WriteCounters {
@@ -318,6 +352,20 @@ impl Ledger {
         diff
     }
 }
+
+/// What [`Database::backup_facts`] reads.
+#[derive(Debug, Clone)]
+pub struct BackupFacts {
+    pub server: super::Version,
+    pub prisma: Option<serde_json::Value>,
+    pub fingerprint: String,
+    pub counters: WriteCounters,
+    pub xid_horizon: u64,
+}
+
+/// Rows inserted, updated and deleted per user table (the ledger excluded), as JSON.
+const COUNTERS_SQL: &str = "coalesce(json_object_agg(schemaname || '.' || relname, n_tup_ins + n_tup_upd + n_tup_del), '{}'::json) \
+     from pg_stat_user_tables where relname <> '_prisma_migrations'";
 
 /// Writes per table since the server's statistics were reset, and their sum.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

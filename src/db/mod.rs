@@ -59,13 +59,18 @@ enum Access {
         bin_dir: Option<PathBuf>,
     },
     Compose {
-        compose: Compose,
+        /// How docker is reached: `docker exec` into the service's container costs a
+        /// tenth of `docker-compose exec` (v1 starts Python every time).
+        docker: crate::runtime::access::Docker,
+        /// `runtime.project`: when set, the container is found by its Compose labels
+        /// with `docker ps`, and Compose itself is only asked for when that finds none.
+        project: Option<String>,
+        /// Compose, detected when first needed (at once when no project is set).
+        compose: std::sync::Arc<std::sync::OnceLock<Result<Compose, String>>>,
+        app_dir: PathBuf,
+        runtime: std::sync::Arc<crate::config::RuntimeConfig>,
         service: String,
         user: String,
-        /// The service's container id, looked up once: `docker exec` into it costs a
-        /// tenth of `docker-compose exec` (v1 starts Python every time). None when the
-        /// lookup found nothing: then `compose exec` runs and reports the problem.
-        container: std::sync::Arc<std::sync::OnceLock<Option<String>>>,
     },
 }
 
@@ -245,15 +250,28 @@ impl Database {
                 })
             }
             DbMode::Compose => {
-                let compose = Compose::detect(&loaded.app_dir, &loaded.config.runtime)?;
+                let runtime = &loaded.config.runtime;
+                let docker = crate::runtime::access::Docker::from_config(&loaded.app_dir, runtime);
+                let compose = std::sync::Arc::new(std::sync::OnceLock::new());
+                let found = runtime.project.as_deref().and_then(|p| {
+                    crate::runtime::compose::container_by_labels(&docker, p, &db.service)
+                });
+                if found.is_none() {
+                    // Compose finds the container (or names the project): asked now, so
+                    // a missing Compose says so here.
+                    let _ = compose.set(Ok(Compose::detect(&loaded.app_dir, runtime)?));
+                }
                 let name = db.name.clone().unwrap_or_default();
                 let maintenance_db = maintenance_db(loaded, &name)?;
                 Ok(Database {
                     access: Access::Compose {
+                        docker,
+                        project: runtime.project.clone(),
                         compose,
+                        app_dir: loaded.app_dir.clone(),
+                        runtime: std::sync::Arc::new(runtime.clone()),
                         service: db.service.clone(),
                         user: db.user.clone(),
-                        container: Default::default(),
                     },
                     name,
                     mode: DbMode::Compose,
@@ -393,22 +411,25 @@ impl Database {
                 cmd
             }
             Access::Compose {
+                docker,
+                project,
                 compose,
+                app_dir,
+                runtime,
                 service,
                 user,
-                container,
             } => {
-                let container = container.get_or_init(|| {
-                    let ids = compose
-                        .cmd(["ps", "-q", service.as_str()])
-                        .timeout(std::time::Duration::from_secs(60))
-                        .output()
-                        .ok()?;
-                    ids.lines()
-                        .map(str::trim)
-                        .find(|l| !l.is_empty())
-                        .map(str::to_string)
-                });
+                let compose = || {
+                    compose
+                        .get_or_init(|| {
+                            Compose::detect(app_dir, runtime).map_err(|e| format!("{e:#}"))
+                        })
+                        .as_ref()
+                };
+                let container = project
+                    .as_deref()
+                    .and_then(|p| crate::runtime::compose::container_by_labels(docker, p, service))
+                    .or_else(|| compose().ok()?.service_container(service));
                 let mut env = vec![
                     "-e".to_string(),
                     format!("PGAPPNAME={}", self.application_name),
@@ -418,15 +439,21 @@ impl Database {
                 }
                 let mut cmd = match container {
                     // -i: stdin is attached (pg_restore reads the dump from it).
-                    Some(id) => compose
+                    Some(id) => docker
                         .docker(["exec", "-i"])
                         .args(env)
                         .arg(id)
                         .arg(tool.program()),
-                    None => compose
-                        .cmd(["exec", "-T"])
-                        .args(env)
-                        .args([service.as_str(), tool.program()]),
+                    // No container: `compose exec` runs and reports the problem.
+                    None => match compose() {
+                        Ok(compose) => compose.cmd(["exec", "-T"]),
+                        Err(why) => {
+                            tracing::warn!("{why}");
+                            docker.docker(["compose", "exec", "-T"])
+                        }
+                    }
+                    .args(env)
+                    .args([service.as_str(), tool.program()]),
                 }
                 .not_found_hint("install Docker Compose, or use database.mode = \"direct\"");
                 if connect {
@@ -534,25 +561,41 @@ impl Database {
         }
     }
 
-    /// The rows of `_prisma_migrations`, when that table exists.
+    /// The rows of `_prisma_migrations`, when that table exists (one psql session).
     pub fn prisma_migrations(&self) -> anyhow::Result<Option<serde_json::Value>> {
-        let table = self.ledger_table();
-        let exists = self.query(&format!(
-            "select to_regclass('{}') is not null",
-            table.replace('\'', "''")
-        ))?;
-        if exists != "t" {
-            return Ok(None);
-        }
-        let json = self.query(&format!(
-            "select coalesce(json_agg(m order by m.started_at, m.migration_name), '[]'::json) from \
-             (select id, migration_name, checksum, started_at, finished_at, rolled_back_at, applied_steps_count \
-              from {table}) m"
-        ))?;
-        Ok(Some(
-            serde_json::from_str(&json).context("reading _prisma_migrations")?,
-        ))
+        let out = self.run_script(&self.ledger_script(), self.query_timeout)?;
+        parse_ledger(&out)
     }
+
+    /// A psql script that prints [`LEDGER_MARK`] and the ledger's rows as JSON when
+    /// `_prisma_migrations` exists, and nothing otherwise.
+    pub fn ledger_script(&self) -> String {
+        let table = self.ledger_table();
+        format!(
+            "select to_regclass('{}') is not null as stablehand_has_ledger \\gset\n\
+             \\if :stablehand_has_ledger\n\
+             select '{LEDGER_MARK}';\n\
+             select coalesce(json_agg(m order by m.started_at, m.migration_name), '[]'::json) from \
+             (select id, migration_name, checksum, started_at, finished_at, rolled_back_at, applied_steps_count \
+              from {table}) m;\n\
+             \\endif\n",
+            table.replace('\'', "''")
+        )
+    }
+}
+
+/// The line that starts the ledger in the output of [`Database::ledger_script`].
+pub const LEDGER_MARK: &str = "stablehand:ledger";
+
+/// The ledger in what follows [`LEDGER_MARK`] in `out` (None when the mark is absent:
+/// the table does not exist).
+pub fn parse_ledger(out: &str) -> anyhow::Result<Option<serde_json::Value>> {
+    let Some((_, json)) = out.split_once(LEDGER_MARK) else {
+        return Ok(None);
+    };
+    Ok(Some(
+        serde_json::from_str(json.trim()).context("reading _prisma_migrations")?,
+    ))
 }
 
 /// Quotes an SQL identifier.

@@ -536,6 +536,7 @@ mod tests {
         Toc {
             version: (1, 14, 0),
             database: None,
+            dumped_by: None,
             entries,
             data_start: 0,
             int_size: 4,

@@ -10,6 +10,9 @@ use super::access::{find_on_path, Docker};
 use crate::config::RuntimeConfig;
 use crate::process::{Cmd, ProcessError};
 
+/// Counts the Compose commands that may have created, replaced or removed containers.
+static CONTAINERS_CHANGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Which Compose the machine has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Flavor {
@@ -63,52 +66,7 @@ impl Compose {
     /// PATH. A clear error when none works.
     pub fn detect(app_dir: &Path, runtime: &RuntimeConfig) -> anyhow::Result<Compose> {
         let access = Docker::from_config(app_dir, runtime);
-        let probe = |cmd: Cmd| {
-            cmd.timeout(Duration::from_secs(20))
-                .output()
-                .map(|out| out.lines().next().unwrap_or("").trim().to_string())
-        };
-        let (flavor, binary, version) = if let Some(binary) = &access.compose {
-            match probe(access.program(binary).arg("version")) {
-                Ok(v) => (flavor_of_version(&v), Some(binary.clone()), v),
-                Err(e) => {
-                    return Err(anyhow::Error::new(e).context(format!(
-                        "runtime.compose = {:?} does not run (`{} version` failed)",
-                        binary.display(),
-                        access.describe(binary)
-                    )))
-                }
-            }
-        } else {
-            match probe(access.docker(["compose", "version"])) {
-                Ok(v) => (Flavor::V2, None, v),
-                // sudo refused: say what to add to sudoers, not that Compose is missing.
-                Err(
-                    e @ (ProcessError::Interrupted { .. }
-                    | ProcessError::SudoPassword { .. }
-                    | ProcessError::SudoEnvironment { .. }),
-                ) => return Err(e.into()),
-                Err(v2_error) => {
-                    // Through sudo, the one on our PATH (what the sudoers rule names).
-                    let v1 = access
-                        .sudo
-                        .then(|| find_on_path("docker-compose"))
-                        .flatten()
-                        .unwrap_or_else(|| PathBuf::from("docker-compose"));
-                    match probe(access.program(&v1).arg("version")) {
-                        Ok(v) => (Flavor::V1, Some(v1), v),
-                        // Cut short by an interrupt: say that, not that Compose is missing.
-                        Err(e @ ProcessError::Interrupted { .. }) => return Err(e.into()),
-                        Err(v1_error) => bail!(
-                            "neither `docker compose` (v2) nor `docker-compose` (v1) works on this machine \
-                             (docker compose: {v2_error}; docker-compose: {v1_error}); install the Docker Compose \
-                             plugin (or docker-compose), set runtime.compose to the path of the Compose binary \
-                             this server uses, or use database.mode = \"direct\""
-                        ),
-                    }
-                }
-            }
-        };
+        let (flavor, binary, version) = detected(&access)?;
         Ok(Compose {
             flavor,
             access,
@@ -120,7 +78,120 @@ impl Compose {
             project_label: OnceLock::new(),
         })
     }
+}
 
+/// The running container of `service` in Compose project `project`, found by the labels
+/// Compose gives its containers (`docker ps`, no Compose run), remembered as
+/// [`Compose::service_container`] remembers its own; None when none is running.
+pub fn container_by_labels(docker: &Docker, project: &str, service: &str) -> Option<String> {
+    type Known = ((Docker, String, String), u64, String);
+    static KNOWN: std::sync::Mutex<Vec<Known>> = std::sync::Mutex::new(Vec::new());
+    let key = (docker.clone(), project.to_string(), service.to_string());
+    let now = CONTAINERS_CHANGED.load(std::sync::atomic::Ordering::SeqCst);
+    let mut known = KNOWN.lock().expect("the container cache");
+    if let Some((_, _, id)) = known.iter().find(|(k, at, _)| *k == key && *at == now) {
+        return Some(id.clone());
+    }
+    let out = docker
+        .docker(["ps", "--quiet", "--no-trunc"])
+        .args([
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+        ])
+        .args([
+            "--filter",
+            &format!("label=com.docker.compose.service={service}"),
+        ])
+        .args(["--filter", "label=com.docker.compose.oneoff=False"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .ok()?;
+    let id = container_ids(&out).first()?.to_string();
+    known.retain(|(k, _, _)| *k != key);
+    known.push((key, now, id.clone()));
+    Some(id)
+}
+
+/// Which Compose `access` reaches, asked once per process (each `version` costs a
+/// process start: 0.3-0.5 s for Compose v1) and remembered with the PATH it was found on.
+fn detected(access: &Docker) -> anyhow::Result<(Flavor, Option<PathBuf>, String)> {
+    type Found = (
+        Docker,
+        Option<std::ffi::OsString>,
+        (Flavor, Option<PathBuf>, String),
+    );
+    static FOUND: std::sync::Mutex<Vec<Found>> = std::sync::Mutex::new(Vec::new());
+    let path = std::env::var_os("PATH");
+    let known = FOUND
+        .lock()
+        .expect("the compose cache")
+        .iter()
+        .find(|(a, p, _)| a == access && *p == path)
+        .map(|(_, _, f)| f.clone());
+    if let Some(found) = known {
+        return Ok(found);
+    }
+    let found = probe_compose(access)?;
+    FOUND
+        .lock()
+        .expect("the compose cache")
+        .push((access.clone(), path, found.clone()));
+    Ok(found)
+}
+
+/// Runs `version` on the Compose `access` names, else on the `docker compose` plugin, else
+/// on `docker-compose`.
+fn probe_compose(access: &Docker) -> anyhow::Result<(Flavor, Option<PathBuf>, String)> {
+    let probe = |cmd: Cmd| {
+        cmd.timeout(Duration::from_secs(20))
+            .output()
+            .map(|out| out.lines().next().unwrap_or("").trim().to_string())
+    };
+    let (flavor, binary, version) = if let Some(binary) = &access.compose {
+        match probe(access.program(binary).arg("version")) {
+            Ok(v) => (flavor_of_version(&v), Some(binary.clone()), v),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "runtime.compose = {:?} does not run (`{} version` failed)",
+                    binary.display(),
+                    access.describe(binary)
+                )))
+            }
+        }
+    } else {
+        match probe(access.docker(["compose", "version"])) {
+            Ok(v) => (Flavor::V2, None, v),
+            // sudo refused: say what to add to sudoers, not that Compose is missing.
+            Err(
+                e @ (ProcessError::Interrupted { .. }
+                | ProcessError::SudoPassword { .. }
+                | ProcessError::SudoEnvironment { .. }),
+            ) => return Err(e.into()),
+            Err(v2_error) => {
+                // Through sudo, the one on our PATH (what the sudoers rule names).
+                let v1 = access
+                    .sudo
+                    .then(|| find_on_path("docker-compose"))
+                    .flatten()
+                    .unwrap_or_else(|| PathBuf::from("docker-compose"));
+                match probe(access.program(&v1).arg("version")) {
+                    Ok(v) => (Flavor::V1, Some(v1), v),
+                    // Cut short by an interrupt: say that, not that Compose is missing.
+                    Err(e @ ProcessError::Interrupted { .. }) => return Err(e.into()),
+                    Err(v1_error) => bail!(
+                        "neither `docker compose` (v2) nor `docker-compose` (v1) works on this machine \
+                         (docker compose: {v2_error}; docker-compose: {v1_error}); install the Docker Compose \
+                         plugin (or docker-compose), set runtime.compose to the path of the Compose binary \
+                         this server uses, or use database.mode = \"direct\""
+                    ),
+                }
+            }
+        }
+    };
+    Ok((flavor, binary, version))
+}
+
+impl Compose {
     /// `docker compose [-f F]... [-p P] <args>` run in the app directory.
     pub fn cmd<I, S>(&self, args: I) -> Cmd
     where
@@ -137,7 +208,66 @@ impl Compose {
         if let Some(p) = &self.project {
             cmd = cmd.arg("-p").arg(p);
         }
+        let args: Vec<S> = args.into_iter().collect();
+        let reads_only = args.first().is_some_and(|a| {
+            matches!(
+                a.as_ref().to_str(),
+                Some(
+                    "ps" | "config"
+                        | "version"
+                        | "images"
+                        | "logs"
+                        | "ls"
+                        | "port"
+                        | "top"
+                        | "exec"
+                        | "build"
+                        | "pull"
+                )
+            )
+        });
+        if !reads_only {
+            // It may create, replace or remove containers: ids looked up so far may be gone.
+            CONTAINERS_CHANGED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         cmd.args(args).current_dir(&self.app_dir)
+    }
+
+    /// The id of `service`'s container (None when it has none), looked up with
+    /// `compose ps -q` once per process and again only after a Compose command that may
+    /// have replaced containers (each `compose ps` costs 0.3-0.5 s on Compose v1).
+    pub fn service_container(&self, service: &str) -> Option<String> {
+        type Known = (
+            (PathBuf, Option<String>, Vec<PathBuf>, String),
+            u64,
+            Option<String>,
+        );
+        static KNOWN: std::sync::Mutex<Vec<Known>> = std::sync::Mutex::new(Vec::new());
+        let key = (
+            self.app_dir.clone(),
+            self.project.clone(),
+            self.files.clone(),
+            service.to_string(),
+        );
+        let now = CONTAINERS_CHANGED.load(std::sync::atomic::Ordering::SeqCst);
+        let mut known = KNOWN.lock().expect("the container cache");
+        if let Some((_, at, id)) = known.iter().find(|(k, _, _)| *k == key) {
+            if *at == now {
+                return id.clone();
+            }
+        }
+        let id = self
+            .cmd(["ps", "-q", service])
+            .timeout(Duration::from_secs(60))
+            .output()
+            .ok()
+            .and_then(|ids| container_ids(&ids).first().map(|s| s.to_string()));
+        known.retain(|(k, _, _)| *k != key);
+        // Only a found container is remembered: one being created is looked up again.
+        if id.is_some() {
+            known.push((key, now, id.clone()));
+        }
+        id
     }
 
     /// `docker ARGS`, reached the way Compose is (same binary, same sudo).
@@ -279,6 +409,24 @@ impl Compose {
 
     /// Fails with what to do when the Docker engine does not answer.
     pub fn ensure_engine(&self) -> anyhow::Result<()> {
+        // Asked once per process: an engine that answered goes on answering.
+        static ANSWERED: std::sync::Mutex<Vec<Docker>> = std::sync::Mutex::new(Vec::new());
+        if ANSWERED
+            .lock()
+            .expect("the engine cache")
+            .contains(&self.access)
+        {
+            return Ok(());
+        }
+        self.engine_answers()?;
+        ANSWERED
+            .lock()
+            .expect("the engine cache")
+            .push(self.access.clone());
+        Ok(())
+    }
+
+    fn engine_answers(&self) -> anyhow::Result<()> {
         self.docker(["info", "--format", "{{.ServerVersion}}"])
             .timeout(Duration::from_secs(20))
             .output()
@@ -368,17 +516,20 @@ fn container_ids(out: &str) -> Vec<&str> {
 }
 
 impl Compose {
-    /// The containers of `services`, read with `ps -q` and `docker inspect` (the same on
-    /// Compose v1 and v2).
+    /// The containers of `services`, read with [`Compose::containers`] and `docker
+    /// inspect` (the same on Compose v1 and v2).
     pub fn container_states(&self, services: &[String]) -> anyhow::Result<Vec<ContainerState>> {
+        // The project's containers, stopped ones included (a replica that exited must
+        // count, not vanish): `docker ps` by project label once it is known, so each
+        // round of the gate costs no (slow, on v1) `compose ps`.
+        let all = self.containers()?;
         let mut states = Vec::new();
         for service in services {
-            // --all: a replica that exited must count, not vanish from the list.
-            let ids = self
-                .cmd(["ps", "--all", "-q", service.as_str()])
-                .timeout(Duration::from_secs(60))
-                .output()?;
-            let ids = container_ids(&ids);
+            let ids: Vec<&str> = all
+                .iter()
+                .filter(|c| c.service == *service)
+                .map(|c| c.id.as_str())
+                .collect();
             if ids.is_empty() {
                 states.push(ContainerState {
                     service: service.clone(),
