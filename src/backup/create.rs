@@ -213,7 +213,10 @@ pub fn create(
         },
         tools: ToolVersions {
             pg_dump: pg_dump
-                .or_else(|| toc.toc.dumped_by.clone())
+                .or_else(|| {
+                    let by = toc.toc.dumped_by.as_deref()?;
+                    crate::db::Version::parse_tool_output(by).map(|v| v.text)
+                })
                 .unwrap_or_default(),
             stablehand: env!("CARGO_PKG_VERSION").to_string(),
             zstd: zstd::zstd_safe::version_string().to_string(),
