@@ -25,6 +25,13 @@
 #
 # Targets (issue 6): stablehand >= 5x faster than the proposal without a snapshot; with
 # a snapshot, the database part of the rollback under 1 s.
+#
+# First, the fixed costs (issue 17): good code-only deploys and `stablehand backup`
+# runs, with every docker, docker-compose, git, psql, pg_dump and pg_restore process
+# counted (a shim on PATH logs it and execs the real one). A deploy's fixed part is its
+# wall time less its build and gate steps (the build's and the gate's own waiting).
+# Targets: fixed part <= 3 s; a compose-mode backup of the demo database <= 1 s.
+# BENCH_BEFORE_BIN=/path/to/an/older/stablehand measures it too, side by side.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,12 +40,18 @@ ROWS=${BENCH_ROWS:-100000}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 MIN_SPEEDUP=5
 MAX_SNAPSHOT_DB_MS=1000
+MAX_FIXED_S=3
+MAX_BACKUP_S=1
+FIXED_RUNS=${BENCH_FIXED_RUNS:-3}
+BEFORE=${BENCH_BEFORE_BIN:-}
 
 source "$ROOT/bench/lib.sh"
 
 [[ $EUID -eq 0 ]] || die "run as root (the PostgreSQL data directory belongs to the postgres user)"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
 [[ $ROWS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROWS must be a positive integer"
+[[ $FIXED_RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_FIXED_RUNS must be a positive integer"
+[[ -z $BEFORE || -x $BEFORE ]] || die "BENCH_BEFORE_BIN is not an executable: $BEFORE"
 docker info >/dev/null 2>&1 || die "no Docker engine answers (scripts/ensure-deps.sh starts one)"
 command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 ||
   die "neither docker compose nor docker-compose is installed"
@@ -79,6 +92,54 @@ DB_SIZE=$(psql_ "select pg_size_pretty(pg_database_size('appdb'))")
 
 log "deploying v1 with stablehand (marked stable)"
 (cd "$APP" && "$SH" -q deploy) >/dev/null || die "the first deploy failed"
+
+# --- fixed costs: good code-only deploys and backups, subprocesses counted --------------
+mkdir -p "$WORK/shims"
+for t in docker docker-compose git psql pg_dump pg_restore; do
+  real=$(command -v "$t" || true)
+  [[ -n $real ]] || continue
+  # Counts the process (one line, the tool's name) and becomes the real tool.
+  printf '#!/bin/sh\necho %s >>"%s/calls"\nexec %s "$@"\n' "$t" "$WORK" "$real" >"$WORK/shims/$t"
+  chmod +x "$WORK/shims/$t"
+done
+counts() { # the processes logged since the last reset, as "git N, docker N, ..."
+  local t out=() n
+  for t in git docker docker-compose psql pg_dump pg_restore; do
+    n=$(grep -cx "$t" "$WORK/calls" 2>/dev/null || true)
+    out+=("$t ${n:-0}")
+  done
+  out+=("total $(wc -l <"$WORK/calls" 2>/dev/null || echo 0)")
+  local IFS=,
+  echo "${out[*]}" | sed 's/,/, /g'
+}
+declare -A FIXED BACKUP_S CALLS_DEPLOY CALLS_BACKUP
+fixed_costs() { # LABEL BINARY: FIXED_RUNS good deploys and backups
+  local label=$1 bin=$2 i t0 t1 out="$WORK/fixed.json" fixed=() backup=()
+  for ((i = 1; i <= FIXED_RUNS; i++)); do
+    stack_release "v1.$label.$i" yes >/dev/null
+    rm -f "$WORK/calls"
+    t0=$EPOCHREALTIME
+    (cd "$APP" && PATH="$WORK/shims:$PATH" "$bin" --json deploy >"$out" 2>"$WORK/fixed.err") ||
+      { cat "$out" "$WORK/fixed.err" >&2; die "a good deploy ($label) failed"; }
+    t1=$EPOCHREALTIME
+    fixed+=("$(python3 -c 'import json,sys
+d = json.load(open(sys.argv[1])); steps = {s["name"]: s["took_ms"] for s in d["steps"]}
+print("%.2f" % (float(sys.argv[3]) - float(sys.argv[2]) - (steps.get("build", 0) + steps.get("gate", 0)) / 1000))' "$out" "$t0" "$t1")")
+    CALLS_DEPLOY[$label]=$(counts)
+    rm -f "$WORK/calls"
+    t0=$EPOCHREALTIME
+    (cd "$APP" && PATH="$WORK/shims:$PATH" "$bin" -q backup >/dev/null 2>"$WORK/fixed.err") ||
+      { cat "$WORK/fixed.err" >&2; die "stablehand backup ($label) failed"; }
+    backup+=("$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')")
+    CALLS_BACKUP[$label]=$(counts)
+  done
+  FIXED[$label]="$(median "${fixed[@]}") (runs ${fixed[*]})"
+  BACKUP_S[$label]="$(median "${backup[@]}") (runs ${backup[*]})"
+  log "  $label: deploy fixed part ${FIXED[$label]} s; backup ${BACKUP_S[$label]} s"
+}
+log "fixed costs: $FIXED_RUNS good code-only deploys and backups per binary"
+if [[ -n $BEFORE ]]; then fixed_costs before "$BEFORE"; fi
+fixed_costs stablehand "$SH"
 
 # --- helpers -----------------------------------------------------------------------------
 healthy_v1() { # the same probe for all three
@@ -220,10 +281,22 @@ echo "  runs: proposal ${P_HEALTHY[*]} | stablehand ${S_HEALTHY[*]} | snapshot $
 echo "  (\"says done\" for stablehand includes its health gate: 2 good probes, then 5 s stable)"
 printf '%s\n' "${LOADS[@]}"
 echo
+echo "fixed costs (medians of $FIXED_RUNS; a deploy's fixed part = wall - build - gate):"
+for label in ${BEFORE:+before} stablehand; do
+  echo "  $label: deploy fixed part ${FIXED[$label]} s; processes per deploy: ${CALLS_DEPLOY[$label]}"
+  echo "  $label: stablehand backup ${BACKUP_S[$label]} s; processes per backup: ${CALLS_BACKUP[$label]}"
+done
+FIXED_NOW=${FIXED[stablehand]%% *}
+BACKUP_NOW=${BACKUP_S[stablehand]%% *}
+echo "deploy fixed part: ${FIXED_NOW} s (target <= ${MAX_FIXED_S} s)"
+echo "compose-mode backup: ${BACKUP_NOW} s (target <= ${MAX_BACKUP_S} s)"
+echo
 echo "speedup to healthy, without a snapshot: ${SPEEDUP}x (target >= ${MIN_SPEEDUP}x)"
 echo "speedup to healthy, with a snapshot: $(ratio "$PH" "$NH")x"
 echo "snapshot swap step: ${NSW} ms (target < ${MAX_SNAPSHOT_DB_MS} ms)"
 pass=1
 awk -v a="$SPEEDUP" -v b="$MIN_SPEEDUP" 'BEGIN { exit !(a >= b) }' || pass=0
 le "$NSW" "$MAX_SNAPSHOT_DB_MS" || pass=0
+le "$FIXED_NOW" "$MAX_FIXED_S" || pass=0
+le "$BACKUP_NOW" "$MAX_BACKUP_S" || pass=0
 if ((pass)); then echo PASS; else echo FAIL; exit 1; fi

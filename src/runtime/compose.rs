@@ -1,7 +1,6 @@
 //! Docker Compose, v2 (`docker compose`) or v1 (`docker-compose`), detected in that order.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -9,6 +8,13 @@ use anyhow::{bail, Context};
 use super::access::{find_on_path, Docker};
 use crate::config::RuntimeConfig;
 use crate::process::{Cmd, ProcessError};
+
+/// The project labels of apps' containers seen in this process (see
+/// [`Compose::containers`]): later reads list containers with `docker ps` instead of a
+/// (slow, on v1) `compose ps`.
+type ProjectIdentity = (PathBuf, Option<String>, Vec<PathBuf>);
+static PROJECT_LABELS: std::sync::Mutex<Vec<(ProjectIdentity, String)>> =
+    std::sync::Mutex::new(Vec::new());
 
 /// Counts the Compose commands that may have created, replaced or removed containers.
 static CONTAINERS_CHANGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -35,9 +41,6 @@ pub struct Compose {
     app_dir: PathBuf,
     project: Option<String>,
     files: Vec<PathBuf>,
-    /// The project label of the containers, once `containers` has seen one: later reads
-    /// list containers with `docker ps` instead of a (slow, on v1) `compose ps`.
-    project_label: OnceLock<String>,
 }
 
 /// The flavor a standalone Compose binary's `version` output names: v2 prints "Docker
@@ -75,7 +78,6 @@ impl Compose {
             app_dir: app_dir.to_owned(),
             project: runtime.project.clone(),
             files: runtime.files.clone(),
-            project_label: OnceLock::new(),
         })
     }
 }
@@ -570,7 +572,7 @@ impl Compose {
     /// containers left out), read with `compose ps --all -q` (then, once their project
     /// label is known, `docker ps` filtered by it) and one `docker inspect`.
     pub fn containers(&self) -> anyhow::Result<Vec<Container>> {
-        let ids = match self.project_label.get() {
+        let ids = match self.project_label() {
             Some(project) => self
                 .docker(["ps", "--all", "--quiet", "--no-trunc", "--filter"])
                 .arg(format!("label=com.docker.compose.project={project}"))
@@ -595,9 +597,36 @@ impl Compose {
             .context("reading the app's containers (docker inspect)")?;
         let containers = parse_containers(&out);
         if let Some(c) = containers.iter().find(|c| !c.project.is_empty()) {
-            let _ = self.project_label.set(c.project.clone());
+            self.learn_project_label(&c.project);
         }
         Ok(containers)
+    }
+
+    /// The project label of the app's containers, once [`Compose::containers`] has seen
+    /// one in this process (any `Compose` of the same app directory, project and files).
+    fn project_label(&self) -> Option<String> {
+        PROJECT_LABELS
+            .lock()
+            .expect("the project label cache")
+            .iter()
+            .find(|(k, _)| *k == self.identity())
+            .map(|(_, label)| label.clone())
+    }
+
+    fn learn_project_label(&self, label: &str) {
+        let mut labels = PROJECT_LABELS.lock().expect("the project label cache");
+        let key = self.identity();
+        labels.retain(|(k, _)| *k != key);
+        labels.push((key, label.to_string()));
+    }
+
+    /// What names this app's Compose project: its directory, `-p` and `-f` files.
+    fn identity(&self) -> ProjectIdentity {
+        (
+            self.app_dir.clone(),
+            self.project.clone(),
+            self.files.clone(),
+        )
     }
 
     /// The last `lines` log lines of a service, for reports (URL passwords and
