@@ -354,6 +354,20 @@ mod tests {
         }
     }
 
+    /// A history line as the first releases wrote it (no id, no notifications) still reads,
+    /// beside one written today.
+    #[test]
+    fn history_lines_from_the_first_releases_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = r#"{"at":"2026-11-01T10:15:00Z","command":"deploy","trigger":"manual","from":"aaa","to":"bbb","outcome":"deployed","exit_code":0,"backup":"pre-deploy_x","stable_tag":"stable-20261101-101500","failed_commit":null,"db_action":null,"db_reason":null,"writes_since_backup":null,"kept_database":null,"reverted_commits":[],"message":"deployed bbb","total_ms":1200,"rollback_ms":null}"#;
+        std::fs::write(dir.path().join("history.jsonl"), format!("{old}\n")).unwrap();
+        let history = read_history(dir.path()).unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].outcome, "deployed");
+        assert_eq!(history[0].id, "");
+        assert!(history[0].notifications.is_empty());
+    }
+
     #[test]
     fn the_latest_verdict_of_a_commit_counts() {
         let history = [

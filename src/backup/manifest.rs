@@ -263,6 +263,35 @@ pub fn sync_dir(dir: &Path) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// A manifest as the first releases wrote it, before the fingerprint, write counters,
+    /// encryption, uploads, horizon, origin, pin and verification were recorded.
+    #[test]
+    fn a_manifest_from_the_first_releases_still_reads() {
+        let old = r#"{
+            "format_version": 1,
+            "id": "pre-deploy_20261101_101500_abc1234",
+            "label": "pre-deploy",
+            "file": "pre-deploy_20261101_101500_abc1234.dump.zst",
+            "created_at": "2026-11-01T10:15:00Z",
+            "database": {"name": "appdb", "mode": "compose", "server_version": "15.8"},
+            "tools": {"pg_dump": "15.8", "stablehand": "0.1.0", "zstd": "1.5.6"},
+            "git_commit": "abc1234abc1234abc1234abc1234abc1234abc12",
+            "size_bytes": 1234,
+            "dump_bytes": 5678,
+            "sha256": "00",
+            "duration_ms": 12,
+            "compression": {"algorithm": "zstd", "level": 3, "threads": 2},
+            "format": "pg_dump custom",
+            "prisma_migrations": null
+        }"#;
+        let m: Manifest = serde_json::from_str(old).expect("an old manifest reads");
+        assert_eq!(m.id, "pre-deploy_20261101_101500_abc1234");
+        assert_eq!(m.database.mode, DbMode::Compose);
+        assert!(m.schema_fingerprint.is_none() && m.write_counters.is_none());
+        assert!(m.encryption.is_none() && m.uploads.is_empty() && m.origin.is_none());
+        assert!(!m.pinned && m.verification.is_none());
+    }
+
     #[test]
     fn only_plain_file_names_pass() {
         for ok in ["pre-deploy_20260302T100411Z_abc1234.dump.zst", "a..b", "x"] {
