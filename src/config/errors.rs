@@ -82,9 +82,16 @@ pub(crate) fn mask_secret_value(line: &str) -> String {
 }
 
 /// Where `section.key` is written in `text` (1-based line and column), falling back to
-/// the section's header; None when neither appears.
-pub(crate) fn locate(text: &str, section: &str, key: &str) -> Option<(usize, usize)> {
+/// the section's header; None when neither appears. In an array of tables, only the `nth` (0-based) `[[section]]` table is looked at: an
+/// error in the second `[[backup.remote]]` points at that table.
+pub(crate) fn locate_in(
+    text: &str,
+    section: &str,
+    nth: Option<usize>,
+    key: &str,
+) -> Option<(usize, usize)> {
     let mut current = String::new();
+    let mut tables_seen = 0;
     let mut header = None;
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim_start();
@@ -97,8 +104,16 @@ pub(crate) fn locate(text: &str, section: &str, key: &str) -> Option<(usize, usi
                 .unwrap_or("")
                 .trim()
                 .to_string();
-            if current == section {
+            if current == section && name.starts_with('[') {
+                tables_seen += 1;
+            }
+            // The header's own table, or (in an array) the nth of them.
+            let wanted = nth.is_none_or(|n| tables_seen == n + 1);
+            if current == section && wanted && header.is_none() {
                 header = Some((i + 1, indent + 1));
+            }
+            if !wanted {
+                current.clear();
             }
             continue;
         }

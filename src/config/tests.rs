@@ -269,3 +269,34 @@ fn sizes_parse() {
     assert_eq!(parse_size("10MB"), Some(10_000_000));
     assert_eq!(parse_size("lots"), None);
 }
+
+/// An error in the second table of an array of tables points at that table's line, not
+/// at the first table's.
+#[test]
+fn errors_in_the_second_array_table_point_at_it() {
+    let base = "[database]\nname = \"a\"\n";
+    let msg = err(&format!(
+        "{base}[[backup.remote]]\nname = \"one\"\nurl = \"s3://bucket/app\"\nendpoint = \"http://127.0.0.1:9000\"\nallow_http = true\n\
+         [[backup.remote]]\nname = \"two\"\nurl = \"ftp://nas/backups\"\n"
+    ));
+    // Line 10 is the second table's url (the first table's is line 5).
+    assert!(
+        msg.starts_with("stablehand.toml:10:1: backup.remote.url: remote \"two\""),
+        "{msg}"
+    );
+    let msg = err(&format!(
+        "{base}[[health.http]]\nurl = \"http://127.0.0.1:1/health\"\n[[health.http]]\nurl = \"ftp://127.0.0.1/\"\n"
+    ));
+    assert!(
+        msg.starts_with("stablehand.toml:6:1: health.http.url: probe 2 must be"),
+        "{msg}"
+    );
+    // The name written in the second table (line 7), not the first one's (line 4).
+    let msg = err(&format!(
+        "{base}[[backup.remote]]\nname = \"one\"\nurl = \"/srv/a\"\n[[backup.remote]]\nname = \"bad name\"\nurl = \"/srv/b\"\n"
+    ));
+    assert!(
+        msg.starts_with("stablehand.toml:7:1: backup.remote.name"),
+        "{msg}"
+    );
+}

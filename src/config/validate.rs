@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::errors::locate;
+use super::errors::locate_in;
 use super::*;
 
 /// A conservative subset of git's ref-name rules.
@@ -38,17 +38,19 @@ pub(crate) fn unusable_program(program: &Path) -> Option<String> {
 }
 
 pub(crate) fn validate(c: &Config, text: &str, path: &Path) -> Result<(), ConfigError> {
-    let invalid = |key: &str, message: String| {
+    // `nth`: which table of an array of tables (`[[health.http]]`, `[[backup.remote]]`).
+    let invalid_in = |key: &str, nth: Option<usize>, message: String| {
         let (section, name) = key.rsplit_once('.').unwrap_or(("", key));
         ConfigError::Invalid {
             path: path.to_owned(),
-            location: locate(text, section, name)
+            location: locate_in(text, section, nth, name)
                 .map(|(l, c)| format!(":{l}:{c}"))
                 .unwrap_or_default(),
             key: key.to_string(),
             message,
         }
     };
+    let invalid = |key: &str, message: String| invalid_in(key, None, message);
     for (key, value) in [
         ("git.stable_tag", Some(c.git.stable_tag.as_str())),
         ("git.stable_prefix", Some(c.git.stable_prefix.as_str())),
@@ -101,8 +103,9 @@ pub(crate) fn validate(c: &Config, text: &str, path: &Path) -> Result<(), Config
     }
     for (i, probe) in c.health.http.iter().enumerate() {
         let parsed = crate::redact::SafeUrl::parse(&probe.url).map_err(|e| {
-            invalid(
+            invalid_in(
                 "health.http.url",
+                Some(i),
                 format!("probe {} has an invalid URL: {e}", i + 1),
             )
         })?;
@@ -115,8 +118,9 @@ pub(crate) fn validate(c: &Config, text: &str, path: &Path) -> Result<(), Config
             }
         }
         if !matches!(parsed.inner().scheme(), "http" | "https") {
-            return Err(invalid(
+            return Err(invalid_in(
                 "health.http.url",
+                Some(i),
                 format!("probe {} must be an http:// or https:// URL", i + 1),
             ));
         }
@@ -194,48 +198,54 @@ pub(crate) fn validate(c: &Config, text: &str, path: &Path) -> Result<(), Config
         ));
     }
     let mut names = std::collections::BTreeSet::new();
-    for r in &c.backup.remote {
+    for (i, r) in c.backup.remote.iter().enumerate() {
         if r.name.is_empty()
             || !r
                 .name
                 .chars()
                 .all(|ch| ch.is_ascii_alphanumeric() || "-_".contains(ch))
         {
-            return Err(invalid(
+            return Err(invalid_in(
                 "backup.remote.name",
+                Some(i),
                 format!("{:?}: use letters, digits, '-' and '_'", r.name),
             ));
         }
         if !names.insert(r.name.as_str()) {
-            return Err(invalid(
+            return Err(invalid_in(
                 "backup.remote.name",
+                Some(i),
                 format!("two remotes are named {:?}; names must be unique", r.name),
             ));
         }
         if let Err(why) = Location::parse(&r.url) {
-            return Err(invalid(
+            return Err(invalid_in(
                 "backup.remote.url",
+                Some(i),
                 format!("remote {:?}: {why}", r.name),
             ));
         }
         if let Some(e) = &r.endpoint {
             if e.starts_with("http://") && !r.allow_http {
-                return Err(invalid(
+                return Err(invalid_in(
                     "backup.remote.endpoint",
+                Some(i),
                     format!("remote {:?}: {e} is plain HTTP; set allow_http = true only for a local test endpoint", r.name),
                 ));
             }
             if url::Url::parse(e).is_ok_and(|u| u.password().is_some() || !u.username().is_empty())
             {
-                return Err(invalid(
+                return Err(invalid_in(
                     "backup.remote.endpoint",
+                Some(i),
                     format!("remote {:?}: credentials never go in the config file; name the environment variables with access_key_id_env and secret_access_key_env", r.name),
                 ));
             }
         }
         if r.keep_last == Some(0) && r.keep_within.is_none_or(|d| d.is_zero()) {
-            return Err(invalid(
+            return Err(invalid_in(
                 "backup.remote.keep_last",
+                Some(i),
                 format!(
                     "remote {:?}: keep_last = 0 without keep_within keeps nothing",
                     r.name
