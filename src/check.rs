@@ -149,7 +149,10 @@ pub fn check(loaded: &Loaded) -> anyhow::Result<Report> {
         ));
     }
     let history = crate::journal::read_history(&state_dir).unwrap_or_default();
-    if let Some(last) = history.last().filter(|r| r.outcome == "rollback_failed") {
+    if let Some(last) = history
+        .last()
+        .filter(|r| r.outcome == crate::journal::OutcomeKind::RollbackFailed)
+    {
         facts.unhealthy = Some(format!(
             "the last {} ended in manual intervention: {}",
             last.command, last.message

@@ -155,7 +155,7 @@ pub struct Release {
     pub from: Option<String>,
     pub to: Option<String>,
     /// deployed, refused, rolled_back, rollback_failed, failed.
-    pub outcome: String,
+    pub outcome: OutcomeKind,
     pub exit_code: i32,
     pub backup: Option<String>,
     pub stable_tag: Option<String>,
@@ -283,8 +283,8 @@ pub fn verdicts(history: &[Release]) -> Verdicts {
             v.passed.remove(failed);
             v.failed.insert(failed.clone());
         }
-        let passed = match r.outcome.as_str() {
-            "deployed" | "rolled_back" => r.to.as_ref(),
+        let passed = match r.outcome {
+            OutcomeKind::Deployed | OutcomeKind::RolledBack => r.to.as_ref(),
             _ => None,
         };
         if let Some(commit) = passed {
@@ -298,6 +298,46 @@ pub fn verdicts(history: &[Release]) -> Verdicts {
 /// Commits whose latest health verdict is a failure: never a rollback target.
 pub fn failed_commits(history: &[Release]) -> std::collections::HashSet<String> {
     verdicts(history).failed
+}
+
+/// How a deploy, rollback or recover ended: `outcome` in `--json`, history.jsonl and
+/// notifications, always one of these words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    Deployed,
+    Planned,
+    Refused,
+    RolledBack,
+    RollbackFailed,
+    NothingToDo,
+}
+
+impl OutcomeKind {
+    /// The word written for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Deployed => "deployed",
+            OutcomeKind::Planned => "planned",
+            OutcomeKind::Refused => "refused",
+            OutcomeKind::RolledBack => "rolled_back",
+            OutcomeKind::RollbackFailed => "rollback_failed",
+            OutcomeKind::NothingToDo => "nothing_to_do",
+        }
+    }
+}
+
+impl std::fmt::Display for OutcomeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Compares with the written word (`outcome == "deployed"`).
+impl PartialEq<&str> for OutcomeKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// What one channel did with an event.
@@ -337,7 +377,7 @@ mod tests {
             trigger: "deploy".into(),
             from: None,
             to: to.map(str::to_string),
-            outcome: outcome.into(),
+            outcome: serde_json::from_value(outcome.into()).expect("an outcome word"),
             exit_code: 0,
             backup: None,
             stable_tag: None,
@@ -352,6 +392,28 @@ mod tests {
             total_ms: 0,
             rollback_ms: None,
         }
+    }
+
+    /// The word of each outcome is the one serde writes and reads (the --json and
+    /// history contract).
+    #[test]
+    fn outcome_words_are_the_written_ones() {
+        for (kind, word) in [
+            (OutcomeKind::Deployed, "deployed"),
+            (OutcomeKind::Planned, "planned"),
+            (OutcomeKind::Refused, "refused"),
+            (OutcomeKind::RolledBack, "rolled_back"),
+            (OutcomeKind::RollbackFailed, "rollback_failed"),
+            (OutcomeKind::NothingToDo, "nothing_to_do"),
+        ] {
+            assert_eq!(kind.as_str(), word);
+            assert_eq!(serde_json::to_value(kind).unwrap(), word);
+            assert_eq!(
+                serde_json::from_value::<OutcomeKind>(word.into()).unwrap(),
+                kind
+            );
+        }
+        assert!(serde_json::from_value::<OutcomeKind>("done".into()).is_err());
     }
 
     /// A history line as the first releases wrote it (no id, no notifications) still reads,

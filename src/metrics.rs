@@ -137,14 +137,19 @@ pub fn render(f: &Facts) -> String {
     );
 
     let deploys = Family::<Vec<(String, String)>, Counter>::default();
-    for outcome in ["deployed", "rolled_back", "rollback_failed", "refused"] {
+    for outcome in [
+        crate::journal::OutcomeKind::Deployed,
+        crate::journal::OutcomeKind::RolledBack,
+        crate::journal::OutcomeKind::RollbackFailed,
+        crate::journal::OutcomeKind::Refused,
+    ] {
         let n = f
             .history
             .iter()
             .filter(|r| r.command != "recover" && r.outcome == outcome)
             .count();
         deploys
-            .get_or_create(&vec![("outcome".into(), outcome.into())])
+            .get_or_create(&vec![("outcome".into(), outcome.as_str().into())])
             .inc_by(n as u64);
     }
     registry.register("deploys", "Deploys and rollbacks by outcome", deploys);

@@ -116,13 +116,19 @@ impl Event {
     /// The event of a finished deploy, rollback or recover (None for a plan or "nothing
     /// to do").
     pub fn from_release(loaded: &Loaded, r: &Release) -> Option<Event> {
-        let kind = match r.outcome.as_str() {
-            "deployed" => EventKind::DeploySucceeded,
-            "rolled_back" => EventKind::RollbackSucceeded,
-            "rollback_failed" => EventKind::RollbackFailed,
-            "refused" if r.message.contains("backup failed at stage") => EventKind::BackupFailed,
-            "refused" => EventKind::DeployRefused,
-            _ => return None,
+        let kind = match r.outcome {
+            crate::journal::OutcomeKind::Deployed => EventKind::DeploySucceeded,
+            crate::journal::OutcomeKind::RolledBack => EventKind::RollbackSucceeded,
+            crate::journal::OutcomeKind::RollbackFailed => EventKind::RollbackFailed,
+            crate::journal::OutcomeKind::Refused
+                if r.message.contains("backup failed at stage") =>
+            {
+                EventKind::BackupFailed
+            }
+            crate::journal::OutcomeKind::Refused => EventKind::DeployRefused,
+            crate::journal::OutcomeKind::Planned | crate::journal::OutcomeKind::NothingToDo => {
+                return None
+            }
         };
         Some(Event::new(
             loaded,

@@ -234,12 +234,14 @@ fn build_dashboard(state: &AppState, token: Option<String>) -> anyhow::Result<Da
                 crate::report::age(r.at, now)
             ),
             what: format!("{} ({})", r.command, r.trigger),
-            outcome: r.outcome.replace('_', " "),
-            class: match r.outcome.as_str() {
-                "deployed" => "ok",
-                "rolled_back" => "warn",
-                "refused" => "muted",
-                _ => "bad",
+            outcome: r.outcome.as_str().replace('_', " "),
+            class: match r.outcome {
+                crate::journal::OutcomeKind::Deployed => "ok",
+                crate::journal::OutcomeKind::RolledBack => "warn",
+                crate::journal::OutcomeKind::Refused => "muted",
+                crate::journal::OutcomeKind::RollbackFailed
+                | crate::journal::OutcomeKind::Planned
+                | crate::journal::OutcomeKind::NothingToDo => "bad",
             },
             failed: short(&r.failed_commit).replace('-', ""),
             from: short(&r.from),
@@ -293,7 +295,7 @@ fn build_dashboard(state: &AppState, token: Option<String>) -> anyhow::Result<Da
                 format!(
                     "{} {} ({})",
                     r.command,
-                    r.outcome.replace('_', " "),
+                    r.outcome.as_str().replace('_', " "),
                     crate::report::age(r.at, now)
                 )
             })

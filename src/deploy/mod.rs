@@ -71,7 +71,7 @@ pub struct RollbackRequest<'a> {
 pub struct Outcome {
     pub command: String,
     /// deployed, planned, refused, rolled_back, rollback_failed, nothing_to_do.
-    pub outcome: String,
+    pub outcome: crate::journal::OutcomeKind,
     pub exit_code: i32,
     pub message: String,
     pub from: Option<String>,
@@ -260,7 +260,7 @@ impl Outcome {
     fn new(command: &str) -> Outcome {
         Outcome {
             command: command.into(),
-            outcome: String::new(),
+            outcome: crate::journal::OutcomeKind::Deployed,
             exit_code: EXIT_DEPLOYED,
             message: String::new(),
             from: None,
@@ -276,9 +276,17 @@ impl Outcome {
     }
 }
 
+/// What a rollback that ended with `exit_code` is called.
+fn rollback_outcome(exit_code: i32) -> crate::journal::OutcomeKind {
+    match exit_code {
+        EXIT_ROLLED_BACK => crate::journal::OutcomeKind::RolledBack,
+        _ => crate::journal::OutcomeKind::RollbackFailed,
+    }
+}
+
 fn refused(command: &str, message: String, started: Instant) -> Outcome {
     Outcome {
-        outcome: "refused".into(),
+        outcome: crate::journal::OutcomeKind::Refused,
         exit_code: EXIT_REFUSED,
         message,
         total_ms: started.elapsed().as_millis() as u64,
@@ -378,12 +386,12 @@ fn record(loaded: &Loaded, id: &str, outcome: &Outcome, trigger: &str) -> anyhow
         command: outcome.command.clone(),
         trigger: trigger.into(),
         from: outcome.from.clone(),
-        to: match outcome.outcome.as_str() {
-            "deployed" => outcome.target.clone(),
-            "refused" => outcome.from.clone(),
+        to: match outcome.outcome {
+            crate::journal::OutcomeKind::Deployed => outcome.target.clone(),
+            crate::journal::OutcomeKind::Refused => outcome.from.clone(),
             _ => rb.and_then(|r| r.target.clone()),
         },
-        outcome: outcome.outcome.clone(),
+        outcome: outcome.outcome,
         exit_code: outcome.exit_code,
         backup: outcome.backup.clone(),
         stable_tag: outcome.stable_tag.clone(),

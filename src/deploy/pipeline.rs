@@ -26,7 +26,7 @@ pub fn deploy(loaded: &Loaded, req: &DeployRequest) -> anyhow::Result<Outcome> {
     };
     if req.dry_run {
         let mut o = refused("deploy", String::new(), started);
-        o.outcome = "planned".into();
+        o.outcome = crate::journal::OutcomeKind::Planned;
         o.exit_code = EXIT_DEPLOYED;
         o.message = format!(
             "would deploy {} (running {}): back up database {}, build and restart {}, run the health gate; nothing was changed",
@@ -255,7 +255,7 @@ pub(super) fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Ou
                 .map_err(|r| format!("; and resetting the code to {running} failed: {r:#}"))
                 .err()
                 .unwrap_or_default();
-            outcome.outcome = "refused".into();
+            outcome.outcome = crate::journal::OutcomeKind::Refused;
             outcome.exit_code = EXIT_REFUSED;
             let why = match crate::process::interruption_in(&e) {
                 Some(cause) => format!("interrupted ({cause})"),
@@ -328,7 +328,7 @@ pub(super) fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Ou
             })?;
             outcome.stable_tag = Some(tag.clone());
             run.step("prune", |r| after_success(r, &target))?;
-            outcome.outcome = "deployed".into();
+            outcome.outcome = crate::journal::OutcomeKind::Deployed;
             outcome.message = format!(
                 "deployed {} and marked it stable ({tag}); pre-deploy backup {backup}{}",
                 git::abbrev(&target, 12),
@@ -368,11 +368,7 @@ pub(super) fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Ou
             let failed = release_failed.then(|| target.clone());
             let report = roll_back(run, "automatic", failed, None, None)?;
             outcome.exit_code = report_exit(&report);
-            outcome.outcome = if outcome.exit_code == EXIT_ROLLED_BACK {
-                "rolled_back".into()
-            } else {
-                "rollback_failed".into()
-            };
+            outcome.outcome = rollback_outcome(outcome.exit_code);
             outcome.message = rollback_message(&why, &report);
             outcome.rollback = Some(report);
             Ok(outcome)

@@ -24,7 +24,7 @@ pub fn rollback(loaded: &Loaded, req: &RollbackRequest) -> anyhow::Result<Outcom
     let history = crate::journal::read_history(&state_dir).unwrap_or_default();
     let last_deploy = history.iter().rev().find(|r| {
         r.command == "deploy"
-            && r.outcome == "deployed"
+            && r.outcome == crate::journal::OutcomeKind::Deployed
             && r.to.as_deref() == Some(current.as_str())
     });
     // Nowhere to go is a refusal: nothing is stopped for it.
@@ -78,12 +78,7 @@ pub fn rollback(loaded: &Loaded, req: &RollbackRequest) -> anyhow::Result<Outcom
         }
         let exit_code = report_exit(&report);
         Outcome {
-            outcome: if exit_code == EXIT_ROLLED_BACK {
-                "rolled_back"
-            } else {
-                "rollback_failed"
-            }
-            .into(),
+            outcome: rollback_outcome(exit_code),
             exit_code,
             message: rollback_message("rollback requested", &report),
             from: Some(current.clone()),
@@ -107,7 +102,7 @@ pub fn recover(loaded: &Loaded, progress: bool) -> anyhow::Result<Outcome> {
     };
     let nothing_to_do = |message: String| {
         let mut o = refused("recover", message, started);
-        o.outcome = "nothing_to_do".into();
+        o.outcome = crate::journal::OutcomeKind::NothingToDo;
         o.exit_code = 0;
         o
     };
@@ -169,7 +164,7 @@ pub fn recover(loaded: &Loaded, progress: bool) -> anyhow::Result<Outcome> {
                 })?),
             };
             run.step("prune", |r| after_success(r, &target))?;
-            outcome.outcome = "deployed".into();
+            outcome.outcome = crate::journal::OutcomeKind::Deployed;
             outcome.stable_tag = tag;
             outcome.message = format!(
                 "finished the interrupted deploy of {}: its gate had passed; it is marked stable",
@@ -190,7 +185,7 @@ pub fn recover(loaded: &Loaded, progress: bool) -> anyhow::Result<Outcome> {
                     r.repo.reset_hard(&from, true)?;
                     r.runtime.restore_image_names(&from)
                 })?;
-                outcome.outcome = "refused".into();
+                outcome.outcome = crate::journal::OutcomeKind::Refused;
                 outcome.exit_code = EXIT_REFUSED;
                 outcome.message = format!(
                     "the interrupted deploy of {} had not changed production; the code is back at {}",
@@ -205,12 +200,7 @@ pub fn recover(loaded: &Loaded, progress: bool) -> anyhow::Result<Outcome> {
             let (requested, policy) = (run.journal.requested.clone(), run.journal.db_policy);
             let report = roll_back(&mut run, "recover", failed, requested, policy)?;
             outcome.exit_code = report_exit(&report);
-            outcome.outcome = if outcome.exit_code == EXIT_ROLLED_BACK {
-                "rolled_back"
-            } else {
-                "rollback_failed"
-            }
-            .into();
+            outcome.outcome = rollback_outcome(outcome.exit_code);
             outcome.message = rollback_message("recovering an interrupted deploy", &report);
             outcome.rollback = Some(report);
             Ok(outcome.clone())

@@ -101,14 +101,13 @@ pub fn outcome(o: &crate::deploy::Outcome, json: bool) {
         print_json(o);
         return;
     }
-    let headline = match o.outcome.as_str() {
-        "deployed" => "DEPLOYED",
-        "planned" => "PLAN",
-        "refused" => "REFUSED",
-        "rolled_back" => "ROLLED BACK",
-        "rollback_failed" => "MANUAL INTERVENTION REQUIRED",
-        "nothing_to_do" => "NOTHING TO DO",
-        other => other,
+    let headline = match o.outcome {
+        crate::journal::OutcomeKind::Deployed => "DEPLOYED",
+        crate::journal::OutcomeKind::Planned => "PLAN",
+        crate::journal::OutcomeKind::Refused => "REFUSED",
+        crate::journal::OutcomeKind::RolledBack => "ROLLED BACK",
+        crate::journal::OutcomeKind::RollbackFailed => "MANUAL INTERVENTION REQUIRED",
+        crate::journal::OutcomeKind::NothingToDo => "NOTHING TO DO",
     };
     outln!("{headline} (exit {}): {}", o.exit_code, o.message);
     if let Some(plan) = &o.plan {
@@ -281,7 +280,7 @@ pub fn history(h: &[crate::journal::Release], json: bool) {
                 r.trigger.clone(),
                 c(&r.from),
                 c(&r.to),
-                r.outcome.clone(),
+                r.outcome.to_string(),
                 r.exit_code.to_string(),
                 r.db_action.clone().unwrap_or_else(|| "-".into()),
                 r.backup.clone().unwrap_or_else(|| "-".into()),
