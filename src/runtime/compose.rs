@@ -13,8 +13,44 @@ use crate::process::{Cmd, ProcessError};
 /// [`Compose::containers`]): later reads list containers with `docker ps` instead of a
 /// (slow, on v1) `compose ps`.
 type ProjectIdentity = (PathBuf, Option<String>, Vec<PathBuf>);
-static PROJECT_LABELS: std::sync::Mutex<Vec<(ProjectIdentity, String)>> =
-    std::sync::Mutex::new(Vec::new());
+static PROJECT_LABELS: Remembered<ProjectIdentity, String> = Remembered::new();
+
+/// Values this process remembers, by key: each costs a process start to learn again.
+struct Remembered<K, V>(std::sync::Mutex<Vec<(K, V)>>);
+
+impl<K: PartialEq, V: Clone> Remembered<K, V> {
+    const fn new() -> Self {
+        Remembered(std::sync::Mutex::new(Vec::new()))
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        let known = self.0.lock().expect("a process cache");
+        known.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, key: K, value: V) {
+        let mut known = self.0.lock().expect("a process cache");
+        known.retain(|(k, _)| *k != key);
+        known.push((key, value));
+    }
+}
+
+/// A container id remembered until a Compose command may have replaced containers
+/// (see [`CONTAINERS_CHANGED`]); `lookup` runs otherwise, and only an id it finds is
+/// remembered (a container being created is looked up again).
+fn remembered_container<K: PartialEq>(
+    cache: &Remembered<K, (u64, String)>,
+    key: K,
+    lookup: impl FnOnce() -> Option<String>,
+) -> Option<String> {
+    let now = CONTAINERS_CHANGED.load(std::sync::atomic::Ordering::SeqCst);
+    if let Some((_, id)) = cache.get(&key).filter(|(at, _)| *at == now) {
+        return Some(id);
+    }
+    let id = lookup()?;
+    cache.put(key, (now, id.clone()));
+    Some(id)
+}
 
 /// Counts the Compose commands that may have created, replaced or removed containers.
 static CONTAINERS_CHANGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -86,58 +122,38 @@ impl Compose {
 /// Compose gives its containers (`docker ps`, no Compose run), remembered as
 /// [`Compose::service_container`] remembers its own; None when none is running.
 pub fn container_by_labels(docker: &Docker, project: &str, service: &str) -> Option<String> {
-    type Known = ((Docker, String, String), u64, String);
-    static KNOWN: std::sync::Mutex<Vec<Known>> = std::sync::Mutex::new(Vec::new());
+    static KNOWN: Remembered<(Docker, String, String), (u64, String)> = Remembered::new();
     let key = (docker.clone(), project.to_string(), service.to_string());
-    let now = CONTAINERS_CHANGED.load(std::sync::atomic::Ordering::SeqCst);
-    let mut known = KNOWN.lock().expect("the container cache");
-    if let Some((_, _, id)) = known.iter().find(|(k, at, _)| *k == key && *at == now) {
-        return Some(id.clone());
-    }
-    let out = docker
-        .docker(["ps", "--quiet", "--no-trunc"])
-        .args([
-            "--filter",
-            &format!("label=com.docker.compose.project={project}"),
-        ])
-        .args([
-            "--filter",
-            &format!("label=com.docker.compose.service={service}"),
-        ])
-        .args(["--filter", "label=com.docker.compose.oneoff=False"])
-        .timeout(Duration::from_secs(60))
-        .output()
-        .ok()?;
-    let id = container_ids(&out).first()?.to_string();
-    known.retain(|(k, _, _)| *k != key);
-    known.push((key, now, id.clone()));
-    Some(id)
+    remembered_container(&KNOWN, key, || {
+        let out = docker
+            .docker(["ps", "--quiet", "--no-trunc"])
+            .args([
+                "--filter",
+                &format!("label=com.docker.compose.project={project}"),
+            ])
+            .args([
+                "--filter",
+                &format!("label=com.docker.compose.service={service}"),
+            ])
+            .args(["--filter", "label=com.docker.compose.oneoff=False"])
+            .timeout(Duration::from_secs(60))
+            .output()
+            .ok()?;
+        container_ids(&out).first().map(|s| s.to_string())
+    })
 }
 
 /// Which Compose `access` reaches, asked once per process (each `version` costs a
 /// process start: 0.3-0.5 s for Compose v1) and remembered with the PATH it was found on.
 fn detected(access: &Docker) -> anyhow::Result<(Flavor, Option<PathBuf>, String)> {
-    type Found = (
-        Docker,
-        Option<std::ffi::OsString>,
-        (Flavor, Option<PathBuf>, String),
-    );
-    static FOUND: std::sync::Mutex<Vec<Found>> = std::sync::Mutex::new(Vec::new());
-    let path = std::env::var_os("PATH");
-    let known = FOUND
-        .lock()
-        .expect("the compose cache")
-        .iter()
-        .find(|(a, p, _)| a == access && *p == path)
-        .map(|(_, _, f)| f.clone());
-    if let Some(found) = known {
+    type Found = (Flavor, Option<PathBuf>, String);
+    static FOUND: Remembered<(Docker, Option<std::ffi::OsString>), Found> = Remembered::new();
+    let key = (access.clone(), std::env::var_os("PATH"));
+    if let Some(found) = FOUND.get(&key) {
         return Ok(found);
     }
     let found = probe_compose(access)?;
-    FOUND
-        .lock()
-        .expect("the compose cache")
-        .push((access.clone(), path, found.clone()));
+    FOUND.put(key, found.clone());
     Ok(found)
 }
 
@@ -239,37 +255,15 @@ impl Compose {
     /// `compose ps -q` once per process and again only after a Compose command that may
     /// have replaced containers (each `compose ps` costs 0.3-0.5 s on Compose v1).
     pub fn service_container(&self, service: &str) -> Option<String> {
-        type Known = (
-            (PathBuf, Option<String>, Vec<PathBuf>, String),
-            u64,
-            Option<String>,
-        );
-        static KNOWN: std::sync::Mutex<Vec<Known>> = std::sync::Mutex::new(Vec::new());
-        let key = (
-            self.app_dir.clone(),
-            self.project.clone(),
-            self.files.clone(),
-            service.to_string(),
-        );
-        let now = CONTAINERS_CHANGED.load(std::sync::atomic::Ordering::SeqCst);
-        let mut known = KNOWN.lock().expect("the container cache");
-        if let Some((_, at, id)) = known.iter().find(|(k, _, _)| *k == key) {
-            if *at == now {
-                return id.clone();
-            }
-        }
-        let id = self
-            .cmd(["ps", "-q", service])
-            .timeout(Duration::from_secs(60))
-            .output()
-            .ok()
-            .and_then(|ids| container_ids(&ids).first().map(|s| s.to_string()));
-        known.retain(|(k, _, _)| *k != key);
-        // Only a found container is remembered: one being created is looked up again.
-        if id.is_some() {
-            known.push((key, now, id.clone()));
-        }
-        id
+        static KNOWN: Remembered<(ProjectIdentity, String), (u64, String)> = Remembered::new();
+        remembered_container(&KNOWN, (self.identity(), service.to_string()), || {
+            let ids = self
+                .cmd(["ps", "-q", service])
+                .timeout(Duration::from_secs(60))
+                .output()
+                .ok()?;
+            container_ids(&ids).first().map(|s| s.to_string())
+        })
     }
 
     /// `docker ARGS`, reached the way Compose is (same binary, same sudo).
@@ -412,19 +406,12 @@ impl Compose {
     /// Fails with what to do when the Docker engine does not answer.
     pub fn ensure_engine(&self) -> anyhow::Result<()> {
         // Asked once per process: an engine that answered goes on answering.
-        static ANSWERED: std::sync::Mutex<Vec<Docker>> = std::sync::Mutex::new(Vec::new());
-        if ANSWERED
-            .lock()
-            .expect("the engine cache")
-            .contains(&self.access)
-        {
+        static ANSWERED: Remembered<Docker, ()> = Remembered::new();
+        if ANSWERED.get(&self.access).is_some() {
             return Ok(());
         }
         self.engine_answers()?;
-        ANSWERED
-            .lock()
-            .expect("the engine cache")
-            .push(self.access.clone());
+        ANSWERED.put(self.access.clone(), ());
         Ok(())
     }
 
@@ -605,19 +592,11 @@ impl Compose {
     /// The project label of the app's containers, once [`Compose::containers`] has seen
     /// one in this process (any `Compose` of the same app directory, project and files).
     fn project_label(&self) -> Option<String> {
-        PROJECT_LABELS
-            .lock()
-            .expect("the project label cache")
-            .iter()
-            .find(|(k, _)| *k == self.identity())
-            .map(|(_, label)| label.clone())
+        PROJECT_LABELS.get(&self.identity())
     }
 
     fn learn_project_label(&self, label: &str) {
-        let mut labels = PROJECT_LABELS.lock().expect("the project label cache");
-        let key = self.identity();
-        labels.retain(|(k, _)| *k != key);
-        labels.push((key, label.to_string()));
+        PROJECT_LABELS.put(self.identity(), label.to_string());
     }
 
     /// What names this app's Compose project: its directory, `-p` and `-f` files.
