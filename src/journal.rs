@@ -28,8 +28,7 @@ pub enum Phase {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Step {
     pub name: String,
-    /// started, done or failed.
-    pub status: String,
+    pub status: StepStatus,
     pub started_at: Timestamp,
     pub took_ms: Option<u64>,
     pub detail: Option<String>,
@@ -136,7 +135,7 @@ impl Journal {
     pub fn done(&self, name: &str) -> bool {
         self.steps
             .iter()
-            .any(|s| s.name == name && s.status == "done")
+            .any(|s| s.name == name && s.status == StepStatus::Done)
     }
 }
 
@@ -150,8 +149,8 @@ pub struct Release {
     pub at: Timestamp,
     /// deploy, rollback, recover.
     pub command: String,
-    /// What started it: "deploy", "manual", "automatic" (a failed gate), "recover".
-    pub trigger: String,
+    /// What started it.
+    pub trigger: Trigger,
     pub from: Option<String>,
     pub to: Option<String>,
     /// deployed, refused, rolled_back, rollback_failed, failed.
@@ -300,44 +299,90 @@ pub fn failed_commits(history: &[Release]) -> std::collections::HashSet<String> 
     verdicts(history).failed
 }
 
-/// How a deploy, rollback or recover ended: `outcome` in `--json`, history.jsonl and
-/// notifications, always one of these words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutcomeKind {
-    Deployed,
-    Planned,
-    Refused,
-    RolledBack,
-    RollbackFailed,
-    NothingToDo,
-}
+/// An enum written as a fixed set of snake_case words (in `--json`, history.jsonl,
+/// the journal and notifications): `as_str`, `Display` (which pads, for tables) and
+/// comparison with the written word (`status == "done"`).
+macro_rules! words {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $word:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        $vis enum $name { $($(#[$vmeta])* $variant,)+ }
 
-impl OutcomeKind {
-    /// The word written for it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutcomeKind::Deployed => "deployed",
-            OutcomeKind::Planned => "planned",
-            OutcomeKind::Refused => "refused",
-            OutcomeKind::RolledBack => "rolled_back",
-            OutcomeKind::RollbackFailed => "rollback_failed",
-            OutcomeKind::NothingToDo => "nothing_to_do",
+        impl $name {
+            /// The word written for it.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $word,)+ }
+            }
         }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    };
+}
+
+words! {
+    /// How a deploy, rollback or recover ended: `outcome` in `--json`, history.jsonl and
+    /// notifications, always one of these words.
+    pub enum OutcomeKind {
+        Deployed => "deployed",
+        Planned => "planned",
+        Refused => "refused",
+        RolledBack => "rolled_back",
+        RollbackFailed => "rollback_failed",
+        NothingToDo => "nothing_to_do",
     }
 }
 
-impl std::fmt::Display for OutcomeKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+words! {
+    /// Where one journaled step is.
+    pub enum StepStatus {
+        Started => "started",
+        Done => "done",
+        Failed => "failed",
     }
 }
 
-/// Compares with the written word (`outcome == "deployed"`).
-impl PartialEq<&str> for OutcomeKind {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
+words! {
+    /// What started a deploy, rollback or recover (`trigger` in history.jsonl, `--json`
+    /// and notifications).
+    pub enum Trigger {
+        /// `stablehand deploy`.
+        Deploy => "deploy",
+        /// A rollback asked for by hand.
+        Manual => "manual",
+        /// A failed health gate.
+        Automatic => "automatic",
+        /// `stablehand recover` finishing an interrupted run.
+        Recover => "recover",
     }
+}
+
+/// Why a deploy or rollback was refused before it changed production. Not written
+/// anywhere (the message says it in words); it decides which event is announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Another deploy, rollback or recover holds the app lock.
+    Locked,
+    /// An unfinished deploy or rollback must be recovered first.
+    Unfinished,
+    /// A preflight check failed.
+    Preflight,
+    /// The pre-deploy backup failed.
+    BackupFailed,
+    /// Checkout, build or a signal stopped it before production was touched.
+    BeforeChange,
+    /// A rollback with no release to return to.
+    NoTarget,
 }
 
 /// What one channel did with an event.
@@ -374,7 +419,7 @@ mod tests {
             id: String::new(),
             at: Timestamp::now(),
             command: "deploy".into(),
-            trigger: "deploy".into(),
+            trigger: Trigger::Deploy,
             from: None,
             to: to.map(str::to_string),
             outcome: serde_json::from_value(outcome.into()).expect("an outcome word"),

@@ -114,14 +114,18 @@ impl Event {
     }
 
     /// The event of a finished deploy, rollback or recover (None for a plan or "nothing
-    /// to do").
-    pub fn from_release(loaded: &Loaded, r: &Release) -> Option<Event> {
+    /// to do"); `refusal` says why a refused one was refused.
+    pub fn from_release(
+        loaded: &Loaded,
+        r: &Release,
+        refusal: Option<crate::journal::Refusal>,
+    ) -> Option<Event> {
         let kind = match r.outcome {
             crate::journal::OutcomeKind::Deployed => EventKind::DeploySucceeded,
             crate::journal::OutcomeKind::RolledBack => EventKind::RollbackSucceeded,
             crate::journal::OutcomeKind::RollbackFailed => EventKind::RollbackFailed,
             crate::journal::OutcomeKind::Refused
-                if r.message.contains("backup failed at stage") =>
+                if refusal == Some(crate::journal::Refusal::BackupFailed) =>
             {
                 EventKind::BackupFailed
             }
@@ -650,9 +654,36 @@ mod tests {
             "message": "the health gate failed; rolled back", "total_ms": 32300, "rollback_ms": 11100
         }))
         .unwrap();
-        let event = Event::from_release(&loaded, &release).unwrap();
+        let event = Event::from_release(&loaded, &release, None).unwrap();
         assert_eq!(event.kind, EventKind::RollbackSucceeded);
         insta::assert_json_snapshot!(event.doc, { ".at" => "[time]", ".host" => "[host]" });
+    }
+
+    /// A refused deploy is announced as a failed backup because the refusal says so,
+    /// not because of the words in its message.
+    #[test]
+    fn a_refusal_is_a_failed_backup_by_its_reason_not_its_words() {
+        use crate::journal::Refusal;
+        let config = crate::config::parse("[database]\nname = \"shop\"\n", Path::new("x")).unwrap();
+        let loaded = Loaded {
+            config,
+            path: "x".into(),
+            app_dir: "/srv/shop".into(),
+        };
+        let release: Release = serde_json::from_value(json!({
+            "at": "2026-11-30T01:00:32Z", "command": "deploy", "trigger": "deploy",
+            "from": null, "to": null, "outcome": "refused", "exit_code": 10, "backup": null,
+            "stable_tag": null, "failed_commit": null, "db_action": null, "db_reason": null,
+            "writes_since_backup": null, "kept_database": null, "reverted_commits": [],
+            "message": "the deploy was refused before any change to production: backup failed at stage dump",
+            "total_ms": 10, "rollback_ms": null
+        }))
+        .unwrap();
+        let kind = |why| Event::from_release(&loaded, &release, why).unwrap().kind;
+        assert_eq!(kind(Some(Refusal::BackupFailed)), EventKind::BackupFailed);
+        assert_eq!(kind(Some(Refusal::Locked)), EventKind::DeployRefused);
+        assert_eq!(kind(Some(Refusal::BeforeChange)), EventKind::DeployRefused);
+        assert_eq!(kind(None), EventKind::DeployRefused);
     }
 
     /// The Slack message and the generic document of every event kind.
@@ -676,9 +707,9 @@ mod tests {
             .unwrap()
         };
         let events = [
-            Event::from_release(&loaded, &release("deployed", 0, "deployed 3333333333cc and marked it stable")).unwrap(),
-            Event::from_release(&loaded, &release("rollback_failed", 12, "the health gate failed; MANUAL INTERVENTION REQUIRED: the stable release itself is unhealthy")).unwrap(),
-            Event::from_release(&loaded, &release("refused", 10, "another deploy or rollback holds the lock")).unwrap(),
+            Event::from_release(&loaded, &release("deployed", 0, "deployed 3333333333cc and marked it stable"), None).unwrap(),
+            Event::from_release(&loaded, &release("rollback_failed", 12, "the health gate failed; MANUAL INTERVENTION REQUIRED: the stable release itself is unhealthy"), None).unwrap(),
+            Event::from_release(&loaded, &release("refused", 10, "another deploy or rollback holds the lock"), Some(crate::journal::Refusal::Locked)).unwrap(),
             Event::backup_failed(&loaded, "backup failed at stage dump: pg_dump exited with status 1"),
             Event::verification_failed(&loaded, &[("manual_20261129_030000_1111111".into(), "sha256 mismatch".into())]),
         ];

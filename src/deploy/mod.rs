@@ -32,7 +32,7 @@ use crate::db::inspect::Ledger;
 use crate::db::{ops, Database};
 use crate::git::{self, Repo, Target};
 use crate::health::Verdict;
-use crate::journal::{Journal, Phase, Release, Step};
+use crate::journal::{Journal, OutcomeKind, Phase, Refusal, Release, Step, StepStatus, Trigger};
 use crate::lock::{AppLock, Held};
 use crate::process::Cmd;
 use crate::runtime::Runtime;
@@ -71,7 +71,7 @@ pub struct RollbackRequest<'a> {
 pub struct Outcome {
     pub command: String,
     /// deployed, planned, refused, rolled_back, rollback_failed, nothing_to_do.
-    pub outcome: crate::journal::OutcomeKind,
+    pub outcome: OutcomeKind,
     pub exit_code: i32,
     pub message: String,
     pub from: Option<String>,
@@ -83,6 +83,9 @@ pub struct Outcome {
     pub plan: Option<Plan>,
     pub steps: Vec<Step>,
     pub total_ms: u64,
+    /// Why it was refused, when it was (not in `--json`: the message says it).
+    #[serde(skip)]
+    pub refusal: Option<Refusal>,
 }
 
 /// What `deploy --dry-run` would do.
@@ -105,7 +108,7 @@ pub struct Plan {
 /// The rollback part of an outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct RollbackReport {
-    pub trigger: String,
+    pub trigger: Trigger,
     pub failed_commit: Option<String>,
     pub target: Option<String>,
     pub target_reason: String,
@@ -179,7 +182,7 @@ impl Run<'_> {
         self.say(&format!("==> {name}"));
         self.journal.steps.push(Step {
             name: name.into(),
-            status: "started".into(),
+            status: StepStatus::Started,
             started_at: jiff::Timestamp::now(),
             took_ms: None,
             detail: None,
@@ -191,9 +194,9 @@ impl Run<'_> {
         let last = self.journal.steps.last_mut().expect("pushed above");
         last.took_ms = Some(t.elapsed().as_millis() as u64);
         match &result {
-            Ok(_) => last.status = "done".into(),
+            Ok(_) => last.status = StepStatus::Done,
             Err(e) => {
-                last.status = "failed".into();
+                last.status = StepStatus::Failed;
                 last.detail = Some(format!("{e:#}"));
                 self.say(&format!("    failed: {e:#}"));
             }
@@ -260,7 +263,7 @@ impl Outcome {
     fn new(command: &str) -> Outcome {
         Outcome {
             command: command.into(),
-            outcome: crate::journal::OutcomeKind::Deployed,
+            outcome: OutcomeKind::Deployed,
             exit_code: EXIT_DEPLOYED,
             message: String::new(),
             from: None,
@@ -272,23 +275,25 @@ impl Outcome {
             plan: None,
             steps: Vec::new(),
             total_ms: 0,
+            refusal: None,
         }
     }
 }
 
 /// What a rollback that ended with `exit_code` is called.
-fn rollback_outcome(exit_code: i32) -> crate::journal::OutcomeKind {
+fn rollback_outcome(exit_code: i32) -> OutcomeKind {
     match exit_code {
-        EXIT_ROLLED_BACK => crate::journal::OutcomeKind::RolledBack,
-        _ => crate::journal::OutcomeKind::RollbackFailed,
+        EXIT_ROLLED_BACK => OutcomeKind::RolledBack,
+        _ => OutcomeKind::RollbackFailed,
     }
 }
 
-fn refused(command: &str, message: String, started: Instant) -> Outcome {
+fn refused(command: &str, why: Refusal, message: String, started: Instant) -> Outcome {
     Outcome {
-        outcome: crate::journal::OutcomeKind::Refused,
+        outcome: OutcomeKind::Refused,
         exit_code: EXIT_REFUSED,
         message,
+        refusal: Some(why),
         total_ms: started.elapsed().as_millis() as u64,
         ..Outcome::new(command)
     }
@@ -310,12 +315,17 @@ fn exclusive(
                 Some(held) => held.to_string(),
                 None => format!("{e:#}"),
             };
-            return Ok(Err(refused(command, msg, started)));
+            return Ok(Err(refused(command, Refusal::Locked, msg, started)));
         }
     };
     if !journal_ok {
         if let Some(j) = Journal::load(&loaded.state_dir())? {
-            return Ok(Err(refused(command, unfinished_message(&j), started)));
+            return Ok(Err(refused(
+                command,
+                Refusal::Unfinished,
+                unfinished_message(&j),
+                started,
+            )));
         }
     }
     Ok(Ok(lock))
@@ -332,7 +342,7 @@ fn finish(
     run: &mut Run,
     outcome: anyhow::Result<Outcome>,
     started: Instant,
-    trigger: &str,
+    trigger: Trigger,
 ) -> anyhow::Result<Outcome> {
     let mut outcome = outcome?;
     outcome.steps = run.journal.steps.clone();
@@ -378,17 +388,17 @@ fn finish(
 
 /// Appends the outcome to the history and announces it (notifications, CI outputs);
 /// a failed notification is recorded, never changes the outcome or the exit code.
-fn record(loaded: &Loaded, id: &str, outcome: &Outcome, trigger: &str) -> anyhow::Result<()> {
+fn record(loaded: &Loaded, id: &str, outcome: &Outcome, trigger: Trigger) -> anyhow::Result<()> {
     let rb = outcome.rollback.as_ref();
     let mut release = Release {
         id: id.to_string(),
         at: jiff::Timestamp::now(),
         command: outcome.command.clone(),
-        trigger: trigger.into(),
+        trigger,
         from: outcome.from.clone(),
         to: match outcome.outcome {
-            crate::journal::OutcomeKind::Deployed => outcome.target.clone(),
-            crate::journal::OutcomeKind::Refused => outcome.from.clone(),
+            OutcomeKind::Deployed => outcome.target.clone(),
+            OutcomeKind::Refused => outcome.from.clone(),
             _ => rb.and_then(|r| r.target.clone()),
         },
         outcome: outcome.outcome,
@@ -406,7 +416,7 @@ fn record(loaded: &Loaded, id: &str, outcome: &Outcome, trigger: &str) -> anyhow
         rollback_ms: rb.map(|r| r.took_ms),
         notifications: Vec::new(),
     };
-    if let Some(event) = crate::notify::Event::from_release(loaded, &release) {
+    if let Some(event) = crate::notify::Event::from_release(loaded, &release, outcome.refusal) {
         release.notifications = crate::notify::send(loaded, &event);
         crate::notify::github_actions(&event);
     }
@@ -417,9 +427,9 @@ fn record(loaded: &Loaded, id: &str, outcome: &Outcome, trigger: &str) -> anyhow
 /// preflight): recorded and announced like any other outcome.
 fn refused_loudly(loaded: &Loaded, outcome: Outcome) -> anyhow::Result<Outcome> {
     let trigger = if outcome.command == "rollback" {
-        "manual"
+        Trigger::Manual
     } else {
-        "deploy"
+        Trigger::Deploy
     };
     record(loaded, "", &outcome, trigger)?;
     Ok(outcome)

@@ -18,6 +18,7 @@ pub fn deploy(loaded: &Loaded, req: &DeployRequest) -> anyhow::Result<Outcome> {
                 loaded,
                 refused(
                     "deploy",
+                    Refusal::Preflight,
                     format!("preflight failed; nothing was changed: {e:#}"),
                     started,
                 ),
@@ -25,20 +26,22 @@ pub fn deploy(loaded: &Loaded, req: &DeployRequest) -> anyhow::Result<Outcome> {
         }
     };
     if req.dry_run {
-        let mut o = refused("deploy", String::new(), started);
-        o.outcome = crate::journal::OutcomeKind::Planned;
-        o.exit_code = EXIT_DEPLOYED;
-        o.message = format!(
+        let message = format!(
             "would deploy {} (running {}): back up database {}, build and restart {}, run the health gate; nothing was changed",
             git::abbrev(&pre.plan.target, 12),
             git::abbrev(&pre.plan.running, 12),
             pre.plan.database,
             if pre.plan.services.is_empty() { pre.plan.runtime.clone() } else { pre.plan.services.join(", ") },
         );
-        o.from = Some(pre.plan.running.clone());
-        o.target = Some(pre.plan.target.clone());
-        o.plan = Some(pre.plan);
-        return Ok(o);
+        return Ok(Outcome {
+            outcome: OutcomeKind::Planned,
+            message,
+            from: Some(pre.plan.running.clone()),
+            target: Some(pre.plan.target.clone()),
+            plan: Some(pre.plan),
+            total_ms: started.elapsed().as_millis() as u64,
+            ..Outcome::new("deploy")
+        });
     }
 
     let mut journal = Journal::new("deploy", &pre.plan.target);
@@ -68,7 +71,7 @@ pub fn deploy(loaded: &Loaded, req: &DeployRequest) -> anyhow::Result<Outcome> {
         run.say(&format!("    {note}"));
     }
     let outcome = deploy_steps(&mut run, started);
-    finish(&mut run, outcome, started, "deploy")
+    finish(&mut run, outcome, started, Trigger::Deploy)
 }
 
 pub(super) struct Preflight {
@@ -255,8 +258,17 @@ pub(super) fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Ou
                 .map_err(|r| format!("; and resetting the code to {running} failed: {r:#}"))
                 .err()
                 .unwrap_or_default();
-            outcome.outcome = crate::journal::OutcomeKind::Refused;
+            outcome.outcome = OutcomeKind::Refused;
             outcome.exit_code = EXIT_REFUSED;
+            let backup_failed = e
+                .chain()
+                .any(|c| c.is::<crate::backup::create::BackupFailed>());
+            outcome.refusal = Some(
+                match backup_failed && crate::process::interruption_in(&e).is_none() {
+                    true => Refusal::BackupFailed,
+                    false => Refusal::BeforeChange,
+                },
+            );
             let why = match crate::process::interruption_in(&e) {
                 Some(cause) => format!("interrupted ({cause})"),
                 None => format!("{e:#}"),
@@ -328,7 +340,7 @@ pub(super) fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Ou
             })?;
             outcome.stable_tag = Some(tag.clone());
             run.step("prune", |r| after_success(r, &target))?;
-            outcome.outcome = crate::journal::OutcomeKind::Deployed;
+            outcome.outcome = OutcomeKind::Deployed;
             outcome.message = format!(
                 "deployed {} and marked it stable ({tag}); pre-deploy backup {backup}{}",
                 git::abbrev(&target, 12),
@@ -363,10 +375,10 @@ pub(super) fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Ou
                 && (run.journal.failed_commit.is_some()
                     || run.journal.steps.iter().any(|s| {
                         matches!(s.name.as_str(), "migrate" | "start" | "gate")
-                            && s.status == "failed"
+                            && s.status == StepStatus::Failed
                     }));
             let failed = release_failed.then(|| target.clone());
-            let report = roll_back(run, "automatic", failed, None, None)?;
+            let report = roll_back(run, Trigger::Automatic, failed, None, None)?;
             outcome.exit_code = report_exit(&report);
             outcome.outcome = rollback_outcome(outcome.exit_code);
             outcome.message = rollback_message(&why, &report);

@@ -24,7 +24,7 @@ pub fn rollback(loaded: &Loaded, req: &RollbackRequest) -> anyhow::Result<Outcom
     let history = crate::journal::read_history(&state_dir).unwrap_or_default();
     let last_deploy = history.iter().rev().find(|r| {
         r.command == "deploy"
-            && r.outcome == crate::journal::OutcomeKind::Deployed
+            && r.outcome == OutcomeKind::Deployed
             && r.to.as_deref() == Some(current.as_str())
     });
     // Nowhere to go is a refusal: nothing is stopped for it.
@@ -48,7 +48,10 @@ pub fn rollback(loaded: &Loaded, req: &RollbackRequest) -> anyhow::Result<Outcom
         } else {
             format!("{reason} (nothing was changed)")
         };
-        return refused_loudly(loaded, refused("rollback", message, started));
+        return refused_loudly(
+            loaded,
+            refused("rollback", Refusal::NoTarget, message, started),
+        );
     }
     let mut journal = Journal::new("rollback", requested.as_deref().unwrap_or(""));
     journal.phase = Phase::RollingBack;
@@ -66,12 +69,13 @@ pub fn rollback(loaded: &Loaded, req: &RollbackRequest) -> anyhow::Result<Outcom
         journal_error: None,
     };
     run.save()?;
-    let report = roll_back(&mut run, "manual", None, requested, req.db);
+    let report = roll_back(&mut run, Trigger::Manual, None, requested, req.db);
     let outcome = report.map(|report| {
         if report.target.is_none() {
             // Refused before anything was stopped.
             return refused(
                 "rollback",
+                Refusal::NoTarget,
                 format!("{} (nothing was changed)", report.target_reason),
                 started,
             );
@@ -88,7 +92,7 @@ pub fn rollback(loaded: &Loaded, req: &RollbackRequest) -> anyhow::Result<Outcom
             ..Outcome::new("rollback")
         }
     });
-    finish(&mut run, outcome, started, "manual")
+    finish(&mut run, outcome, started, Trigger::Manual)
 }
 
 /// `stablehand recover`: finishes an interrupted deploy or rollback so code and
@@ -100,11 +104,11 @@ pub fn recover(loaded: &Loaded, progress: bool) -> anyhow::Result<Outcome> {
         Ok(lock) => lock,
         Err(refusal) => return Ok(refusal),
     };
-    let nothing_to_do = |message: String| {
-        let mut o = refused("recover", message, started);
-        o.outcome = crate::journal::OutcomeKind::NothingToDo;
-        o.exit_code = 0;
-        o
+    let nothing_to_do = |message: String| Outcome {
+        outcome: OutcomeKind::NothingToDo,
+        message,
+        total_ms: started.elapsed().as_millis() as u64,
+        ..Outcome::new("recover")
     };
     let Some(journal) = Journal::load(&state_dir)? else {
         return Ok(nothing_to_do(
@@ -164,7 +168,7 @@ pub fn recover(loaded: &Loaded, progress: bool) -> anyhow::Result<Outcome> {
                 })?),
             };
             run.step("prune", |r| after_success(r, &target))?;
-            outcome.outcome = crate::journal::OutcomeKind::Deployed;
+            outcome.outcome = OutcomeKind::Deployed;
             outcome.stable_tag = tag;
             outcome.message = format!(
                 "finished the interrupted deploy of {}: its gate had passed; it is marked stable",
@@ -185,8 +189,9 @@ pub fn recover(loaded: &Loaded, progress: bool) -> anyhow::Result<Outcome> {
                     r.repo.reset_hard(&from, true)?;
                     r.runtime.restore_image_names(&from)
                 })?;
-                outcome.outcome = crate::journal::OutcomeKind::Refused;
+                outcome.outcome = OutcomeKind::Refused;
                 outcome.exit_code = EXIT_REFUSED;
+                outcome.refusal = Some(Refusal::BeforeChange);
                 outcome.message = format!(
                     "the interrupted deploy of {} had not changed production; the code is back at {}",
                     git::abbrev(&target, 12),
@@ -198,7 +203,7 @@ pub fn recover(loaded: &Loaded, progress: bool) -> anyhow::Result<Outcome> {
             // interrupted is just not proven.
             let failed = run.journal.failed_commit.clone();
             let (requested, policy) = (run.journal.requested.clone(), run.journal.db_policy);
-            let report = roll_back(&mut run, "recover", failed, requested, policy)?;
+            let report = roll_back(&mut run, Trigger::Recover, failed, requested, policy)?;
             outcome.exit_code = report_exit(&report);
             outcome.outcome = rollback_outcome(outcome.exit_code);
             outcome.message = rollback_message("recovering an interrupted deploy", &report);
@@ -206,5 +211,5 @@ pub fn recover(loaded: &Loaded, progress: bool) -> anyhow::Result<Outcome> {
             Ok(outcome.clone())
         })(),
     };
-    finish(&mut run, result, started, "recover")
+    finish(&mut run, result, started, Trigger::Recover)
 }

@@ -111,7 +111,7 @@ pub(super) fn rollback_message(why: &str, r: &RollbackReport) -> String {
 /// is still recorded and announced.
 pub(super) fn roll_back(
     run: &mut Run,
-    trigger: &str,
+    trigger: Trigger,
     failed: Option<String>,
     requested: Option<String>,
     policy: Option<DbPolicy>,
@@ -124,7 +124,7 @@ pub(super) fn roll_back(
     run.journal.db_policy = policy;
     run.save()?;
     let mut report = RollbackReport {
-        trigger: trigger.into(),
+        trigger,
         failed_commit: failed.clone(),
         target: None,
         target_reason: String::new(),

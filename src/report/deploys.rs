@@ -277,7 +277,7 @@ pub fn history(h: &[crate::journal::Release], json: bool) {
             vec![
                 short_time(r.at),
                 r.command.clone(),
-                r.trigger.clone(),
+                r.trigger.to_string(),
                 c(&r.from),
                 c(&r.to),
                 r.outcome.to_string(),
