@@ -47,100 +47,37 @@ pub fn version() -> &'static str {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Write a commented stablehand.toml from what this directory holds
-    Init {
-        /// Replace an existing config
-        #[arg(long)]
-        force: bool,
-        /// The compose file the server runs (repeatable, in Compose's -f order)
-        /// [default: the one the deploy workflow names, else a production-named file,
-        /// else Compose's default]
-        #[arg(long = "file", value_name = "FILE")]
-        files: Vec<PathBuf>,
-    },
+    Init(InitArgs),
     /// The guarded deploy: backup, build, restart, health gate; mark stable or roll back
     /// code AND database (exit 0 deployed, 10 refused, 11 rolled back, 12 manual)
-    Deploy {
-        /// The commit, tag or branch to deploy [default: the remote branch]
-        #[arg(long = "ref", value_name = "REF")]
-        reference: Option<String>,
-        /// Print the plan and change nothing
-        #[arg(long)]
-        dry_run: bool,
-        /// Run in the background, detached from the terminal (a cancelled CI job or a
-        /// dropped SSH session cannot interrupt it); `stablehand wait` waits for its outcome
-        #[arg(long, conflicts_with = "dry_run")]
-        detach: bool,
-    },
+    Deploy(DeployArgs),
     /// Roll code and database back to the last stable release (exit 11 healthy again, 12 not)
-    Rollback {
-        /// Roll back to this commit instead of latest-stable
-        #[arg(long, value_name = "REF")]
-        to: Option<String>,
-        /// Database action: auto (only if the deploy changed it; down migrations when
-        /// possible), restore, down, none
-        #[arg(long, value_enum, value_name = "ACTION")]
-        db: Option<crate::deploy::decision::DbPolicy>,
-        /// Do not ask for confirmation
-        #[arg(long)]
-        yes: bool,
-    },
+    Rollback(RollbackArgs),
     /// Finish an interrupted deploy or rollback so code and database match
     Recover,
     /// Wait for the running deploy, rollback or recover, then print its outcome and exit
     /// with its exit code (0, 10, 11, 12)
-    Wait {
-        /// Give up after this long (exit 1; the deploy goes on)
-        #[arg(long, value_name = "DURATION", default_value = "2h")]
-        timeout: String,
-    },
+    Wait(WaitArgs),
     /// Check tools, versions, access, privileges, disk and secrets (exit 1 when something
     /// blocks a deploy)
     Doctor,
     /// Dashboard, /metrics and /api/status, and the [schedule] jobs (runs until stopped)
-    Serve {
-        /// Address to listen on [default: serve.listen, 127.0.0.1:9750]
-        #[arg(long, value_name = "ADDR")]
-        listen: Option<String>,
-    },
+    Serve(ServeArgs),
     /// Exit 1, saying why, when an alert condition holds (stale or failed backups, an
     /// unfinished deploy, an unhealthy stable release)
     Check,
     /// Running commit, stable release, last deploy, backups, kept databases, unfinished work
     Status,
     /// The release log: every deploy and rollback, newest first
-    History {
-        /// Show at most this many entries
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
-    },
+    History(HistoryArgs),
     /// Remove the deploy lock of a stuck process
-    Unlock {
-        /// Required: a live holder keeps running
-        #[arg(long)]
-        force: bool,
-    },
+    Unlock(UnlockArgs),
     /// Create, list, show, verify, prune and pin database backups
     Backup(BackupArgs),
     /// Run the health gate now (exit 0 healthy, 1 not)
     Health,
     /// Restore a backup into a new database and swap it in (the old one is kept)
-    Restore {
-        /// Backup id, a unique prefix of one, or "latest"; without it, list the backups
-        id: Option<String>,
-        /// Do not ask for confirmation
-        #[arg(long)]
-        yes: bool,
-        /// Restore into this new database and stop there (the live one is untouched)
-        #[arg(long, value_name = "NAME", conflicts_with = "in_place")]
-        target_db: Option<String>,
-        /// Restore over the live database in one transaction (for a user without
-        /// CREATEDB); objects created after the backup remain
-        #[arg(long)]
-        in_place: bool,
-        /// Restore the copy held by this remote ([[backup.remote]] name)
-        #[arg(long, value_name = "NAME")]
-        from: Option<String>,
-    },
+    Restore(RestoreArgs),
     /// Prisma migrations: undo the newest ones with their down.sql
     #[command(subcommand)]
     Migrate(MigrateCommand),
@@ -150,6 +87,101 @@ pub enum Command {
     /// Stable releases: mark one, list them, see where a rollback would go
     #[command(subcommand)]
     Stable(StableCommand),
+}
+
+// The arguments of `stablehand init` (its help is the variant's doc comment).
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Replace an existing config
+    #[arg(long)]
+    pub force: bool,
+    /// The compose file the server runs (repeatable, in Compose's -f order)
+    /// [default: the one the deploy workflow names, else a production-named file,
+    /// else Compose's default]
+    #[arg(long = "file", value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+// The arguments of `stablehand deploy` (its help is the variant's doc comment).
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The commit, tag or branch to deploy [default: the remote branch]
+    #[arg(long = "ref", value_name = "REF")]
+    pub reference: Option<String>,
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run in the background, detached from the terminal (a cancelled CI job or a
+    /// dropped SSH session cannot interrupt it); `stablehand wait` waits for its outcome
+    #[arg(long, conflicts_with = "dry_run")]
+    pub detach: bool,
+}
+
+// The arguments of `stablehand rollback` (its help is the variant's doc comment).
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Roll back to this commit instead of latest-stable
+    #[arg(long, value_name = "REF")]
+    pub to: Option<String>,
+    /// Database action: auto (only if the deploy changed it; down migrations when
+    /// possible), restore, down, none
+    #[arg(long, value_enum, value_name = "ACTION")]
+    pub db: Option<crate::deploy::decision::DbPolicy>,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    pub yes: bool,
+}
+
+// The arguments of `stablehand wait` (its help is the variant's doc comment).
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Give up after this long (exit 1; the deploy goes on)
+    #[arg(long, value_name = "DURATION", default_value = "2h")]
+    pub timeout: String,
+}
+
+// The arguments of `stablehand serve` (its help is the variant's doc comment).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: serve.listen, 127.0.0.1:9750]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+}
+
+// The arguments of `stablehand history` (its help is the variant's doc comment).
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Show at most this many entries
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
+// The arguments of `stablehand unlock` (its help is the variant's doc comment).
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Required: a live holder keeps running
+    #[arg(long)]
+    pub force: bool,
+}
+
+// The arguments of `stablehand restore` (its help is the variant's doc comment).
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Backup id, a unique prefix of one, or "latest"; without it, list the backups
+    pub id: Option<String>,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    pub yes: bool,
+    /// Restore into this new database and stop there (the live one is untouched)
+    #[arg(long, value_name = "NAME", conflicts_with = "in_place")]
+    pub target_db: Option<String>,
+    /// Restore over the live database in one transaction (for a user without
+    /// CREATEDB); objects created after the backup remain
+    #[arg(long)]
+    pub in_place: bool,
+    /// Restore the copy held by this remote ([[backup.remote]] name)
+    #[arg(long, value_name = "NAME")]
+    pub from: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

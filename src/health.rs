@@ -392,7 +392,7 @@ pub fn run_gate_stopping(
 }
 
 /// Prints one round of the gate and what it decided (stderr).
-pub fn print_round(round: &Round, decision: &Decision) {
+pub fn round_line(round: &Round, decision: &Decision) -> String {
     let at = round.at.as_secs_f64();
     match decision {
         Decision::Pending {
@@ -404,13 +404,13 @@ pub fn print_round(round: &Round, decision: &Decision) {
                 None => format!("{consecutive_ok} ok in a row"),
             };
             if round.all_ok {
-                errln!("[{at:5.1}s] ok ({phase})");
+                format!("[{at:5.1}s] ok ({phase})")
             } else {
-                errln!("[{at:5.1}s] not yet: {}", round.problems.join("; "));
+                format!("[{at:5.1}s] not yet: {}", round.problems.join("; "))
             }
         }
-        Decision::Pass => errln!("[{at:5.1}s] healthy"),
-        Decision::Fail { .. } => errln!("[{at:5.1}s] unhealthy"),
+        Decision::Pass => format!("[{at:5.1}s] healthy"),
+        Decision::Fail { .. } => format!("[{at:5.1}s] unhealthy"),
     }
 }
 

@@ -18,29 +18,24 @@ pub use deploys::*;
 pub use restores::*;
 pub use setup::*;
 
-fn print_json<T: Serialize + ?Sized>(value: &T) {
-    outln!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("reports serialise")
-    );
-}
+use crate::printer::Printer;
 
 /// Prints an error with its whole chain, and a JSON error document with `--json`.
-pub fn error(err: &anyhow::Error, exit_code: i32, json: bool) {
+pub fn error(out: &mut Printer, err: &anyhow::Error, exit_code: i32) {
     // After an interrupt, what it cut short is not the cause: say "interrupted".
     let text = match crate::process::interruption_in(err) {
         Some(cause) => format!("interrupted: {cause}"),
         None => format!("{err:#}"),
     };
     let text = crate::redact::redact_text(&text);
-    if json {
-        print_json(&serde_json::json!({
+    if out.json() {
+        out.document(&serde_json::json!({
             "ok": false,
             "exit_code": exit_code,
             "error": text,
         }));
     }
-    errln!("error: {text}");
+    tell!(out, "error: {text}");
 }
 
 /// "3h ago", "2d ago".

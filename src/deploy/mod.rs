@@ -21,8 +21,6 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use std::io::Write;
-
 use anyhow::{bail, Context};
 use serde::Serialize;
 
@@ -55,15 +53,15 @@ const MIGRATE_TIMEOUT: Duration = Duration::from_secs(1800);
 pub struct DeployRequest<'a> {
     pub reference: Option<&'a str>,
     pub dry_run: bool,
-    /// Print each step to stderr as it runs.
-    pub progress: bool,
+    /// Where each step is said as it runs.
+    pub progress: crate::printer::Progress<'a>,
 }
 
 /// How a rollback was asked for.
 pub struct RollbackRequest<'a> {
     pub to: Option<&'a str>,
     pub db: Option<DbPolicy>,
-    pub progress: bool,
+    pub progress: crate::printer::Progress<'a>,
 }
 
 /// What a deploy, rollback or recover did: printed, and the last line of the history.
@@ -133,7 +131,7 @@ struct Run<'a> {
     loaded: &'a Loaded,
     state_dir: PathBuf,
     journal: Journal,
-    progress: bool,
+    progress: crate::printer::Progress<'a>,
     repo: Repo,
     runtime: Runtime,
     /// The live database, connected once (Compose detection costs a second on v1).
@@ -151,10 +149,7 @@ impl Run<'_> {
     }
 
     fn say(&self, line: &str) {
-        if self.progress {
-            // A closed terminal (a dropped SSH session) must not stop a deploy.
-            let _ = writeln!(std::io::stderr(), "{line}");
-        }
+        (self.progress)(line)
     }
 
     /// Writes the journal. While rolling back, a write that fails (a full disk) does
@@ -219,11 +214,7 @@ impl Run<'_> {
         let progress = self.progress;
         crate::health::run_gate_stopping(
             self.loaded,
-            |round, decision| {
-                if progress {
-                    crate::health::print_round(round, decision);
-                }
-            },
+            |round, decision| progress(&crate::health::round_line(round, decision)),
             deferrable,
         )
     }
@@ -245,10 +236,7 @@ fn failpoint(point: &str) {
             "INT2" => (Signal::SIGINT, 2),
             _ => (Signal::SIGKILL, 1),
         };
-        let _ = writeln!(
-            std::io::stderr(),
-            "failpoint {point}: sending {sig} to stablehand"
-        );
+        tracing::warn!("failpoint {point}: sending {sig} to stablehand");
         for _ in 0..times {
             let _ = raise(sig);
             // The handler runs on its own thread: let it take the signal.
@@ -368,10 +356,7 @@ fn finish(
     }
     let id = if aborted { "" } else { run.journal.id.as_str() };
     if let Err(e) = record(run.loaded, id, &outcome, trigger) {
-        let _ = writeln!(
-            std::io::stderr(),
-            "stablehand: the outcome could not be written to the history: {e:#}"
-        );
+        tracing::error!("the outcome could not be written to the history: {e:#}");
         outcome.message = format!(
             "{}; the history could not be written ({e:#})",
             outcome.message

@@ -97,7 +97,7 @@ pub fn rollback(loaded: &Loaded, req: &RollbackRequest) -> anyhow::Result<Outcom
 
 /// `stablehand recover`: finishes an interrupted deploy or rollback so code and
 /// database match: after a passed gate, the marking; otherwise the rollback.
-pub fn recover(loaded: &Loaded, progress: bool) -> anyhow::Result<Outcome> {
+pub fn recover(loaded: &Loaded, progress: crate::printer::Progress) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let state_dir = loaded.state_dir();
     let _lock = match exclusive(loaded, "recover", true, started)? {

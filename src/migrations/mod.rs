@@ -293,8 +293,8 @@ pub struct DownRequest<'a> {
     /// Undo every migration applied after this one; None: the newest one only.
     pub to: Option<&'a str>,
     pub dry_run: bool,
-    /// Asks before anything changes (Err: not confirmed).
-    pub confirm: &'a dyn Fn(&DownReport) -> anyhow::Result<()>,
+    /// Who confirms before anything changes (`--yes`, or the terminal).
+    pub confirm: &'a dyn crate::prompt::Confirm,
 }
 
 /// What `migrate down` did, or would do.
@@ -312,6 +312,22 @@ pub struct DownReport {
     pub reference_backup: Option<String>,
     pub dry_run: bool,
     pub applied: Option<Applied>,
+}
+
+impl DownReport {
+    /// `migrate down` changes the schema under the running app: "down" confirms.
+    fn question(&self) -> crate::prompt::Question {
+        crate::prompt::Question {
+            prompt: format!(
+                "Undo {} in database {} with their down.sql? Type \"down\" to confirm: ",
+                self.migrations.join(", "),
+                self.database
+            ),
+            answer: "down".into(),
+            note: None,
+            no_terminal: "migrate down changes the database schema; pass --yes to confirm (no terminal to ask on)".into(),
+        }
+    }
 }
 
 /// An error that refuses `migrate down` before anything changed (exit 10).
@@ -447,7 +463,7 @@ pub fn down_by_hand(
     if req.dry_run {
         return Ok(report);
     }
-    (req.confirm)(&report)?;
+    req.confirm.confirm(&report.question())?;
     let expected = reference
         .as_ref()
         .and_then(|m| m.schema_fingerprint.clone());

@@ -2,16 +2,19 @@
 
 use super::*;
 
-pub fn created(c: &Created, json: bool, quiet: bool) {
-    if json {
-        print_json(c);
+pub fn created(out: &mut Printer, c: &Created) {
+    if out.json() {
+        out.document(c);
         return;
     }
     if let Some(e) = &c.prune.error {
-        errln!("warning: the backup stands, but pruning old backups failed: {e}");
+        tell!(
+            out,
+            "warning: the backup stands, but pruning old backups failed: {e}"
+        );
     }
-    if quiet {
-        outln!("{}", c.backup.id);
+    if out.quiet() {
+        say!(out, "{}", c.backup.id);
         return;
     }
     let m = &c.backup;
@@ -20,16 +23,18 @@ pub fn created(c: &Created, json: bool, quiet: bool) {
     } else {
         0.0
     };
-    outln!("backup {} created", m.id);
-    outln!("  file      {}", c.path);
-    outln!(
+    say!(out, "backup {} created", m.id);
+    say!(out, "  file      {}", c.path);
+    say!(
+        out,
         "  size      {} (pg_dump wrote {}, {:.1}x smaller)",
         HumanBytes(m.size_bytes),
         HumanBytes(m.dump_bytes),
         ratio
     );
-    outln!("  sha256    {}", m.sha256);
-    outln!(
+    say!(out, "  sha256    {}", m.sha256);
+    say!(
+        out,
         "  database  {} (PostgreSQL {}, {} mode)",
         m.database.name,
         m.database.server_version,
@@ -38,22 +43,24 @@ pub fn created(c: &Created, json: bool, quiet: bool) {
             .as_str()
             .unwrap_or("")
     );
-    outln!("  took      {:.1}s", m.duration_ms as f64 / 1000.0);
+    say!(out, "  took      {:.1}s", m.duration_ms as f64 / 1000.0);
     if let Some(v) = &m.verification {
-        outln!(
+        say!(
+            out,
             "  checked   {} ({} entries in the table of contents)",
             v.method,
             v.toc_entries
         );
     }
     if let Some(rows) = m.prisma_migrations.as_ref().and_then(|p| p.as_array()) {
-        outln!("  prisma    {} migration rows recorded", rows.len());
+        say!(out, "  prisma    {} migration rows recorded", rows.len());
     }
     if let Some(e) = &m.encryption {
-        outln!("  encrypted age, to {}", e.recipients.join(", "));
+        say!(out, "  encrypted age, to {}", e.recipients.join(", "));
     }
     for u in &m.uploads {
-        outln!(
+        say!(
+            out,
             "  offsite   {}: {} ({}, sha256 {})",
             u.remote,
             u.file,
@@ -62,23 +69,25 @@ pub fn created(c: &Created, json: bool, quiet: bool) {
         );
     }
     for f in &c.upload_failures {
-        outln!("  offsite   {}: FAILED: {}", f.remote, f.error);
+        say!(out, "  offsite   {}: FAILED: {}", f.remote, f.error);
     }
     for p in &c.remote_prune {
         if !p.deleted.is_empty() {
-            outln!(
+            say!(
+                out,
                 "retention on {}: deleted {}",
                 p.remote,
                 p.deleted.join(", ")
             );
         }
         if let Some(e) = &p.error {
-            errln!("warning: retention on remote {} failed: {e}", p.remote);
+            tell!(out, "warning: retention on remote {} failed: {e}", p.remote);
         }
     }
     let deleted: Vec<&str> = c.prune.deleted().map(|r| r.id.as_str()).collect();
     if !deleted.is_empty() {
-        outln!(
+        say!(
+            out,
             "retention: deleted {} old backup(s): {}",
             deleted.len(),
             deleted.join(", ")
@@ -87,11 +96,11 @@ pub fn created(c: &Created, json: bool, quiet: bool) {
 }
 
 pub fn backup_list(
+    out: &mut Printer,
     listing: &Listing,
     databases: Option<&[crate::db::ops::SideDatabase]>,
-    json: bool,
 ) {
-    if json {
+    if out.json() {
         #[derive(Serialize)]
         struct Out<'a> {
             backups: &'a [Manifest],
@@ -99,7 +108,7 @@ pub fn backup_list(
             #[serde(skip_serializing_if = "Option::is_none")]
             databases: Option<&'a [crate::db::ops::SideDatabase]>,
         }
-        print_json(&Out {
+        out.document(&Out {
             backups: &listing.backups,
             strays: &listing.strays,
             databases,
@@ -108,7 +117,7 @@ pub fn backup_list(
     }
     if let Some(side) = databases {
         if side.is_empty() {
-            outln!("no databases kept beside the live one");
+            say!(out, "no databases kept beside the live one");
         } else {
             let rows: Vec<Vec<String>> = side
                 .iter()
@@ -121,14 +130,18 @@ pub fn backup_list(
                     ]
                 })
                 .collect();
-            outln!("{}", table(&["DATABASE", "KIND", "SIZE", "RULE"], &rows));
-            outln!("(drop one with `stablehand db drop-kept NAME --yes`)");
+            say!(
+                out,
+                "{}",
+                table(&["DATABASE", "KIND", "SIZE", "RULE"], &rows)
+            );
+            say!(out, "(drop one with `stablehand db drop-kept NAME --yes`)");
         }
-        outln!();
+        say!(out,);
     }
     let now = Timestamp::now();
     if listing.backups.is_empty() {
-        outln!("no backups yet (create one with `stablehand backup`)");
+        say!(out, "no backups yet (create one with `stablehand backup`)");
     } else {
         let rows: Vec<Vec<String>> = listing
             .backups
@@ -150,7 +163,8 @@ pub fn backup_list(
                 ]
             })
             .collect();
-        outln!(
+        say!(
+            out,
             "{}",
             table(
                 &[
@@ -168,100 +182,108 @@ pub fn backup_list(
         );
     }
     for s in &listing.strays {
-        errln!("note: {}: {}", s.file, s.problem);
+        tell!(out, "note: {}: {}", s.file, s.problem);
     }
 }
 
-pub fn backup_show(m: &Manifest, catalog: &Catalog, json: bool) {
-    if json {
-        print_json(m);
+pub fn backup_show(out: &mut Printer, m: &Manifest, catalog: &Catalog) {
+    if out.json() {
+        out.document(m);
         return;
     }
     let now = Timestamp::now();
-    outln!("backup    {}", m.id);
-    outln!("file      {}", m.data_path(&catalog.dir).display());
-    outln!(
+    say!(out, "backup    {}", m.id);
+    say!(out, "file      {}", m.data_path(&catalog.dir).display());
+    say!(
+        out,
         "created   {} UTC ({})",
         short_time(m.created_at),
         age(m.created_at, now)
     );
-    outln!("label     {}", m.label);
-    outln!(
+    say!(out, "label     {}", m.label);
+    say!(
+        out,
         "commit    {}",
         m.git_commit
             .as_deref()
             .unwrap_or("- (not a git repository)")
     );
-    outln!(
+    say!(
+        out,
         "database  {} (PostgreSQL {})",
         m.database.name,
         m.database.server_version
     );
-    outln!(
+    say!(
+        out,
         "size      {} ({} dumped)",
         HumanBytes(m.size_bytes),
         HumanBytes(m.dump_bytes)
     );
-    outln!("sha256    {}", m.sha256);
-    outln!(
+    say!(out, "sha256    {}", m.sha256);
+    say!(
+        out,
         "format    {}, zstd level {} ({} threads)",
         m.format,
         m.compression.level,
         m.compression.threads
     );
-    outln!(
+    say!(
+        out,
         "tools     pg_dump {}, stablehand {}, zstd {}",
         m.tools.pg_dump,
         m.tools.stablehand,
         m.tools.zstd
     );
-    outln!("took      {:.1}s", m.duration_ms as f64 / 1000.0);
-    outln!("verified  {}", verified_cell(m));
-    outln!("pinned    {}", if m.pinned { "yes" } else { "no" });
+    say!(out, "took      {:.1}s", m.duration_ms as f64 / 1000.0);
+    say!(out, "verified  {}", verified_cell(m));
+    say!(out, "pinned    {}", if m.pinned { "yes" } else { "no" });
     match m.prisma_migrations.as_ref().and_then(|p| p.as_array()) {
-        Some(rows) => outln!("prisma    {} rows in _prisma_migrations", rows.len()),
-        None => outln!("prisma    no _prisma_migrations table"),
+        Some(rows) => say!(out, "prisma    {} rows in _prisma_migrations", rows.len()),
+        None => say!(out, "prisma    no _prisma_migrations table"),
     }
 }
 
-pub fn verify(results: &[Verified], json: bool) {
-    if json {
-        print_json(results);
+pub fn verify(out: &mut Printer, results: &[Verified]) {
+    if out.json() {
+        out.document(results);
         return;
     }
     for r in results {
         match &r.problem {
             None => match r.toc_entries {
-                Some(n) => outln!(
+                Some(n) => say!(
+                    out,
                     "ok      {}  ({}, {n} entries in the table of contents)",
                     r.id,
                     HumanBytes(r.size_bytes),
                 ),
-                None => outln!(
+                None => say!(
+                    out,
                     "ok      {}  ({}, size and SHA-256 match the manifest)",
                     r.id,
                     HumanBytes(r.size_bytes),
                 ),
             },
-            Some(p) => outln!("FAILED  {}  {}", r.id, p),
+            Some(p) => say!(out, "FAILED  {}  {}", r.id, p),
         }
     }
     let failed = results.iter().filter(|r| !r.ok).count();
     if failed > 0 {
-        errln!(
+        tell!(out,
             "{failed} of {} backup(s) failed verification; they no longer count as verified. Do not restore from them.",
             results.len()
         );
     }
 }
 
-pub fn prune(p: &PruneOutcome, json: bool) {
-    if json {
-        print_json(p);
+pub fn prune(out: &mut Printer, p: &PruneOutcome) {
+    if out.json() {
+        out.document(p);
         return;
     }
     if p.rows.is_empty() {
-        outln!("no backups to prune");
+        say!(out, "no backups to prune");
         return;
     }
     let rows: Vec<Vec<String>> = p
@@ -291,54 +313,61 @@ pub fn prune(p: &PruneOutcome, json: bool) {
             ]
         })
         .collect();
-    outln!(
+    say!(
+        out,
         "{}",
         table(&["ID", "CREATED (UTC)", "SIZE", "DECISION"], &rows)
     );
     let n = p.deleted().count();
     let verb = if p.dry_run { "would delete" } else { "deleted" };
-    outln!("{verb} {n} of {} backup(s)", p.rows.len());
+    say!(out, "{verb} {n} of {} backup(s)", p.rows.len());
     if let Some(e) = &p.error {
-        errln!("error: some backups could not be deleted: {e}");
+        tell!(out, "error: some backups could not be deleted: {e}");
     }
 }
 
-pub fn pinned(m: &Manifest, json: bool) {
-    if json {
-        print_json(m);
+pub fn pinned(out: &mut Printer, m: &Manifest) {
+    if out.json() {
+        out.document(m);
     } else if m.pinned {
-        outln!("pinned {}: retention will never delete it", m.id);
+        say!(out, "pinned {}: retention will never delete it", m.id);
     } else {
-        outln!("unpinned {}: retention rules apply to it again", m.id);
+        say!(out, "unpinned {}: retention rules apply to it again", m.id);
     }
 }
 
-pub fn marked(m: &crate::git::Marked, json: bool) {
-    if json {
-        print_json(m);
+pub fn marked(out: &mut Printer, m: &crate::git::Marked) {
+    if out.json() {
+        out.document(m);
         return;
     }
-    outln!(
+    say!(
+        out,
         "marked {} stable: tag {}, {} moved to it",
         crate::git::abbrev(&m.commit, 12),
         m.tag,
         m.stable_tag
     );
     if m.pushed {
-        outln!("pushed both tags to the remote");
+        say!(out, "pushed both tags to the remote");
     }
     if let Some(e) = &m.push_error {
-        errln!("{}: {e}", if m.pushed { "note" } else { "error" });
+        tell!(out, "{}: {e}", if m.pushed { "note" } else { "error" });
     }
 }
 
-pub fn stable_list(tags: &[crate::git::StableTag], names: &crate::git::TagNames, json: bool) {
-    if json {
-        print_json(tags);
+pub fn stable_list(
+    out: &mut Printer,
+    tags: &[crate::git::StableTag],
+    names: &crate::git::TagNames,
+) {
+    if out.json() {
+        out.document(tags);
         return;
     }
     if tags.is_empty() {
-        outln!(
+        say!(
+            out,
             "no stable releases yet (no tags {}*); mark one with `stablehand stable mark`",
             names.prefix
         );
@@ -360,7 +389,8 @@ pub fn stable_list(tags: &[crate::git::StableTag], names: &crate::git::TagNames,
             ]
         })
         .collect();
-    outln!(
+    say!(
+        out,
         "{}",
         table(&["TAG", "COMMIT", "TAGGED", "SUBJECT", ""], &rows)
     );

@@ -2,26 +2,29 @@
 
 use super::*;
 
-pub fn health_verdict(v: &crate::health::Verdict, json: bool) {
-    if json {
-        print_json(v);
+pub fn health_verdict(out: &mut Printer, v: &crate::health::Verdict) {
+    if out.json() {
+        out.document(v);
         return;
     }
     if v.passed {
-        outln!(
+        say!(
+            out,
             "healthy: the gate passed after {:.1}s ({} rounds)",
             v.took_ms as f64 / 1000.0,
             v.rounds
         );
     } else {
-        outln!(
+        say!(
+            out,
             "UNHEALTHY after {:.1}s: {}",
             v.took_ms as f64 / 1000.0,
             v.reason.as_deref().unwrap_or("")
         );
     }
     for p in &v.probes {
-        outln!(
+        say!(
+            out,
             "  {} {}  {} ({} ms)",
             if p.ok { "ok  " } else { "FAIL" },
             p.url,
@@ -30,7 +33,8 @@ pub fn health_verdict(v: &crate::health::Verdict, json: bool) {
         );
     }
     for c in &v.containers {
-        outln!(
+        say!(
+            out,
             "  {} service {} [{}]: {}{}, restarts {}",
             if c.is_ok() { "ok  " } else { "FAIL" },
             c.service,
@@ -44,28 +48,28 @@ pub fn health_verdict(v: &crate::health::Verdict, json: bool) {
         );
     }
     for (service, logs) in &v.logs {
-        outln!("  last log lines of {service}:");
+        say!(out, "  last log lines of {service}:");
         for line in logs.lines() {
-            outln!("    {line}");
+            say!(out, "    {line}");
         }
     }
 }
 
 /// A deploy, rollback or recover outcome.
 /// `stablehand deploy --detach`.
-pub fn detached(d: &crate::deploy::background::Detached, json: bool) {
-    if json {
-        print_json(d);
+pub fn detached(out: &mut Printer, d: &crate::deploy::background::Detached) {
+    if out.json() {
+        out.document(d);
         return;
     }
     if d.running {
-        outln!(
+        say!(out,
             "deploy running in the background as pid {} (output: {}); `stablehand wait` waits for its outcome",
             d.pid,
             d.log.display()
         );
     } else {
-        outln!(
+        say!(out,
             "the background deploy (pid {}) has already finished; `stablehand wait` shows its outcome (output: {})",
             d.pid,
             d.log.display()
@@ -74,17 +78,19 @@ pub fn detached(d: &crate::deploy::background::Detached, json: bool) {
 }
 
 /// `stablehand wait`: the outcome it waited for.
-pub fn waited(w: &crate::deploy::background::Waited, json: bool) {
-    if json {
-        print_json(w);
+pub fn waited(out: &mut Printer, w: &crate::deploy::background::Waited) {
+    if out.json() {
+        out.document(w);
         return;
     }
     match (&w.unfinished, &w.release) {
-        (Some(unfinished), _) => outln!(
+        (Some(unfinished), _) => say!(
+            out,
             "MANUAL INTERVENTION REQUIRED (exit {}): {unfinished}",
             w.exit_code
         ),
-        (None, Some(r)) => outln!(
+        (None, Some(r)) => say!(
+            out,
             "{} {} (exit {}, recorded {}): {}",
             r.command,
             r.outcome,
@@ -92,13 +98,13 @@ pub fn waited(w: &crate::deploy::background::Waited, json: bool) {
             r.at,
             r.message
         ),
-        (None, None) => outln!("no deploy or rollback recorded yet"),
+        (None, None) => say!(out, "no deploy or rollback recorded yet"),
     }
 }
 
-pub fn outcome(o: &crate::deploy::Outcome, json: bool) {
-    if json {
-        print_json(o);
+pub fn outcome(out: &mut Printer, o: &crate::deploy::Outcome) {
+    if out.json() {
+        out.document(o);
         return;
     }
     let headline = match o.outcome {
@@ -109,9 +115,10 @@ pub fn outcome(o: &crate::deploy::Outcome, json: bool) {
         crate::journal::OutcomeKind::RollbackFailed => "MANUAL INTERVENTION REQUIRED",
         crate::journal::OutcomeKind::NothingToDo => "NOTHING TO DO",
     };
-    outln!("{headline} (exit {}): {}", o.exit_code, o.message);
+    say!(out, "{headline} (exit {}): {}", o.exit_code, o.message);
     if let Some(plan) = &o.plan {
-        outln!(
+        say!(
+            out,
             "  running {}  ->  target {}  (latest-stable: {})",
             crate::git::abbrev(&plan.running, 12),
             crate::git::abbrev(&plan.target, 12),
@@ -119,12 +126,13 @@ pub fn outcome(o: &crate::deploy::Outcome, json: bool) {
                 .as_deref()
                 .map_or("none yet", |s| crate::git::abbrev(s, 12))
         );
-        outln!("  commits the deploy brings ({}):", plan.commits.len());
+        say!(out, "  commits the deploy brings ({}):", plan.commits.len());
         for c in &plan.commits {
-            outln!("    {} {}", crate::git::abbrev(&c.sha, 7), c.subject);
+            say!(out, "    {} {}", crate::git::abbrev(&c.sha, 7), c.subject);
         }
-        outln!("  backup first: {}", plan.database);
-        outln!(
+        say!(out, "  backup first: {}", plan.database);
+        say!(
+            out,
             "  runtime: {}{}; snapshot: {}",
             plan.runtime,
             if plan.services.is_empty() {
@@ -135,14 +143,15 @@ pub fn outcome(o: &crate::deploy::Outcome, json: bool) {
             plan.snapshot
         );
         if let Some(note) = &plan.stable_sync {
-            outln!("  {note}");
+            say!(out, "  {note}");
         }
     }
     if let Some(rb) = &o.rollback {
         if let Some(failed) = &rb.failed_commit {
-            outln!("  failed commit: {}", crate::git::abbrev(failed, 12));
+            say!(out, "  failed commit: {}", crate::git::abbrev(failed, 12));
         }
-        outln!(
+        say!(
+            out,
             "  rollback target: {} ({})",
             rb.target
                 .as_deref()
@@ -150,32 +159,33 @@ pub fn outcome(o: &crate::deploy::Outcome, json: bool) {
             rb.target_reason
         );
         if !rb.reverted_commits.is_empty() {
-            outln!("  reverted commits:");
+            say!(out, "  reverted commits:");
             for c in &rb.reverted_commits {
-                outln!("    {} {}", crate::git::abbrev(&c.sha, 7), c.subject);
+                say!(out, "    {} {}", crate::git::abbrev(&c.sha, 7), c.subject);
             }
         }
         if let Some(db) = &rb.db {
-            outln!("  database: {}: {}", db.name(), db.reason());
+            say!(out, "  database: {}: {}", db.name(), db.reason());
         }
         if let Some(w) = rb.writes_since_backup {
-            outln!("  writes since the pre-deploy backup: {w}");
+            say!(out, "  writes since the pre-deploy backup: {w}");
         }
         if let Some(snap) = &rb.kept_snapshot {
-            outln!("  the pre-deploy snapshot is kept as {snap} for manual intervention (the next successful deploy drops it)");
+            say!(out, "  the pre-deploy snapshot is kept as {snap} for manual intervention (the next successful deploy drops it)");
         }
         if let Some(kept) = &rb.kept_database {
-            outln!("  the failed database is kept as {kept} (drop it with `stablehand db drop-kept {kept} --yes`)");
+            say!(out, "  the failed database is kept as {kept} (drop it with `stablehand db drop-kept {kept} --yes`)");
         }
         for i in &rb.images {
-            outln!("  {}: {} ({})", i.service, i.image, i.source);
+            say!(out, "  {}: {} ({})", i.service, i.image, i.source);
         }
-        outln!("  rollback took {:.1}s", rb.took_ms as f64 / 1000.0);
+        say!(out, "  rollback took {:.1}s", rb.took_ms as f64 / 1000.0);
     }
     if !o.steps.is_empty() {
-        outln!("  steps:");
+        say!(out, "  steps:");
         for s in &o.steps {
-            outln!(
+            say!(
+                out,
                 "    {:<16} {:<8} {:>8}{}",
                 s.name,
                 s.status,
@@ -189,17 +199,17 @@ pub fn outcome(o: &crate::deploy::Outcome, json: bool) {
             );
         }
     }
-    outln!("  total {:.1}s", o.total_ms as f64 / 1000.0);
+    say!(out, "  total {:.1}s", o.total_ms as f64 / 1000.0);
 }
 
 /// `stablehand status`.
-pub fn status(s: &crate::deploy::status::Status, json: bool) {
-    if json {
-        print_json(s);
+pub fn status(out: &mut Printer, s: &crate::deploy::status::Status) {
+    if out.json() {
+        out.document(s);
         return;
     }
     if let Some(j) = &s.unfinished {
-        outln!(
+        say!(out,
             "UNFINISHED {} {} (started {} by pid {}, phase {:?}, last step {}): run `stablehand recover`",
             j.command,
             j.id,
@@ -216,10 +226,11 @@ pub fn status(s: &crate::deploy::status::Status, json: bool) {
         x.as_deref()
             .map_or("-".to_string(), |v| crate::git::abbrev(v, 12).to_string())
     };
-    outln!("running commit:  {}", c(&s.running_commit));
-    outln!("latest-stable:   {}", c(&s.latest_stable));
+    say!(out, "running commit:  {}", c(&s.running_commit));
+    say!(out, "latest-stable:   {}", c(&s.latest_stable));
     match &s.last_release {
-        Some(r) => outln!(
+        Some(r) => say!(
+            out,
             "last {}:     {} {} ({}, exit {}): {}",
             r.command,
             r.outcome,
@@ -228,43 +239,50 @@ pub fn status(s: &crate::deploy::status::Status, json: bool) {
             r.exit_code,
             r.message
         ),
-        None => outln!("last deploy:     none recorded"),
+        None => say!(out, "last deploy:     none recorded"),
     }
     match (&s.last_backup, s.last_backup_at) {
-        (Some(id), Some(at)) => outln!(
+        (Some(id), Some(at)) => say!(
+            out,
             "last backup:     {id} ({}), {} in all",
             age(at, Timestamp::now()),
             s.backups
         ),
-        _ => outln!("last backup:     none"),
+        _ => say!(out, "last backup:     none"),
     }
     if s.kept_databases.is_empty() {
-        outln!("kept databases:  none");
+        say!(out, "kept databases:  none");
     } else {
-        outln!("kept databases:");
+        say!(out, "kept databases:");
         for d in &s.kept_databases {
-            outln!("  {} ({}, {})", d.name, d.kind, HumanBytes(d.size_bytes));
+            say!(
+                out,
+                "  {} ({}, {})",
+                d.name,
+                d.kind,
+                HumanBytes(d.size_bytes)
+            );
             if let Some(note) = &d.note {
-                outln!("    {note}");
+                say!(out, "    {note}");
             }
         }
     }
     if let Some(h) = &s.lock_holder {
-        outln!("deploy lock:     held by {h}");
+        say!(out, "deploy lock:     held by {h}");
     }
     for p in &s.problems {
-        outln!("problem: {p}");
+        say!(out, "problem: {p}");
     }
 }
 
 /// `stablehand history`, newest first.
-pub fn history(h: &[crate::journal::Release], json: bool) {
-    if json {
-        print_json(h);
+pub fn history(out: &mut Printer, h: &[crate::journal::Release]) {
+    if out.json() {
+        out.document(h);
         return;
     }
     if h.is_empty() {
-        outln!("no deploys or rollbacks recorded yet");
+        say!(out, "no deploys or rollbacks recorded yet");
         return;
     }
     let c = |x: &Option<String>| {
@@ -288,7 +306,8 @@ pub fn history(h: &[crate::journal::Release], json: bool) {
             ]
         })
         .collect();
-    outln!(
+    say!(
+        out,
         "{}",
         table(
             &[
@@ -301,13 +320,13 @@ pub fn history(h: &[crate::journal::Release], json: bool) {
 }
 
 /// `stablehand unlock --force`.
-pub fn unlocked(holder: Option<&crate::lock::Holder>, json: bool) {
-    if json {
-        print_json(&serde_json::json!({ "ok": true, "removed_holder": holder }));
+pub fn unlocked(out: &mut Printer, holder: Option<&crate::lock::Holder>) {
+    if out.json() {
+        out.document(&serde_json::json!({ "ok": true, "removed_holder": holder }));
         return;
     }
     match holder {
-        Some(h) => outln!("removed the deploy lock (it named {h})"),
-        None => outln!("there was no deploy lock"),
+        Some(h) => say!(out, "removed the deploy lock (it named {h})"),
+        None => say!(out, "there was no deploy lock"),
     }
 }

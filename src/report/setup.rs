@@ -3,51 +3,61 @@
 use super::*;
 
 /// `stablehand check`.
-pub fn check(r: &crate::check::Report, json: bool) {
-    if json {
-        print_json(r);
+pub fn check(out: &mut Printer, r: &crate::check::Report) {
+    if out.json() {
+        out.document(r);
         return;
     }
     if r.ok {
-        outln!("ok: backups fresh and verified, no unfinished deploy, the release is healthy");
+        say!(
+            out,
+            "ok: backups fresh and verified, no unfinished deploy, the release is healthy"
+        );
         return;
     }
-    outln!("ALERT: {} condition(s) hold", r.problems.len());
+    say!(out, "ALERT: {} condition(s) hold", r.problems.len());
     for p in &r.problems {
-        outln!("  {}: {}\n    fix: {}", p.condition, p.detail, p.fix);
+        say!(out, "  {}: {}\n    fix: {}", p.condition, p.detail, p.fix);
     }
 }
 
 /// `stablehand init`.
-pub fn initialized(path: &std::path::Path, d: &crate::init::Detected, json: bool) {
-    if json {
-        print_json(&serde_json::json!({ "written": path, "detected": d }));
+pub fn initialized(out: &mut Printer, path: &std::path::Path, d: &crate::init::Detected) {
+    if out.json() {
+        out.document(&serde_json::json!({ "written": path, "detected": d }));
         return;
     }
-    outln!("wrote {}", path.display());
+    say!(out, "wrote {}", path.display());
     if let Some(reason) = &d.compose_reason {
-        outln!("  compose files: {} ({reason})", d.compose_files.join(", "));
+        say!(
+            out,
+            "  compose files: {} ({reason})",
+            d.compose_files.join(", ")
+        );
         if !d.other_compose_files.is_empty() {
-            outln!(
+            say!(
+                out,
                 "  also here, not used: {} (choose with `stablehand init --force --file F`)",
                 d.other_compose_files.join(", ")
             );
         }
     }
     if let Some(how) = &d.resolved_with {
-        outln!("  services read from {how}");
+        say!(out, "  services read from {how}");
     }
     match (&d.db_service, &d.db_user, &d.db_name) {
-        (Some(s), Some(u), Some(n)) => outln!(
+        (Some(s), Some(u), Some(n)) => say!(
+            out,
             "  database: service {s}, user {u} ({}), name {n} ({})",
             d.db_user_from.as_deref().unwrap_or(""),
             d.db_name_from.as_deref().unwrap_or("")
         ),
-        _ if !d.compose_files.is_empty() => outln!("  database: no PostgreSQL service found"),
+        _ if !d.compose_files.is_empty() => say!(out, "  database: no PostgreSQL service found"),
         _ => {}
     }
     if !d.compose_files.is_empty() {
-        outln!(
+        say!(
+            out,
             "  app services: {}",
             if d.app_services.is_empty() {
                 "none".into()
@@ -57,9 +67,10 @@ pub fn initialized(path: &std::path::Path, d: &crate::init::Detected, json: bool
         );
     }
     for line in &d.health_lines {
-        outln!("  health: {line}");
+        say!(out, "  health: {line}");
     }
-    outln!(
+    say!(
+        out,
         "  migrations: {}",
         match (&d.migrations_dir, d.prisma) {
             (Some(dir), _) => format!(
@@ -70,21 +81,25 @@ pub fn initialized(path: &std::path::Path, d: &crate::init::Detected, json: bool
             (None, false) => "none found".into(),
         }
     );
-    outln!(
+    say!(
+        out,
         "  git remote {}, branch {}",
         d.git_remote.as_deref().unwrap_or("none"),
         d.git_branch.as_deref().unwrap_or("the remote's default"),
     );
     for n in &d.notes {
-        outln!("  CHECK: {n}");
+        say!(out, "  CHECK: {n}");
     }
-    outln!("next: `stablehand doctor`, then `stablehand deploy --dry-run`");
+    say!(
+        out,
+        "next: `stablehand doctor`, then `stablehand deploy --dry-run`"
+    );
 }
 
 /// `stablehand doctor`.
-pub fn doctor(r: &crate::doctor::Report, json: bool) {
-    if json {
-        print_json(r);
+pub fn doctor(out: &mut Printer, r: &crate::doctor::Report) {
+    if out.json() {
+        out.document(r);
         return;
     }
     let rows: Vec<Vec<String>> = r
@@ -99,22 +114,25 @@ pub fn doctor(r: &crate::doctor::Report, json: bool) {
             ]
         })
         .collect();
-    outln!("{}", table(&["", "CHECK", "FOUND", "FIX"], &rows));
+    say!(out, "{}", table(&["", "CHECK", "FOUND", "FIX"], &rows));
     if r.blocking == 0 {
-        outln!("nothing blocks a deploy");
+        say!(out, "nothing blocks a deploy");
     } else {
-        outln!("{} problem(s) block a deploy", r.blocking);
+        say!(out, "{} problem(s) block a deploy", r.blocking);
     }
 }
 
 /// `stablehand migrate down`.
-pub fn migrate_down(r: &crate::migrations::DownReport, json: bool) {
-    if json {
-        print_json(r);
+pub fn migrate_down(out: &mut Printer, r: &crate::migrations::DownReport) {
+    if out.json() {
+        out.document(r);
         return;
     }
     if r.migrations.is_empty() {
-        outln!("nothing to undo: no migration is applied (after the one named with --to, if any)");
+        say!(
+            out,
+            "nothing to undo: no migration is applied (after the one named with --to, if any)"
+        );
         return;
     }
     let verb = if r.applied.is_some() {
@@ -122,13 +140,15 @@ pub fn migrate_down(r: &crate::migrations::DownReport, json: bool) {
     } else {
         "would undo"
     };
-    outln!(
+    say!(
+        out,
         "{verb} {} migration(s) in database {}, newest first: {}",
         r.migrations.len(),
         r.database,
         r.migrations.join(", ")
     );
-    outln!(
+    say!(
+        out,
         "  {} statement(s), {}",
         r.statements,
         if r.transactional {
@@ -138,41 +158,42 @@ pub fn migrate_down(r: &crate::migrations::DownReport, json: bool) {
         }
     );
     if !r.destroys.is_empty() {
-        outln!(
+        say!(
+            out,
             "  drops {} (no data written since the reference backup in them)",
             r.destroys.join(", ")
         );
     }
     match (&r.reference_backup, &r.applied) {
         (Some(b), Some(a)) if a.fingerprint_checked => {
-            outln!("  the schema now matches backup {b}'s fingerprint")
+            say!(out, "  the schema now matches backup {b}'s fingerprint")
         }
-        (Some(b), _) => outln!("  the result is checked against backup {b}'s fingerprint"),
-        (None, _) => outln!(
+        (Some(b), _) => say!(out, "  the result is checked against backup {b}'s fingerprint"),
+        (None, _) => say!(out,
             "  WARNING: no backup records the schema these migrations leave, so the result cannot be checked against a fingerprint"
         ),
     }
     match &r.applied {
         Some(a) => {
-            outln!(
+            say!(out,
                 "  done in {} ms; the ledger rows are marked rolled back, so a deploy applies them again",
                 a.took_ms
             );
-            outln!("next: the running code may expect the newer schema: roll the code back too (`stablehand rollback --to <commit> --db none`)");
+            say!(out, "next: the running code may expect the newer schema: roll the code back too (`stablehand rollback --to <commit> --db none`)");
         }
-        None => outln!("dry run: nothing was changed"),
+        None => say!(out, "dry run: nothing was changed"),
     }
 }
 
 /// `backup list --remote NAME`.
-pub fn remote_list(l: &crate::remote::commands::RemoteListing, json: bool) {
-    if json {
-        print_json(l);
+pub fn remote_list(out: &mut Printer, l: &crate::remote::commands::RemoteListing) {
+    if out.json() {
+        out.document(l);
         return;
     }
-    outln!("remote {} ({})", l.remote, l.url);
+    say!(out, "remote {} ({})", l.remote, l.url);
     if l.backups.is_empty() {
-        outln!("no backups on this remote");
+        say!(out, "no backups on this remote");
     } else {
         let now = Timestamp::now();
         let rows: Vec<Vec<String>> = l
@@ -194,7 +215,8 @@ pub fn remote_list(l: &crate::remote::commands::RemoteListing, json: bool) {
                 ]
             })
             .collect();
-        outln!(
+        say!(
+            out,
             "{}",
             table(
                 &[
@@ -210,35 +232,36 @@ pub fn remote_list(l: &crate::remote::commands::RemoteListing, json: bool) {
             )
         );
         if !l.others.is_empty() {
-            outln!(
+            say!(out,
                 "({} cop(ies) of other servers or databases: this server never prunes them and never takes them for `latest`)",
                 l.others.len()
             );
         }
     }
     for i in &l.incomplete {
-        outln!("incomplete: {i}");
+        say!(out, "incomplete: {i}");
     }
 }
 
 /// `backup sync`.
-pub fn synced(s: &[crate::remote::commands::Synced], json: bool) {
-    if json {
-        print_json(s);
+pub fn synced(out: &mut Printer, s: &[crate::remote::commands::Synced]) {
+    if out.json() {
+        out.document(s);
         return;
     }
     if s.is_empty() {
-        outln!("every remote already holds every local backup");
+        say!(out, "every remote already holds every local backup");
     }
     for r in s {
         match &r.error {
-            None => outln!(
+            None => say!(
+                out,
                 "uploaded {} to {} ({})",
                 r.id,
                 r.remote,
                 HumanBytes(r.size_bytes)
             ),
-            Some(e) => outln!("FAILED {} to {}: {e}", r.id, r.remote),
+            Some(e) => say!(out, "FAILED {} to {}: {e}", r.id, r.remote),
         }
     }
 }

@@ -40,9 +40,12 @@ pub struct Request<'a> {
     pub id: &'a str,
     /// Restore the copy held by this remote (`--from NAME`).
     pub from: Option<&'a str>,
-    pub yes: bool,
+    /// Who confirms before the live database is replaced (`--yes`, or the terminal).
+    pub confirm: &'a dyn crate::prompt::Confirm,
     pub target_db: Option<&'a str>,
     pub in_place: bool,
+    /// Where the gate's rounds after the restore are said.
+    pub progress: crate::printer::Progress<'a>,
 }
 
 /// What a restore did.
@@ -156,10 +159,8 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
     };
     if method != "target" {
         let writes = writes_line(writes_since_backup, method, &live.name);
-        if req.yes {
-            let _ = writeln!(io::stderr(), "stablehand: {writes}");
-        }
-        confirm(&live.name, &manifest, method, req.yes, &writes)?;
+        req.confirm
+            .confirm(&question(&live.name, &manifest, method, writes))?;
     }
 
     let leftovers_dropped = live.drop_leftovers().unwrap_or_default();
@@ -302,7 +303,7 @@ pub fn restore(loaded: &Loaded, req: &Request) -> anyhow::Result<Restored> {
         }
     }
     if method != "target" {
-        let (gate, health) = gate_after_restore(loaded);
+        let (gate, health) = gate_after_restore(loaded, req.progress);
         report.app_healthy = match (&gate, &health) {
             (Some(v), _) => Some(v.passed),
             (None, Some(_)) if crate::health::ensure_something_to_check(loaded).is_ok() => {
@@ -341,33 +342,25 @@ enum Source {
     },
 }
 
-/// Asks the operator to type the database name, after `writes` (what the restore
-/// leaves out). No terminal and no --yes: refuse.
-fn confirm(db: &str, m: &Manifest, method: &str, yes: bool, writes: &str) -> anyhow::Result<()> {
-    if yes {
-        return Ok(());
-    }
+/// The operator types the database name, after `writes` (what the restore leaves out,
+/// said even with --yes). No terminal and no --yes: refused.
+fn question(db: &str, m: &Manifest, method: &str, writes: String) -> crate::prompt::Question {
     let what = if method == "in_place" {
         "overwrites the live database in place"
     } else {
         "replaces the live database (the current one is kept, renamed)"
     };
-    let answer = crate::ask(
-        &format!(
+    crate::prompt::Question {
+        prompt: format!(
             "Restoring backup {} (created {}, commit {}) {what}: {db}.\n{writes}\nType the database name to continue: ",
             m.id,
             m.created_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
             m.git_commit.as_deref().map(|c| crate::git::abbrev(c, 7)).unwrap_or("-"),
         ),
-        "restore replaces the live database and needs confirmation, but there is no terminal to ask on; pass --yes to confirm",
-    )?;
-    if answer != db {
-        return Err(crate::UsageError(format!(
-            "the answer {answer:?} is not {db:?}; nothing was changed"
-        ))
-        .into());
+        answer: db.to_string(),
+        note: Some(writes),
+        no_terminal: "restore replaces the live database and needs confirmation, but there is no terminal to ask on; pass --yes to confirm".into(),
     }
-    Ok(())
 }
 
 /// The header and table of contents of a backup, decompressed (0600, hidden, removed
@@ -553,19 +546,18 @@ fn writes_line(writes: Option<u64>, method: &str, db: &str) -> String {
 /// The health gate after a restore started the app again. Without checks in
 /// `[health]` it is not run, and the second value says so; when it fails, the second
 /// value says what to do.
-fn gate_after_restore(loaded: &Loaded) -> (Option<crate::health::Verdict>, Option<String>) {
-    use std::io::IsTerminal;
+fn gate_after_restore(
+    loaded: &Loaded,
+    progress: crate::printer::Progress,
+) -> (Option<crate::health::Verdict>, Option<String>) {
     if crate::health::ensure_something_to_check(loaded).is_err() {
         return (
             None,
             Some("no health checks are configured ([[health.http]] or health.containers): the app's health was not checked".into()),
         );
     }
-    let progress = io::stderr().is_terminal();
     match crate::health::run_gate(loaded, |round, decision| {
-        if progress {
-            crate::health::print_round(round, decision);
-        }
+        progress(&crate::health::round_line(round, decision))
     }) {
         Ok(v) if v.passed => (Some(v), None),
         Ok(v) => {

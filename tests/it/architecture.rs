@@ -283,3 +283,68 @@ fn the_circle_finder_names_a_shortest_circle() {
     let text = "use crate::x;\n#[cfg(test)]\nmod tests { use crate::y; fn f() { {} } }\nfn g() {}";
     assert_eq!(without_tests(text), "use crate::x;\n\nfn g() {}");
 }
+
+/// The command layer is on top: only the crate root reaches `commands`, and only the
+/// commands (and `serve`, a command that runs until stopped) reach `report`.
+#[test]
+fn the_command_layer_is_on_top() {
+    let graph = graph();
+    let mut problems = Vec::new();
+    for (module, deps) in &graph {
+        let is_command =
+            module == "lib" || module == "commands" || module.starts_with("commands::");
+        for dep in deps {
+            let up = dep == "commands" || dep.starts_with("commands::");
+            let report = dep == "report" || dep.starts_with("report::");
+            let reports_allowed = is_command || module == "serve" || module.starts_with("report");
+            if (up && !is_command) || (report && !reports_allowed) {
+                problems.push(format!("{module} -> {dep}"));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "modules below the command layer reach up into it: {problems:?}"
+    );
+    // The layer exists: a file per command.
+    let commands = graph.keys().filter(|m| m.starts_with("commands::")).count();
+    assert!(commands >= 15, "{commands} command files");
+}
+
+/// Jobs and the world never print: a command prints what they return through the
+/// `Printer`, and their progress goes through the `Progress` the command passes.
+/// Allowed: the command layer, `report`, `printer`, `prompt`, `serve` (its own log) and
+/// the signal handler in `process` (a note the moment a signal arrives).
+#[test]
+fn only_the_command_layer_prints() {
+    let allowed = |m: &str| {
+        [
+            "lib", "commands", "report", "printer", "prompt", "serve", "process",
+        ]
+        .iter()
+        .any(|a| m == *a || m.starts_with(&format!("{a}::")))
+    };
+    let printing = regex::Regex::new(
+        r"\b(println!|print!|eprintln!|eprint!|errln!|say!|tell!)|io::stdout\(\)|io::stderr\(\)\s*,",
+    )
+    .unwrap();
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut problems = Vec::new();
+    for file in &files {
+        let module = module_of(file);
+        if allowed(&module) || file.ends_with("tests.rs") {
+            continue;
+        }
+        let text = without_tests(&std::fs::read_to_string(file).unwrap());
+        for (n, line) in text.lines().enumerate() {
+            if !line.trim_start().starts_with("//") && printing.is_match(line) {
+                problems.push(format!("{module}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "printing below the command layer: {problems:#?}"
+    );
+}
