@@ -484,11 +484,11 @@ fn troubleshooting_doc_matches_the_error_messages() {
 fn troubleshooting_doc_lists_every_exit_code() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let doc = std::fs::read_to_string(root.join(DOC)).unwrap();
-    let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
+    let lib = std::fs::read_to_string(root.join("src/commands/mod.rs")).unwrap();
     let body = lib
         .split_once("pub enum Exit {")
         .and_then(|(_, rest)| rest.split_once('}'))
-        .expect("src/lib.rs has `pub enum Exit { ... }`")
+        .expect("src/commands/mod.rs has `pub enum Exit { ... }`")
         .0;
     let codes: Vec<&str> = body
         .lines()
@@ -497,7 +497,7 @@ fn troubleshooting_doc_lists_every_exit_code() {
         .collect();
     assert!(
         codes.len() >= 8,
-        "exit codes found in src/lib.rs: {codes:?}"
+        "exit codes found in src/commands/mod.rs: {codes:?}"
     );
     let missing: Vec<&&str> = codes
         .iter()
