@@ -191,7 +191,7 @@ pub fn doctor(loaded: &Loaded) -> Report {
                 "database",
                 server
                     .as_ref()
-                    .map(|v| format!("{} reachable, PostgreSQL {v:?}", db.describe()))
+                    .map(|v| format!("{} reachable, PostgreSQL {}", db.describe(), v.text))
                     .map_err(|e| fail(e, "start the database, check [database] (and DATABASE_URL in direct mode)")),
             );
             if let Ok(server) = &server {
@@ -202,7 +202,8 @@ pub fn doctor(loaded: &Loaded) -> Report {
                     "pg_dump",
                     dump.map(|v| {
                         format!(
-                            "pg_dump {v:?} ({})",
+                            "pg_dump {} ({})",
+                            v.text,
                             if db.mode == DbMode::Compose {
                                 "inside the service"
                             } else {

@@ -371,8 +371,13 @@ impl Database {
     /// Where the database is, for messages (never with a password).
     pub fn describe(&self) -> String {
         match &self.access {
-            Access::Direct { url: Some(url), .. } => format!("{url} (direct)"),
-            Access::Direct { url: None, .. } => "local client tools (direct)".into(),
+            Access::Direct { url: Some(url), .. } => format!("database at {url} (direct)"),
+            Access::Direct { url: None, .. } => {
+                format!(
+                    "database {} through the local client tools (direct)",
+                    self.name
+                )
+            }
             Access::Compose { service, user, .. } => format!(
                 "database {} as {} in compose service {:?}",
                 self.name, user, service

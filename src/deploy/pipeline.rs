@@ -27,7 +27,7 @@ pub fn deploy(loaded: &Loaded, req: &DeployRequest) -> anyhow::Result<Outcome> {
     };
     if req.dry_run {
         let message = format!(
-            "would deploy {} (running {}): back up database {}, build and restart {}, run the health gate; nothing was changed",
+            "would deploy {} (running {}): back up {}, build and restart {}, run the health gate; nothing was changed",
             git::abbrev(&pre.plan.target, 12),
             git::abbrev(&pre.plan.running, 12),
             pre.plan.database,

@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn rollback_event() -> Event {

@@ -22,6 +22,7 @@ mod interrupts;
 mod kept_databases;
 mod manual_restore;
 mod notify;
+mod output;
 mod remote;
 mod restore;
 mod rollback_rules;
