@@ -483,7 +483,7 @@ pub fn init(path: &Path, force: bool, files: &[PathBuf]) -> anyhow::Result<(Path
     let text = crate::runtime::access::add_detected_compose(text, dir);
     // What is written must load: a bug here must not leave a broken config behind.
     crate::config::parse(&text, path).context("the generated config does not parse (a bug)")?;
-    crate::backup::manifest::write_file_atomic(path, text.as_bytes())?;
+    crate::files::write_file_atomic(path, text.as_bytes())?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;

@@ -69,7 +69,7 @@ pub struct Journal {
 
 /// Writes `bytes` to `path` atomically and durably.
 fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    crate::backup::manifest::write_file_atomic(path, bytes)
+    crate::files::write_file_atomic(path, bytes)
 }
 
 impl Journal {
@@ -125,7 +125,7 @@ impl Journal {
     /// Removes the journal: the deploy or rollback is finished.
     pub fn finish(state_dir: &Path) -> anyhow::Result<()> {
         match std::fs::remove_file(Self::path(state_dir)) {
-            Ok(()) => crate::backup::manifest::sync_dir(state_dir),
+            Ok(()) => crate::files::sync_dir(state_dir),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e).context("removing the finished deploy journal"),
         }

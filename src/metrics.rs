@@ -54,7 +54,7 @@ impl Counters {
         let _ = fs_err::create_dir_all(state_dir)
             .map_err(anyhow::Error::from)
             .and_then(|()| {
-                crate::backup::manifest::write_file_atomic(
+                crate::files::write_file_atomic(
                     &Self::path(state_dir),
                     &serde_json::to_vec(&c).unwrap_or_default(),
                 )
@@ -228,13 +228,12 @@ pub fn write_textfile(loaded: &Loaded) {
     };
     let path = loaded.app_dir.join(file);
     let text = render(&gather(loaded));
-    let written =
-        crate::backup::manifest::write_file_atomic(&path, text.as_bytes()).and_then(|()| {
-            // Not a secret, and node_exporter usually runs as its own user.
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
-            Ok(())
-        });
+    let written = crate::files::write_file_atomic(&path, text.as_bytes()).and_then(|()| {
+        // Not a secret, and node_exporter usually runs as its own user.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        Ok(())
+    });
     if let Err(e) = written {
         tracing::warn!("writing the metrics textfile {}: {e:#}", path.display());
     }

@@ -222,7 +222,7 @@ impl Catalog {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
             _ => {}
         }
-        super::manifest::sync_dir(&self.dir)
+        crate::files::sync_dir(&self.dir)
     }
 
     /// Removes leftovers of writes that never finished: temp files, and data files

@@ -420,7 +420,7 @@ fn dump_to_file(
     req: &Request,
     threads: u32,
 ) -> Result<Written, BackupFailed> {
-    let file = manifest::create_private(path)
+    let file = crate::files::create_private(path)
         .with_context(|| format!("creating {}", path.display()))
         .map_err(at(Stage::Write))?;
     let encryption = req.settings.encryption.as_ref();

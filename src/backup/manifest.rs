@@ -1,7 +1,6 @@
 //! The JSON manifest written beside every backup. A backup exists only when its manifest
 //! does; the manifest is written atomically (temp file, fsync, rename, fsync of the dir).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -206,7 +205,7 @@ impl Manifest {
     pub fn write_atomic(&self, dir: &Path) -> anyhow::Result<PathBuf> {
         let path = Self::manifest_path(dir, &self.id);
         let json = serde_json::to_vec_pretty(self)?;
-        write_file_atomic(&path, &json)?;
+        crate::files::write_file_atomic(&path, &json)?;
         Ok(path)
     }
 }
@@ -223,40 +222,6 @@ pub fn is_plain_file_name(name: &str) -> bool {
             Path::new(name).components().collect::<Vec<_>>()[..],
             [std::path::Component::Normal(_)]
         )
-}
-
-/// Writes `bytes` to `path` via a temp file in the same directory, fsynced, renamed,
-/// with the directory fsynced too. Files are created 0600.
-pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.partial"));
-    let result = (|| -> anyhow::Result<()> {
-        let mut f = create_private(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs_err::rename(&tmp, path)?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Creates a new file readable only by its owner (0600), failing if it exists.
-pub fn create_private(path: &Path) -> std::io::Result<fs_err::File> {
-    use fs_err::os::unix::fs::OpenOptionsExt;
-    let mut opts = fs_err::OpenOptions::new();
-    opts.write(true).create_new(true).mode(0o600);
-    opts.open(path)
-}
-
-/// fsyncs a directory so renames in it survive a crash.
-pub fn sync_dir(dir: &Path) -> anyhow::Result<()> {
-    fs_err::File::open(dir)?.sync_all()?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ fn write_record(state_dir: &Path, record: &Record) {
     let written = fs_err::create_dir_all(state_dir)
         .map_err(anyhow::Error::from)
         .and_then(|()| {
-            crate::backup::manifest::write_file_atomic(
+            crate::files::write_file_atomic(
                 &record_path(state_dir),
                 &serde_json::to_vec_pretty(record)?,
             )

@@ -54,7 +54,7 @@ pub fn deploy(loaded: &Loaded, req: &DeployRequest) -> anyhow::Result<Outcome> {
         progress: req.progress,
         repo: pre.repo,
         runtime: pre.runtime,
-        db: None,
+        db: Some(pre.db),
         journal_error: None,
     };
     run.journal.save(&run.state_dir)?;
@@ -78,6 +78,8 @@ pub(super) struct Preflight {
     pub(super) repo: Repo,
     pub(super) runtime: Runtime,
     pub(super) plan: Plan,
+    /// The live database, as preflight reached it (the deploy goes on with it).
+    pub(super) db: Database,
 }
 
 pub(super) fn preflight(loaded: &Loaded, reference: Option<&str>) -> anyhow::Result<Preflight> {
@@ -140,6 +142,7 @@ pub(super) fn preflight(loaded: &Loaded, reference: Option<&str>) -> anyhow::Res
         repo,
         runtime,
         plan,
+        db,
     })
 }
 

@@ -639,7 +639,7 @@ pub fn fetch(loaded: &Loaded, remote: &Remote, m: Manifest) -> anyhow::Result<Fe
     fs_err::create_dir_all(&backup_dir)?;
     let dir = Scratch::new(&backup_dir, &format!("fetch-{}", remote.name))?;
     let path = dir.0.join(&m.file);
-    let file = crate::backup::manifest::create_private(&path)
+    let file = crate::files::create_private(&path)
         .with_context(|| format!("creating {}", path.display()))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     remote.download(&m.file, &mut out)?;

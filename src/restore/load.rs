@@ -187,7 +187,7 @@ pub(super) fn load_into_new(
         let mut list_file = |name: String, ids: &[i64]| -> anyhow::Result<PathBuf> {
             let file = TempDump(dir.join(format!(".restore-{pid}.{name}.dump.tmp")));
             let text: String = ids.iter().map(|id| format!("{id};\n")).collect();
-            crate::backup::manifest::create_private(&file.0)?.write_all(text.as_bytes())?;
+            crate::files::create_private(&file.0)?.write_all(text.as_bytes())?;
             let path = file.0.clone();
             list_files.push(file);
             Ok(path)

@@ -46,7 +46,7 @@ pub(super) fn prepare(
             .join(format!(".restore-{}.toc.dump.tmp", std::process::id())),
     );
     let _ = std::fs::remove_file(&front_file.0);
-    let mut out = crate::backup::manifest::create_private(&front_file.0)?;
+    let mut out = crate::files::create_private(&front_file.0)?;
     out.write_all(&front)
         .with_context(|| format!("writing {}", front_file.0.display()))?;
     drop(out);
@@ -116,7 +116,7 @@ pub(super) fn prepare_encrypted(
         let mut reader = keys
             .open(&mut hashing, &format!("backup {}", m.id), enc)
             .with_context(|| format!("backup {} was not restored; nothing was changed", m.id))?;
-        let out = crate::backup::manifest::create_private(&plain_path)?;
+        let out = crate::files::create_private(&plain_path)?;
         let mut out =
             crate::backup::create::HashWriter::new(io::BufWriter::with_capacity(1 << 20, out));
         io::copy(&mut reader, &mut out).map_err(|e| {

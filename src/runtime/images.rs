@@ -152,7 +152,7 @@ impl BuildRecord {
         let excess = record.builds.len().saturating_sub(RECORD_LIMIT);
         record.builds.drain(..excess);
         fs_err::create_dir_all(state_dir)?;
-        crate::backup::manifest::write_file_atomic(
+        crate::files::write_file_atomic(
             &Self::path(state_dir),
             &serde_json::to_vec_pretty(&record)?,
         )
