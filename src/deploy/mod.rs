@@ -101,6 +101,10 @@ pub struct Plan {
     /// What fetching did to the local `latest-stable`, when it differed from the
     /// remote's (see `git::reconcile_stable`).
     pub stable_sync: Option<String>,
+    /// Whether the old code could keep running beside the release, judged from the
+    /// migrations it would apply (Prisma ledgers only; None otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compatibility: Option<crate::migrations::compat::Compatibility>,
 }
 
 /// The rollback part of an outcome.

@@ -67,6 +67,9 @@ pub fn deploy(loaded: &Loaded, req: &DeployRequest) -> anyhow::Result<Outcome> {
             .as_deref()
             .map_or("none yet", |s| git::abbrev(s, 12))
     ));
+    if let Some(c) = &pre.plan.compatibility {
+        run.say(&format!("  old code beside it: {}", c.summary()));
+    }
     if let Some(note) = &pre.plan.stable_sync {
         run.say(&format!("    {note}"));
     }
@@ -127,6 +130,15 @@ pub(super) fn preflight(loaded: &Loaded, reference: Option<&str>) -> anyhow::Res
         Runtime::Compose(app) => app.services.clone(),
         _ => Vec::new(),
     };
+    let compatibility = match loaded.config.database.migrations.as_str() {
+        "prisma" => Some(crate::migrations::compat::of_release(
+            &repo,
+            &target,
+            &loaded.config.database.migrations_dir,
+            &db.migration_ledger()?,
+        )?),
+        _ => None,
+    };
     let plan = Plan {
         running,
         latest_stable: repo.latest_stable()?,
@@ -137,6 +149,7 @@ pub(super) fn preflight(loaded: &Loaded, reference: Option<&str>) -> anyhow::Res
         services,
         snapshot: loaded.config.database.snapshot,
         stable_sync: sync.note,
+        compatibility,
     };
     Ok(Preflight {
         repo,

@@ -8,6 +8,7 @@
 //! (`prisma migrate resolve --rolled-back` refuses migrations that succeeded, P3012), so
 //! a later deploy sees those migrations as unapplied and applies them again.
 
+pub mod compat;
 pub mod sql;
 
 use std::path::Path;

@@ -142,6 +142,9 @@ pub fn outcome(out: &mut Printer, o: &crate::deploy::Outcome) {
             },
             plan.snapshot
         );
+        if let Some(c) = &plan.compatibility {
+            say!(out, "  old code beside it: {}", c.summary());
+        }
         if let Some(note) = &plan.stable_sync {
             say!(out, "  {note}");
         }

@@ -80,6 +80,8 @@ fn what_an_operator_reads_through_a_deploy_a_rollback_and_the_reports() {
     );
     s.set_healthy(false);
     s.commit("v2: a note column, broken health");
+    // A nullable column: the old code could keep running beside it.
+    seen.push(shown(&s, &["deploy", "--dry-run"]));
     seen.push(shown(&s, &["deploy"]));
 
     // Running latest-stable: a rollback by hand has nowhere to go.
@@ -88,6 +90,15 @@ fn what_an_operator_reads_through_a_deploy_a_rollback_and_the_reports() {
     seen.push(shown(&s, &["history"]));
     seen.push(shown(&s, &["backup", "list"]));
     seen.push(shown(&s, &["stable", "target"]));
+
+    // A release that drops a column the old code reads: not compatible, and why.
+    s.set_healthy(true);
+    s.add_migration(
+        "20261202000100_drop_body",
+        "ALTER TABLE messages DROP COLUMN body;",
+    );
+    s.commit("v3: drop the body column");
+    seen.push(shown(&s, &["deploy", "--dry-run"]));
 
     // The main errors: a typo in the config, an unknown backup, a missing --force.
     let config = s.app().join("stablehand.toml");
