@@ -87,6 +87,30 @@ pub enum Command {
     /// Stable releases: mark one, list them, see where a rollback would go
     #[command(subcommand)]
     Stable(StableCommand),
+    /// The traffic switch in front of the app ([proxy]): run it, see it, move traffic
+    #[command(subcommand)]
+    Proxy(ProxyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// Serve proxy.listen, forwarding to the release that serves now (runs until stopped)
+    Run,
+    /// Where traffic goes, and what each upstream answered
+    Status,
+    /// Send new requests to another upstream (requests in flight finish where they are)
+    Switch {
+        /// host:port of the release to send traffic to
+        upstream: String,
+        /// Its name in the status [default: manual]
+        #[arg(long, default_value = "manual")]
+        colour: String,
+    },
+    /// Answer 503 with Retry-After (on), or forward again (off)
+    Maintenance {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
 }
 
 // The arguments of `stablehand init` (its help is the variant's doc comment).

@@ -30,6 +30,7 @@ pub mod migrations;
 pub mod notify;
 pub mod ownership;
 pub mod process;
+pub mod proxy;
 pub mod redact;
 pub mod remote;
 pub mod report;

@@ -13,6 +13,7 @@ mod health;
 mod history;
 mod init;
 mod migrate;
+mod proxy;
 mod recover;
 mod restore;
 mod rollback;
@@ -211,6 +212,7 @@ fn dispatch(ctx: &Ctx, out: &mut Printer) -> anyhow::Result<Exit> {
         Command::Migrate(command) => migrate::run(ctx, command, out),
         Command::Db(command) => db::run(ctx, command, out),
         Command::Stable(command) => stable::run(ctx, command, out),
+        Command::Proxy(command) => proxy::run(ctx, command, out),
     }
 }
 
@@ -225,6 +227,7 @@ fn state_preflight(ctx: &Ctx) -> anyhow::Result<()> {
         | Command::Check
         | Command::Health
         | Command::Wait { .. }
+        | Command::Proxy(crate::cli::ProxyCommand::Status)
         | Command::Stable(StableCommand::List { .. } | StableCommand::Target { .. }) => false,
         Command::Backup(args) => !matches!(
             args.command,

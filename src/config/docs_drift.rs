@@ -11,6 +11,7 @@ fn every_key_is_documented() {
         include_str!("runtime.rs"),
         include_str!("database.rs"),
         include_str!("backup.rs"),
+        include_str!("proxy.rs"),
     ]
     .concat();
     let docs = include_str!("../../docs/configuration.md");

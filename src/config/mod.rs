@@ -13,6 +13,7 @@ mod docs_drift;
 mod errors;
 mod git;
 mod health;
+mod proxy;
 mod runtime;
 mod serve;
 #[cfg(test)]
@@ -24,6 +25,7 @@ pub use backup::*;
 pub use database::*;
 pub use git::*;
 pub use health::*;
+pub use proxy::*;
 pub use runtime::*;
 pub use serve::*;
 pub use values::parse_size;
@@ -77,6 +79,9 @@ pub struct Config {
     pub serve: ServeConfig,
     #[serde(default)]
     pub schedule: ScheduleConfig,
+    /// The traffic switch; none: deploys stop the old release before the new one starts.
+    #[serde(default)]
+    pub proxy: Option<ProxyConfig>,
 }
 
 /// A loaded configuration and where it came from.

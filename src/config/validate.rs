@@ -336,6 +336,22 @@ pub(crate) fn validate(c: &Config, text: &str, path: &Path) -> Result<(), Config
             ),
         ));
     }
+    if let Some(p) = &c.proxy {
+        for (key, value) in [("proxy.listen", &p.listen), ("proxy.upstream", &p.upstream)] {
+            if value.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid(
+                    key,
+                    format!("{value:?} is not an address like \"127.0.0.1:8080\""),
+                ));
+            }
+        }
+        if p.listen == p.upstream {
+            return Err(invalid(
+                "proxy.upstream",
+                "is proxy.listen: the app must serve on its own address, behind the proxy".into(),
+            ));
+        }
+    }
     if c.database.keep_replaced_databases == 0 {
         return Err(invalid(
             "database.keep_replaced_databases",

@@ -333,3 +333,57 @@ pub fn unlocked(out: &mut Printer, holder: Option<&crate::lock::Holder>) {
         None => say!(out, "there was no deploy lock"),
     }
 }
+
+/// `stablehand proxy status|switch|maintenance`.
+pub fn proxy_state(out: &mut Printer, s: &crate::proxy::State) {
+    if out.json() {
+        out.document(s);
+        return;
+    }
+    let r = &s.route;
+    say!(
+        out,
+        "proxy {} (pid {}) -> {} ({}){}",
+        s.listen,
+        s.pid,
+        r.upstream,
+        r.colour,
+        if r.maintenance {
+            ": MAINTENANCE (503)"
+        } else {
+            ""
+        }
+    );
+    if let Some(at) = r.switched_at {
+        say!(out, "  switched {}", age(at, Timestamp::now()));
+    }
+    let rows: Vec<Vec<String>> = s
+        .upstreams
+        .iter()
+        .map(|(addr, c)| {
+            vec![
+                addr.clone(),
+                c.requests.to_string(),
+                c.server_errors.to_string(),
+                c.connection_errors.to_string(),
+                c.in_flight.to_string(),
+                c.maintenance.to_string(),
+            ]
+        })
+        .collect();
+    say!(
+        out,
+        "{}",
+        table(
+            &[
+                "UPSTREAM",
+                "REQUESTS",
+                "5XX",
+                "UNREACHABLE",
+                "IN FLIGHT",
+                "503 (MAINTENANCE)"
+            ],
+            &rows
+        )
+    );
+}

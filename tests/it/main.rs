@@ -23,6 +23,7 @@ mod kept_databases;
 mod manual_restore;
 mod notify;
 mod output;
+mod proxy;
 mod remote;
 mod restore;
 mod rollback_rules;
