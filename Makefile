@@ -1,4 +1,4 @@
-.PHONY: demo test bench bench-restore bench-rollback bench-deploy bench-remote build dist install
+.PHONY: demo test bench bench-restore bench-rollback bench-deploy bench-remote bench-proxy build dist install
 
 ## Runs the main job end to end: the demo app deployed, a broken release rolled back
 ## (code and database), status and history. Installs what it needs.
@@ -13,6 +13,10 @@ test:
 ## Side-by-side backup benchmark against pg_dump and the proposal's pg_dump | gzip -9.
 bench:
 	bash bench/backup.sh
+
+## The traffic switch's cost: wrk direct, through nginx, through stablehand proxy.
+bench-proxy:
+	bash bench/proxy.sh
 
 ## Restore and snapshot benchmark against gunzip | psql, pg_restore and cp -r.
 bench-restore:

@@ -213,12 +213,37 @@ impl Pg {
     }
 }
 
+/// A port nothing listens on, and that no other test of this run was given: the
+/// kernel may hand a port just released by one test process to another, and two stacks
+/// sharing a PostgreSQL port meet in one cluster. Each port is claimed by a file
+/// created exclusively under the target's tmp dir (claims older than an hour are stale).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let claims = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ports");
+    std::fs::create_dir_all(&claims).unwrap();
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let claim = claims.join(port.to_string());
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&claim)
+        {
+            Ok(_) => return port,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let stale = std::fs::metadata(&claim)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(3600));
+                if stale {
+                    let _ = std::fs::remove_file(&claim);
+                }
+            }
+            Err(e) => panic!("claiming port {port} in {}: {e}", claims.display()),
+        }
+    }
 }
 
 /// An app directory with a `stablehand.toml`.
