@@ -46,6 +46,8 @@ UP=$(free_port)
 NG=$(free_port)
 SH=$(free_port)
 mkdir -p "$WORK/www" "$WORK/logs" "$WORK/app"
+# nginx workers run as another user when started as root: they must read the page.
+chmod 755 "$WORK" "$WORK/www"
 head -c 512 /dev/zero | tr '\0' 'x' >"$WORK/www/index.html"
 
 nginx_conf() { # name, server block

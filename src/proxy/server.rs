@@ -59,7 +59,6 @@ struct Shared {
     active: RwLock<Arc<Active>>,
     /// Every upstream traffic went to, by address.
     all: Mutex<BTreeMap<String, Arc<Counters>>>,
-    client: Client<HttpConnector, Incoming>,
     retry_after: String,
     page: Option<Bytes>,
 }
@@ -151,54 +150,97 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let listen: SocketAddr = config
+        .listen
+        .parse()
+        .with_context(|| format!("proxy.listen {:?} is not an address", config.listen))?;
+    let upstream: SocketAddr = route
+        .upstream
+        .parse()
+        .with_context(|| format!("the saved upstream {:?} is not an address", route.upstream))?;
+    let listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("listening on proxy.listen {listen}"))?;
+    listener.set_nonblocking(true)?;
+    let counters = Arc::new(Counters::default());
+    let all = BTreeMap::from([(route.upstream.clone(), counters.clone())]);
+    let shared = Arc::new(Shared {
+        listen: config.listen.clone(),
+        state_dir: state_dir.clone(),
+        active: RwLock::new(Arc::new(Active {
+            route: route.clone(),
+            upstream,
+            counters,
+        })),
+        all: Mutex::new(all),
+        retry_after: config.retry_after.as_secs().max(1).to_string(),
+        page,
+    });
+    // One event loop per core, as nginx runs a worker per core: each accepts from the
+    // one listening socket (whichever is free takes the next connection) and has its own
+    // pool of upstream connections; no work stealing, no pool shared across threads.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for n in 0..workers {
+        let shared = shared.clone();
+        let listener = listener.try_clone()?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("proxy-{n}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(anyhow::Error::new(e)));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => {
+                            let _ = ready_tx.send(Ok(()));
+                            serve_data(listener, shared).await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e.into()));
+                        }
+                    }
+                });
+            })?;
+        ready_rx
+            .recv()
+            .context("a proxy worker stopped before it listened")??;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
-        let upstream: SocketAddr = route.upstream.parse().with_context(|| {
-            format!("the saved upstream {:?} is not an address", route.upstream)
-        })?;
-        let counters = Arc::new(Counters::default());
-        let all = BTreeMap::from([(route.upstream.clone(), counters.clone())]);
-        let shared = Arc::new(Shared {
-            listen: config.listen.clone(),
-            state_dir: state_dir.clone(),
-            active: RwLock::new(Arc::new(Active {
-                route: route.clone(),
-                upstream,
-                counters,
-            })),
-            all: Mutex::new(all),
-            client,
-            retry_after: config.retry_after.as_secs().max(1).to_string(),
-            page,
-        });
-
-        let listener = tokio::net::TcpListener::bind(&config.listen)
-            .await
-            .with_context(|| format!("listening on proxy.listen {}", config.listen))?;
         let control = bind_control(&state_dir)?;
         tracing::info!(
-            "stablehand proxy: {} -> {} ({}); control {}",
+            "stablehand proxy: {} -> {} ({}); control {}; {workers} worker(s)",
             config.listen,
             route.upstream,
             route.colour,
             super::socket_path(&state_dir).display()
         );
-        let data = tokio::spawn(serve_data(listener, shared.clone()));
         let ctl = tokio::spawn(serve_control(control, shared.clone()));
         shutdown_signal().await;
-        data.abort();
         ctl.abort();
         let _ = std::fs::remove_file(super::socket_path(&state_dir));
         Ok(())
     })
+}
+
+/// The pool of upstream connections of one worker.
+fn upstream_client() -> Client<HttpConnector, Incoming> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(1024)
+        .build(connector)
 }
 
 async fn shutdown_signal() {
@@ -230,16 +272,17 @@ fn bind_control(state_dir: &Path) -> anyhow::Result<tokio::net::UnixListener> {
 }
 
 async fn serve_data(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    let client = upstream_client();
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
+        let (shared, client) = (shared.clone(), client.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(forward(req, peer, &shared).await) }
+                let (shared, client) = (shared.clone(), client.clone());
+                async move { Ok::<_, Infallible>(forward(req, peer, &shared, &client).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -269,7 +312,12 @@ impl Drop for InFlight {
 }
 
 /// One request: the maintenance answer, or forwarded to the upstream of the route now.
-async fn forward(mut req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Response<Body> {
+async fn forward(
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    shared: &Shared,
+    client: &Client<HttpConnector, Incoming>,
+) -> Response<Body> {
     let active = shared.active();
     let counters = active.counters.clone();
     if active.route.maintenance {
@@ -311,8 +359,7 @@ async fn forward(mut req: Request<Incoming>, peer: SocketAddr, shared: &Shared) 
     let upgrade = req.headers().contains_key(UPGRADE);
     let answer = match upgrade {
         true => forward_upgrade(req, active.upstream).await,
-        false => shared
-            .client
+        false => client
             .request(req)
             .await
             .map(|r| r.map(|b| b.boxed()))
