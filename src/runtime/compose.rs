@@ -216,14 +216,25 @@ impl Compose {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
+        let files: Vec<PathBuf> = self.files.iter().map(|f| self.app_dir.join(f)).collect();
+        self.cmd_for(&files, self.project.as_deref(), args)
+    }
+
+    /// `compose` on other files and another project (a second release beside the
+    /// first: see `runtime::colour`), run in the app directory.
+    pub fn cmd_for<I, S>(&self, files: &[PathBuf], project: Option<&str>, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
         let mut cmd = match &self.binary {
             None => self.access.docker(["compose"]),
             Some(binary) => self.access.compose_program(binary),
         };
-        for f in &self.files {
-            cmd = cmd.arg("-f").arg(self.app_dir.join(f));
+        for f in files {
+            cmd = cmd.arg("-f").arg(f);
         }
-        if let Some(p) = &self.project {
+        if let Some(p) = project {
             cmd = cmd.arg("-p").arg(p);
         }
         let args: Vec<S> = args.into_iter().collect();
@@ -376,8 +387,18 @@ impl Compose {
         parse_config(&yaml, self.flavor, &self.default_project_name())
     }
 
+    /// Compose's resolved config (`compose config`), as YAML. It holds interpolated
+    /// values (secrets among them): keep it in memory, or in a 0600 file.
+    pub fn resolved_config(&self) -> anyhow::Result<String> {
+        Ok(self
+            .cmd(["config"])
+            .timeout(Duration::from_secs(60))
+            .output()
+            .context("reading the Compose files (`compose config`)")?)
+    }
+
     /// `-p`, else `COMPOSE_PROJECT_NAME`, else the directory of the first compose file.
-    fn default_project_name(&self) -> String {
+    pub fn default_project_name(&self) -> String {
         if let Some(p) = &self.project {
             return normalize_project_name(p);
         }

@@ -9,6 +9,7 @@
 //! and a start after which no app container started is an error.
 
 pub mod access;
+pub mod colour;
 pub mod compose;
 pub mod images;
 

@@ -9,6 +9,7 @@ mod backup_direct;
 mod backup_failures;
 mod check;
 mod cli;
+mod colours;
 mod crash;
 mod db_primitives;
 mod deploy;
