@@ -379,22 +379,17 @@ impl Compose {
     /// The project as Compose sees it (`compose config`, parsed).
     pub fn project_spec(&self) -> anyhow::Result<ProjectSpec> {
         // The output is kept in memory only: interpolated env values may be secrets.
-        let yaml = self
-            .cmd(["config"])
-            .timeout(Duration::from_secs(60))
-            .output()
-            .context("reading the Compose files (`compose config`)")?;
+        let yaml = self.resolved_config()?;
         parse_config(&yaml, self.flavor, &self.default_project_name())
     }
 
     /// Compose's resolved config (`compose config`), as YAML. It holds interpolated
     /// values (secrets among them): keep it in memory, or in a 0600 file.
     pub fn resolved_config(&self) -> anyhow::Result<String> {
-        Ok(self
-            .cmd(["config"])
+        self.cmd(["config"])
             .timeout(Duration::from_secs(60))
             .output()
-            .context("reading the Compose files (`compose config`)")?)
+            .context("reading the Compose files (`compose config`)")
     }
 
     /// `-p`, else `COMPOSE_PROJECT_NAME`, else the directory of the first compose file.
