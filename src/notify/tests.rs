@@ -50,14 +50,19 @@ fn slack_payload_for_a_backup_failure() {
     insta::assert_json_snapshot!(slack_payload(&e));
 }
 
-#[test]
-fn generic_payload_of_a_recorded_rollback() {
+/// The app "shop" in /srv/shop.
+fn shop() -> Loaded {
     let config = crate::config::parse("[database]\nname = \"shop\"\n", Path::new("x")).unwrap();
-    let loaded = Loaded {
+    Loaded {
         config,
         path: "x".into(),
         app_dir: "/srv/shop".into(),
-    };
+    }
+}
+
+#[test]
+fn generic_payload_of_a_recorded_rollback() {
+    let loaded = shop();
     let release: Release = serde_json::from_value(json!({
             "id": "deploy-20261130-010000", "at": "2026-11-30T01:00:32Z", "command": "deploy",
             "trigger": "deploy", "from": "1111111111aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
@@ -80,12 +85,7 @@ fn generic_payload_of_a_recorded_rollback() {
 #[test]
 fn a_refusal_is_a_failed_backup_by_its_reason_not_its_words() {
     use crate::journal::Refusal;
-    let config = crate::config::parse("[database]\nname = \"shop\"\n", Path::new("x")).unwrap();
-    let loaded = Loaded {
-        config,
-        path: "x".into(),
-        app_dir: "/srv/shop".into(),
-    };
+    let loaded = shop();
     let release: Release = serde_json::from_value(json!({
             "at": "2026-11-30T01:00:32Z", "command": "deploy", "trigger": "deploy",
             "from": null, "to": null, "outcome": "refused", "exit_code": 10, "backup": null,
@@ -105,12 +105,7 @@ fn a_refusal_is_a_failed_backup_by_its_reason_not_its_words() {
 /// The Slack message and the generic document of every event kind.
 #[test]
 fn every_event_kind_has_its_payloads() {
-    let config = crate::config::parse("[database]\nname = \"shop\"\n", Path::new("x")).unwrap();
-    let loaded = Loaded {
-        config,
-        path: "x".into(),
-        app_dir: "/srv/shop".into(),
-    };
+    let loaded = shop();
     let release = |outcome: &str, exit: i32, message: &str| -> Release {
         serde_json::from_value(json!({
                 "id": "d1", "at": "2026-11-30T01:00:32Z", "command": "deploy", "trigger": "deploy",
