@@ -50,7 +50,16 @@ impl Counters {
 struct Active {
     route: Route,
     upstream: SocketAddr,
+    /// `upstream` as a URI authority, made once per switch, not per request.
+    authority: hyper::http::uri::Authority,
     counters: Arc<Counters>,
+}
+
+fn authority_of(upstream: SocketAddr) -> anyhow::Result<hyper::http::uri::Authority> {
+    upstream
+        .to_string()
+        .parse()
+        .with_context(|| format!("{upstream} as a URI authority"))
 }
 
 struct Shared {
@@ -112,11 +121,13 @@ impl Shared {
         let upstream: SocketAddr = route.upstream.parse().with_context(|| {
             format!("{:?} is not an address like 127.0.0.1:3000", route.upstream)
         })?;
+        let authority = authority_of(upstream)?;
         save_route(&self.state_dir, &route)?;
         let counters = self.counters_of(&route.upstream);
         *self.active.write().expect("not poisoned") = Arc::new(Active {
             route,
             upstream,
+            authority,
             counters,
         });
         Ok(self.state())
@@ -169,6 +180,7 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<()> {
         active: RwLock::new(Arc::new(Active {
             route: route.clone(),
             upstream,
+            authority: authority_of(upstream)?,
             counters,
         })),
         all: Mutex::new(all),
@@ -346,12 +358,16 @@ async fn forward(
     let _in_flight = InFlight(counters.clone());
 
     add_forwarded(&mut req, peer);
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let Ok(uri) = format!("http://{}{path}", active.upstream).parse() else {
+    let mut parts = hyper::http::uri::Parts::default();
+    parts.scheme = Some(hyper::http::uri::Scheme::HTTP);
+    parts.authority = Some(active.authority.clone());
+    parts.path_and_query = Some(
+        req.uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")),
+    );
+    let Ok(uri) = hyper::Uri::from_parts(parts) else {
         return full(StatusCode::BAD_REQUEST, "bad request target\n");
     };
     *req.uri_mut() = uri;
