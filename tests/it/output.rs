@@ -58,12 +58,16 @@ fn filtered(s: &Stack, text: &str) -> String {
         (r"[ \t]+\n", "\n"),
         (r" {2,}", "  "),
     ] {
-        text = regex::Regex::new(pattern)
-            .unwrap()
-            .replace_all(&text, to)
-            .into_owned();
+        text = replaced(&text, pattern, to);
     }
     text
+}
+
+fn replaced(text: &str, pattern: &str, to: &str) -> String {
+    regex::Regex::new(pattern)
+        .unwrap()
+        .replace_all(text, to)
+        .into_owned()
 }
 
 #[test]
@@ -127,10 +131,7 @@ fn what_doctor_says_on_a_healthy_stack() {
         (r"\b\d+(\.\d+)+([-+~][\w.+~-]*)?", "[version]"),
         (r" \((Debian|Ubuntu)[^)]*\)", ""),
     ] {
-        text = regex::Regex::new(pattern)
-            .unwrap()
-            .replace_all(&text, to)
-            .into_owned();
+        text = replaced(&text, pattern, to);
     }
     let text = text.replace("LOOPBACK", "127.0.0.1");
     // What is shown is the tools' words, never a Rust debug form.
