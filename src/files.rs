@@ -4,6 +4,16 @@
 use std::io::Write;
 use std::path::Path;
 
+/// The bytes of `path`, or None when there is no such file (any other failure is an
+/// error naming the path): how every state file (journal, route, image record) is read.
+pub fn read_if_exists(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
+    }
+}
+
 /// True when `path` is a regular file someone may execute.
 pub fn is_executable_file(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;

@@ -80,16 +80,15 @@ impl Journal {
     /// The unfinished deploy or rollback, if any.
     pub fn load(state_dir: &Path) -> anyhow::Result<Option<Journal>> {
         let path = Self::path(state_dir);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).with_context(|| {
-                format!(
-                    "the deploy journal {} is unreadable; inspect it, then remove it by hand once code and database are known to match",
-                    path.display()
-                )
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+        let Some(bytes) = crate::files::read_if_exists(&path)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes).map(Some).with_context(|| {
+            format!(
+                "the deploy journal {} is unreadable; inspect it, then remove it by hand once code and database are known to match",
+                path.display()
+            )
+        })
     }
 
     pub fn new(command: &str, target: &str) -> Journal {

@@ -79,26 +79,25 @@ impl Printer {
 
     /// One line on stdout.
     pub fn line(&mut self, args: fmt::Arguments) {
-        match &mut self.sink {
-            Sink::Terminal => {
-                let _ = writeln!(std::io::stdout(), "{args}");
-            }
-            Sink::Buffer { out, .. } => {
-                use fmt::Write as _;
-                let _ = writeln!(out, "{args}");
-            }
-        }
+        self.write(false, args)
     }
 
     /// One line on stderr.
     pub fn aside(&mut self, args: fmt::Arguments) {
-        match &mut self.sink {
-            Sink::Terminal => {
+        self.write(true, args)
+    }
+
+    fn write(&mut self, to_stderr: bool, args: fmt::Arguments) {
+        match (&mut self.sink, to_stderr) {
+            (Sink::Terminal, false) => {
+                let _ = writeln!(std::io::stdout(), "{args}");
+            }
+            (Sink::Terminal, true) => {
                 let _ = writeln!(std::io::stderr(), "{args}");
             }
-            Sink::Buffer { err, .. } => {
+            (Sink::Buffer { out, .. }, false) | (Sink::Buffer { err: out, .. }, true) => {
                 use fmt::Write as _;
-                let _ = writeln!(err, "{args}");
+                let _ = writeln!(out, "{args}");
             }
         }
     }

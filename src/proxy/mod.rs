@@ -71,16 +71,15 @@ pub fn route_path(state_dir: &Path) -> PathBuf {
 /// The persisted route, if the proxy ever switched.
 pub fn saved_route(state_dir: &Path) -> anyhow::Result<Option<Route>> {
     let path = route_path(state_dir);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).with_context(|| {
-            format!(
-                "{} is unreadable; remove it to start from proxy.upstream",
-                path.display()
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
+    let Some(bytes) = crate::files::read_if_exists(&path)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes).map(Some).with_context(|| {
+        format!(
+            "{} is unreadable; remove it to start from proxy.upstream",
+            path.display()
+        )
+    })
 }
 
 fn save_route(state_dir: &Path, route: &Route) -> anyhow::Result<()> {

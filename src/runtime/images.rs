@@ -128,16 +128,15 @@ impl BuildRecord {
     /// what to do.
     pub fn load(state_dir: &Path) -> anyhow::Result<BuildRecord> {
         let path = Self::path(state_dir);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
-                format!(
-                    "{} is not a valid image record; remove it (images then count as oldest for pruning)",
-                    path.display()
-                )
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BuildRecord::default()),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+        let Some(bytes) = crate::files::read_if_exists(&path)? else {
+            return Ok(BuildRecord::default());
+        };
+        serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{} is not a valid image record; remove it (images then count as oldest for pruning)",
+                path.display()
+            )
+        })
     }
 
     /// Records a build of `commit` as the newest, atomically.
