@@ -139,6 +139,11 @@ pub struct DeployArgs {
     /// dropped SSH session cannot interrupt it); `stablehand wait` waits for its outcome
     #[arg(long, conflicts_with = "dry_run")]
     pub detach: bool,
+    /// With [proxy]: blue_green (start beside the running release, gate, switch),
+    /// maintenance (503 while it stops and starts) or auto (blue/green when the release's
+    /// migrations are additive) [default: proxy.strategy]
+    #[arg(long, value_enum)]
+    pub strategy: Option<crate::config::Strategy>,
 }
 
 // The arguments of `stablehand rollback` (its help is the variant's doc comment).

@@ -278,7 +278,7 @@ pub fn run_gate(
 /// (`process::deferred_interrupt`) ends the gate with an error: the release is not proven.
 pub fn run_gate_stopping(
     loaded: &crate::config::Loaded,
-    mut on_round: impl FnMut(&Round, &Decision),
+    on_round: impl FnMut(&Round, &Decision),
     on_deferred_interrupt: bool,
 ) -> anyhow::Result<Verdict> {
     ensure_something_to_check(loaded)?;
@@ -291,6 +291,18 @@ pub fn run_gate_stopping(
             &loaded.config.runtime,
         )?)
     };
+    run_gate_on(h, compose.as_ref(), on_round, on_deferred_interrupt)
+}
+
+/// The gate of `h` with its containers looked up through `compose` (the main project,
+/// or the new release's own while it runs beside the old one).
+pub fn run_gate_on(
+    h: &crate::config::HealthConfig,
+    compose: Option<&crate::runtime::compose::Compose>,
+    mut on_round: impl FnMut(&Round, &Decision),
+    on_deferred_interrupt: bool,
+) -> anyhow::Result<Verdict> {
+    let compose = compose.filter(|_| !h.containers.is_empty());
     let policy = GatePolicy {
         consecutive: h.consecutive,
         stable_for: h.stable_for,
@@ -364,7 +376,7 @@ pub fn run_gate_stopping(
         on_round(&round, &decision);
         if !matches!(decision, Decision::Pending { .. }) {
             let mut logs = std::collections::BTreeMap::new();
-            if let (Decision::Fail { .. }, Some(c)) = (&decision, &compose) {
+            if let (Decision::Fail { .. }, Some(c)) = (&decision, compose) {
                 for state in &containers {
                     let restarted = restarted_services.contains(&state.service);
                     if (!state.is_ok() || restarted) && !logs.contains_key(&state.service) {

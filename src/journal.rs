@@ -64,6 +64,13 @@ pub struct Journal {
     pub requested: Option<String>,
     #[serde(default)]
     pub db_policy: Option<DbPolicy>,
+    /// Blue/green: the colour the new release runs as beside the old one, until it is
+    /// removed (`recover` removes it and puts traffic on a healthy release).
+    #[serde(default)]
+    pub colour: Option<String>,
+    /// The proxy answers 503 (maintenance) for this deploy until it ends.
+    #[serde(default)]
+    pub maintenance: bool,
     pub steps: Vec<Step>,
 }
 
@@ -110,6 +117,8 @@ impl Journal {
             db_action: None,
             requested: None,
             db_policy: None,
+            colour: None,
+            maintenance: false,
             steps: Vec::new(),
         }
     }

@@ -19,6 +19,7 @@ pub fn run(ctx: &Ctx, args: &DeployArgs, out: &mut Printer) -> anyhow::Result<Ex
         &deploy::DeployRequest {
             reference: args.reference.as_deref(),
             dry_run: args.dry_run,
+            strategy: args.strategy,
             progress: ctx.progress_lines(),
         },
     )?;

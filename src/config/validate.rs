@@ -351,6 +351,23 @@ pub(crate) fn validate(c: &Config, text: &str, path: &Path) -> Result<(), Config
                 "is proxy.listen: the app must serve on its own address, behind the proxy".into(),
             ));
         }
+        let next = p.next_upstream();
+        if p.next_port() == 0
+            || [&p.listen, &p.upstream]
+                .iter()
+                .any(|a| a.ends_with(&format!(":{}", p.next_port())))
+        {
+            return Err(invalid(
+                "proxy.port",
+                format!("{next} is proxy.listen's or proxy.upstream's port: the new release needs a port of its own while it is gated"),
+            ));
+        }
+        if p.port_env.trim().is_empty() && p.container_port.is_none() {
+            return Err(invalid(
+                "proxy.port_env",
+                "is empty: name the variable the app reads its port from, or set proxy.container_port".into(),
+            ));
+        }
     }
     if c.database.keep_replaced_databases == 0 {
         return Err(invalid(

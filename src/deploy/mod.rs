@@ -16,6 +16,7 @@ mod pipeline;
 mod recover;
 mod rollback;
 pub mod status;
+pub mod zero;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -53,6 +54,8 @@ const MIGRATE_TIMEOUT: Duration = Duration::from_secs(1800);
 pub struct DeployRequest<'a> {
     pub reference: Option<&'a str>,
     pub dry_run: bool,
+    /// `--strategy`: overrides `proxy.strategy`.
+    pub strategy: Option<crate::config::Strategy>,
     /// Where each step is said as it runs.
     pub progress: crate::printer::Progress<'a>,
 }
@@ -81,6 +84,12 @@ pub struct Outcome {
     pub plan: Option<Plan>,
     pub steps: Vec<Step>,
     pub total_ms: u64,
+    /// Behind the proxy: how long the switch back to the old release took, and the
+    /// maintenance window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switch_back_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance_ms: Option<u64>,
     /// Why it was refused, when it was (not in `--json`: the message says it).
     #[serde(skip)]
     pub refusal: Option<Refusal>,
@@ -105,6 +114,8 @@ pub struct Plan {
     /// migrations it would apply (Prisma ledgers only; None otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compatibility: Option<crate::migrations::compat::Compatibility>,
+    /// How the release is put in place (stop and start, blue/green, maintenance window).
+    pub placement: zero::Placement,
 }
 
 /// The rollback part of an outcome.
@@ -142,6 +153,9 @@ struct Run<'a> {
     db: Option<Database>,
     /// Why the journal could not be written during a rollback (it goes on regardless).
     journal_error: Option<String>,
+    /// The release the deploy started from still serves behind the proxy (blue/green
+    /// before its promotion): a rollback to it need not stop it.
+    warm: bool,
 }
 
 impl Run<'_> {
@@ -214,13 +228,28 @@ impl Run<'_> {
 
     /// The health gate. `deferrable`: a signal taken while shielded ends it early, as
     /// a failure to prove the release (the deploy's gate; never the rollback's).
+    /// Behind the proxy its probes go to the main project's port (`proxy.upstream`),
+    /// not through the proxy (which may answer 503 or send them elsewhere).
     fn gate(&mut self, deferrable: bool) -> anyhow::Result<Verdict> {
         let progress = self.progress;
-        crate::health::run_gate_stopping(
-            self.loaded,
-            |round, decision| progress(&crate::health::round_line(round, decision)),
-            deferrable,
-        )
+        let on_round = |round: &crate::health::Round, decision: &crate::health::Decision| {
+            progress(&crate::health::round_line(round, decision))
+        };
+        match &self.loaded.config.proxy {
+            None => crate::health::run_gate_stopping(self.loaded, on_round, deferrable),
+            Some(p) => {
+                crate::health::ensure_something_to_check(self.loaded)?;
+                let health = zero::health_at(&self.loaded.config.health, p, &p.upstream);
+                let compose = match health.containers.is_empty() {
+                    true => None,
+                    false => Some(crate::runtime::compose::Compose::detect(
+                        &self.loaded.app_dir,
+                        &self.loaded.config.runtime,
+                    )?),
+                };
+                crate::health::run_gate_on(&health, compose.as_ref(), on_round, deferrable)
+            }
+        }
     }
 }
 
@@ -267,6 +296,8 @@ impl Outcome {
             plan: None,
             steps: Vec::new(),
             total_ms: 0,
+            switch_back_ms: None,
+            maintenance_ms: None,
             refusal: None,
         }
     }

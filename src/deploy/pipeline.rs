@@ -11,7 +11,7 @@ pub fn deploy(loaded: &Loaded, req: &DeployRequest) -> anyhow::Result<Outcome> {
         Err(refusal) => return refused_loudly(loaded, refusal),
     };
     // Preflight: everything is checked before anything changes; a problem is exit 10.
-    let pre = match preflight(loaded, req.reference) {
+    let pre = match preflight(loaded, req.reference, req.strategy) {
         Ok(p) => p,
         Err(e) => {
             return refused_loudly(
@@ -27,10 +27,14 @@ pub fn deploy(loaded: &Loaded, req: &DeployRequest) -> anyhow::Result<Outcome> {
     };
     if req.dry_run {
         let message = format!(
-            "would deploy {} (running {}): back up {}, build and restart {}, run the health gate; nothing was changed",
+            "would deploy {} (running {}): back up {}, build and {} {}, run the health gate; nothing was changed",
             git::abbrev(&pre.plan.target, 12),
             git::abbrev(&pre.plan.running, 12),
             pre.plan.database,
+            match pre.plan.placement.way {
+                zero::Way::StopStart => "restart".to_string(),
+                way => format!("put in place ({}: {})", way.words(), pre.plan.placement.reason),
+            },
             if pre.plan.services.is_empty() { pre.plan.runtime.clone() } else { pre.plan.services.join(", ") },
         );
         return Ok(Outcome {
@@ -56,6 +60,7 @@ pub fn deploy(loaded: &Loaded, req: &DeployRequest) -> anyhow::Result<Outcome> {
         runtime: pre.runtime,
         db: Some(pre.db),
         journal_error: None,
+        warm: false,
     };
     run.journal.save(&run.state_dir)?;
     run.say(&format!(
@@ -73,7 +78,14 @@ pub fn deploy(loaded: &Loaded, req: &DeployRequest) -> anyhow::Result<Outcome> {
     if let Some(note) = &pre.plan.stable_sync {
         run.say(&format!("    {note}"));
     }
-    let outcome = deploy_steps(&mut run, started);
+    if pre.plan.placement.way != zero::Way::StopStart {
+        run.say(&format!(
+            "  put in place: {} ({})",
+            pre.plan.placement.way.words(),
+            pre.plan.placement.reason
+        ));
+    }
+    let outcome = deploy_steps(&mut run, started, &pre.plan.placement);
     finish(&mut run, outcome, started, Trigger::Deploy)
 }
 
@@ -85,7 +97,11 @@ pub(super) struct Preflight {
     pub(super) db: Database,
 }
 
-pub(super) fn preflight(loaded: &Loaded, reference: Option<&str>) -> anyhow::Result<Preflight> {
+pub(super) fn preflight(
+    loaded: &Loaded,
+    reference: Option<&str>,
+    strategy: Option<crate::config::Strategy>,
+) -> anyhow::Result<Preflight> {
     crate::health::ensure_something_to_check(loaded)?;
     let repo = Repo::open(&loaded.app_dir, &loaded.config.git)?;
     let branch = match &loaded.config.git.branch {
@@ -125,6 +141,7 @@ pub(super) fn preflight(loaded: &Loaded, reference: Option<&str>) -> anyhow::Res
         app.compose.ensure_engine()?;
     }
     check_disk_room(loaded)?;
+    zero::check_proxy(loaded)?;
     let commits = repo.commits_between(&running, &target).unwrap_or_default();
     let services = match &runtime {
         Runtime::Compose(app) => app.services.clone(),
@@ -139,6 +156,12 @@ pub(super) fn preflight(loaded: &Loaded, reference: Option<&str>) -> anyhow::Res
         )?),
         _ => None,
     };
+    let placement = zero::choose(
+        loaded.config.proxy.as_ref(),
+        strategy,
+        matches!(runtime, Runtime::Compose(_)),
+        compatibility.as_ref(),
+    );
     let plan = Plan {
         running,
         latest_stable: repo.latest_stable()?,
@@ -150,6 +173,7 @@ pub(super) fn preflight(loaded: &Loaded, reference: Option<&str>) -> anyhow::Res
         snapshot: loaded.config.database.snapshot,
         stable_sync: sync.note,
         compatibility,
+        placement,
     };
     Ok(Preflight {
         repo,
@@ -189,7 +213,11 @@ pub fn check_disk_room(loaded: &Loaded) -> anyhow::Result<()> {
 }
 
 /// The deploy's steps after preflight; returns the outcome (a rollback included).
-pub(super) fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Outcome> {
+pub(super) fn deploy_steps(
+    run: &mut Run,
+    started: Instant,
+    placement: &zero::Placement,
+) -> anyhow::Result<Outcome> {
     let target = run.journal.target.clone();
     let running = run.journal.from.clone().expect("set by deploy");
     let mut outcome = Outcome {
@@ -299,45 +327,20 @@ pub(super) fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Ou
     outcome.backup = Some(backup.clone());
 
     // From here production changes: any failure rolls back.
-    let changed = (|| -> anyhow::Result<Verdict> {
-        run.step("stop", |r| r.runtime.stop_app().map(drop))?;
-        if run.loaded.config.database.snapshot {
-            let snapshot = run.step("snapshot", |r| {
-                let db = r.db()?;
-                db.drop_leftovers()?;
-                let id = ops::stamp();
-                let name = db.snapshot(&id)?;
-                r.note(format!("snapshot {name}"));
-                Ok(name)
-            })?;
-            run.journal.snapshot = Some(snapshot);
-            run.journal.save(&run.state_dir)?;
+    let changed = match placement.way {
+        zero::Way::BlueGreen => zero::blue_green_steps(run),
+        zero::Way::Maintenance => zero::maintenance_on(run).and_then(|()| stop_start_steps(run)),
+        zero::Way::StopStart => stop_start_steps(run),
+    };
+    let changed = match changed {
+        Ok(verdict) if verdict.passed && placement.way == zero::Way::Maintenance => {
+            zero::maintenance_off(run).map(|ms| {
+                outcome.maintenance_ms = ms;
+                verdict
+            })
         }
-        let migrate = run.loaded.config.database.migrate_command.clone();
-        if !migrate.trim().is_empty() {
-            run.step("migrate", |r| {
-                Cmd::new("sh")
-                    .args(["-c", &migrate])
-                    .current_dir(&r.loaded.app_dir)
-                    .timeout(MIGRATE_TIMEOUT)
-                    .output()
-                    .with_context(|| format!("database.migrate_command {migrate:?} failed"))
-                    .map(drop)
-            })?;
-        }
-        run.step("start", |r| r.runtime.start_app())?;
-        // The verdict is journaled with the step: a crash right after it is recovered
-        // by marking (passed) or by rolling back a commit known to have failed.
-        run.step("gate", |r| {
-            let verdict = r.gate(true)?;
-            if verdict.passed {
-                r.journal.phase = Phase::Passed;
-            } else {
-                r.journal.failed_commit = Some(r.journal.target.clone());
-            }
-            Ok(verdict)
-        })
-    })();
+        other => other,
+    };
 
     match changed {
         Ok(verdict) if verdict.passed => {
@@ -358,8 +361,12 @@ pub(super) fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Ou
             run.step("prune", |r| after_success(r, &target))?;
             outcome.outcome = OutcomeKind::Deployed;
             outcome.message = format!(
-                "deployed {} and marked it stable ({tag}); pre-deploy backup {backup}{}",
+                "deployed {} and marked it stable ({tag}){}; pre-deploy backup {backup}{}",
                 git::abbrev(&target, 12),
+                match placement.way {
+                    zero::Way::StopStart => String::new(),
+                    way => format!(" by {} ({})", way.words(), placement.reason),
+                },
                 not_offsite
                     .as_deref()
                     .map(|f| format!(" (stored locally only: its upload failed: {f}; run `stablehand backup sync`)"))
@@ -390,11 +397,25 @@ pub(super) fn deploy_steps(run: &mut Run, started: Instant) -> anyhow::Result<Ou
                 && !crate::process::interrupted()
                 && (run.journal.failed_commit.is_some()
                     || run.journal.steps.iter().any(|s| {
-                        matches!(s.name.as_str(), "migrate" | "start" | "gate")
-                            && s.status == StepStatus::Failed
+                        matches!(
+                            s.name.as_str(),
+                            "migrate" | "start" | "start_next" | "gate" | "watch"
+                        ) && s.status == StepStatus::Failed
                     }));
             let failed = release_failed.then(|| target.clone());
+            outcome.switch_back_ms = match zero::before_rollback(run) {
+                Ok(ms) => ms,
+                Err(e) => {
+                    run.say(&format!(
+                        "    moving traffic before the rollback failed: {e:#}"
+                    ));
+                    None
+                }
+            };
             let report = roll_back(run, Trigger::Automatic, failed, None, None)?;
+            if let Some(ms) = zero::after_rollback(run, &report) {
+                outcome.maintenance_ms = Some(ms);
+            }
             outcome.exit_code = report_exit(&report);
             outcome.outcome = rollback_outcome(outcome.exit_code);
             outcome.message = rollback_message(&why, &report);
@@ -429,4 +450,34 @@ pub(super) fn after_success(run: &mut Run, target: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Stop the old release, snapshot, migrate, start the new one, gate it.
+fn stop_start_steps(run: &mut Run) -> anyhow::Result<Verdict> {
+    run.step("stop", |r| r.runtime.stop_app().map(drop))?;
+    if run.loaded.config.database.snapshot {
+        let snapshot = run.step("snapshot", |r| {
+            let db = r.db()?;
+            db.drop_leftovers()?;
+            let id = ops::stamp();
+            let name = db.snapshot(&id)?;
+            r.note(format!("snapshot {name}"));
+            Ok(name)
+        })?;
+        run.journal.snapshot = Some(snapshot);
+        run.journal.save(&run.state_dir)?;
+    }
+    zero::run_migrate_command(run)?;
+    run.step("start", |r| r.runtime.start_app())?;
+    // The verdict is journaled with the step: a crash right after it is recovered
+    // by marking (passed) or by rolling back a commit known to have failed.
+    run.step("gate", |r| {
+        let verdict = r.gate(true)?;
+        if verdict.passed {
+            r.journal.phase = Phase::Passed;
+        } else {
+            r.journal.failed_commit = Some(r.journal.target.clone());
+        }
+        Ok(verdict)
+    })
 }

@@ -67,6 +67,7 @@ pub fn rollback(loaded: &Loaded, req: &RollbackRequest) -> anyhow::Result<Outcom
         runtime,
         db: None,
         journal_error: None,
+        warm: false,
     };
     run.save()?;
     let report = roll_back(&mut run, Trigger::Manual, None, requested, req.db);
@@ -137,6 +138,7 @@ pub fn recover(loaded: &Loaded, progress: crate::printer::Progress) -> anyhow::R
         runtime,
         db: None,
         journal_error: None,
+        warm: false,
     };
     run.say(&format!(
         "recovering {} {} (phase {:?}, last step {})",
@@ -158,6 +160,7 @@ pub fn recover(loaded: &Loaded, progress: crate::printer::Progress) -> anyhow::R
     };
     let result = match phase {
         Phase::Passed => (|| {
+            zero::recover_traffic(&mut run)?;
             let backup = run.journal.backup.clone();
             let tag = match run.repo.latest_stable()? {
                 Some(s) if s == target => None,
@@ -178,8 +181,13 @@ pub fn recover(loaded: &Loaded, progress: crate::printer::Progress) -> anyhow::R
         })(),
         Phase::Deploying | Phase::RollingBack => (|| {
             // Nothing had changed yet: back to the running code, the containers serve.
-            let changed = run.journal.steps.iter().any(|s| s.name == "stop");
+            let changed = run
+                .journal
+                .steps
+                .iter()
+                .any(|s| matches!(s.name.as_str(), "stop" | "migrate" | "start_next"));
             if run.journal.command == "deploy" && !changed {
+                zero::maintenance_off(&mut run)?;
                 let from = run
                     .journal
                     .from
@@ -203,7 +211,9 @@ pub fn recover(loaded: &Loaded, progress: crate::printer::Progress) -> anyhow::R
             // interrupted is just not proven.
             let failed = run.journal.failed_commit.clone();
             let (requested, policy) = (run.journal.requested.clone(), run.journal.db_policy);
+            outcome.switch_back_ms = zero::before_rollback(&mut run)?;
             let report = roll_back(&mut run, Trigger::Recover, failed, requested, policy)?;
+            outcome.maintenance_ms = zero::after_rollback(&mut run, &report);
             outcome.exit_code = report_exit(&report);
             outcome.outcome = rollback_outcome(outcome.exit_code);
             outcome.message = rollback_message("recovering an interrupted deploy", &report);

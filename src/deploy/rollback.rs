@@ -225,14 +225,25 @@ pub(super) fn roll_back_steps(
             .join("; ")
     ));
 
+    // The old release still serves behind the proxy (a blue/green switch back): it is
+    // stopped only when the database must be swapped under it.
+    let warm = run.warm && run.journal.from.as_deref() == Some(target.as_str());
+    run.warm = warm;
     let result = (|| -> anyhow::Result<()> {
-        run.step("stop_app", |r| r.runtime.stop_app().map(drop))?;
+        if !warm {
+            run.step("stop_app", |r| r.runtime.stop_app().map(drop))?;
+        }
         let source = failed.clone().unwrap_or_else(|| current.clone());
         let decided = run.step("database", |r| {
             let d = decide_database(r, policy, &source)?;
             r.note(format!("{}: {}", d.action.name(), d.action.reason()));
             Ok(d)
         })?;
+        let stopped = !warm || zero::needs_stop(&decided.action);
+        if warm && stopped {
+            zero::maintenance_on(run)?;
+            run.step("stop_app", |r| r.runtime.stop_app().map(drop))?;
+        }
         report.writes_since_backup = decided.writes;
         let mut action = decided.action.clone();
         run.journal.db_action = Some(action.clone());
@@ -270,6 +281,10 @@ pub(super) fn roll_back_steps(
         }
         match &action {
             DbAction::None { .. } | DbAction::Down { .. } => {}
+            DbAction::Impossible { reason } if warm => bail!(
+                "{reason}; the old release {} goes on serving on the database as it is until you decide",
+                git::abbrev(&target, 12)
+            ),
             DbAction::Impossible { reason } => bail!(
                 "{reason}; the app is left stopped at {} (its database untouched) until you decide",
                 git::abbrev(&current, 12)
@@ -307,6 +322,15 @@ pub(super) fn roll_back_steps(
                 kept::remember(run.loaded, &kept, &backup);
             }
             prune_kept(run);
+        }
+        if !stopped {
+            run.step("revert_code", |r| {
+                r.repo.reset_hard(&target, true)?;
+                r.runtime.restore_image_names(&target)
+            })?;
+            let verdict = run.step("rollback_gate", |r| r.gate(false))?;
+            report.gate = Some(verdict);
+            return Ok(());
         }
         run.step("revert_code", |r| r.repo.reset_hard(&target, true))?;
         let switched = run.step("switch", |r| {

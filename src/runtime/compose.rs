@@ -118,6 +118,18 @@ impl Compose {
     }
 }
 
+impl Compose {
+    /// The same Compose on other files and another project (a release beside the
+    /// running one: see `runtime::colour`).
+    pub fn for_project(&self, files: Vec<PathBuf>, project: &str) -> Compose {
+        Compose {
+            files,
+            project: Some(project.to_string()),
+            ..self.clone()
+        }
+    }
+}
+
 /// The running container of `service` in Compose project `project`, found by the labels
 /// Compose gives its containers (`docker ps`, no Compose run), remembered as
 /// [`Compose::service_container`] remembers its own; None when none is running.

@@ -36,3 +36,4 @@ mod shared_remote;
 mod snapshot_rules;
 mod stable;
 mod troubleshooting;
+mod zero_downtime;

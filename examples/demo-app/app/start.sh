@@ -34,5 +34,10 @@ for dir in /app/prisma/migrations/*/; do
 done
 # A switch for the tests: an environment that breaks under any release.
 if [ -f /flags/broken ]; then rm -f /app/www/health; fi
+# A release that breaks some seconds after it starts (app/www/fail-after holds how many):
+# it passes its gate, then fails once it takes traffic.
+if [ -f /app/www/fail-after ]; then
+  (sleep "$(cat /app/www/fail-after)"; rm -f /app/www/health /app/www/version) &
+fi
 echo "serving on 127.0.0.1:$WEB_PORT"
 exec httpd -f -p "$WEB_PORT" -h /app/www
