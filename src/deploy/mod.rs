@@ -193,6 +193,9 @@ impl Run<'_> {
         f: impl FnOnce(&mut Self) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
         self.say(&format!("==> {name}"));
+        // The step's time counts from its start as journaled: started_at + took_ms is
+        // when it ended (the zero-downtime tests place requests against it).
+        let t = Instant::now();
         self.journal.steps.push(Step {
             name: name.into(),
             status: StepStatus::Started,
@@ -202,7 +205,6 @@ impl Run<'_> {
         });
         self.save()?;
         failpoint(&format!("{name}:start"));
-        let t = Instant::now();
         let result = f(self);
         let last = self.journal.steps.last_mut().expect("pushed above");
         last.took_ms = Some(t.elapsed().as_millis() as u64);

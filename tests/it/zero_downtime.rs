@@ -100,6 +100,15 @@ fn failed(samples: &[Sample]) -> Vec<&Sample> {
     samples.iter().filter(|s| s.status != Some(200)).collect()
 }
 
+/// The first few of `samples`, for a failure message.
+fn few(samples: &[&Sample]) -> String {
+    format!(
+        "{} of them, first: {:?}",
+        samples.len(),
+        &samples[..samples.len().min(5)]
+    )
+}
+
 /// `stablehand proxy run` for the stack, ended (by its id) when dropped.
 struct ProxyProcess(Child);
 
@@ -186,7 +195,7 @@ fn releases_go_blue_green_switch_back_or_behind_maintenance_without_failed_reque
         "{v:#}"
     );
     let deploy_failed = failed(&samples).len();
-    assert_eq!(deploy_failed, 0, "{:?}", failed(&samples));
+    assert_eq!(deploy_failed, 0, "{}", few(&failed(&samples)));
     assert!(
         samples.iter().any(|x| x.body == "v2: a new page"),
         "the new release took traffic"
@@ -213,7 +222,7 @@ fn releases_go_blue_green_switch_back_or_behind_maintenance_without_failed_reque
     assert!(!has(&names, "switch"), "{names:?}");
     assert!(!has(&names, "stop_app"), "{names:?}");
     let gate_failed = failed(&samples).len();
-    assert_eq!(gate_failed, 0, "{:?}", failed(&samples));
+    assert_eq!(gate_failed, 0, "{}", few(&failed(&samples)));
     assert!(samples.iter().all(|x| x.body == "v2: a new page"));
     assert_eq!(s.head(), s.remote_stable().unwrap(), "the code is back");
 
@@ -232,7 +241,17 @@ fn releases_go_blue_green_switch_back_or_behind_maintenance_without_failed_reque
     let after: Vec<&Sample> = samples.iter().filter(|x| x.sent > back).collect();
     let switch_back_failed = after.iter().filter(|x| x.status != Some(200)).count();
     assert!(after.len() > 10, "requests after the switch back");
-    assert_eq!(switch_back_failed, 0, "{after:?}");
+    let bad: Vec<&Sample> = after
+        .iter()
+        .copied()
+        .filter(|x| x.status != Some(200))
+        .collect();
+    assert_eq!(
+        switch_back_failed,
+        0,
+        "switched back at {back}: {}",
+        few(&bad)
+    );
     assert!(after.iter().all(|x| x.body == "v2: a new page"));
     assert!(
         samples.iter().any(|x| x.body.starts_with("v4")),
@@ -286,6 +305,44 @@ fn releases_go_blue_green_switch_back_or_behind_maintenance_without_failed_reque
         "a stop/start deploy refuses connections while the app restarts"
     );
     assert_eq!(version(&public), "v5: body is varchar");
+
+    // 5. Killed during the watch (traffic on the new release): `recover` puts traffic
+    //    back on the warm old release and removes the colour.
+    let route = |s: &Stack| -> serde_json::Value {
+        let (code, out, err) = s.stablehand(&["--json", "proxy", "status"]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["route"].clone()
+    };
+    s.commit("v6: killed during its watch");
+    let (code, _, _) = s.deploy_at_failpoint("watch:start", "");
+    assert_eq!(code, -1, "killed");
+    assert_eq!(
+        route(&s)["colour"],
+        "green",
+        "traffic was on the new release"
+    );
+    let (code, out, err) = s.stablehand(&["--json", "recover"]);
+    assert_eq!(code, 11, "{out}\n{err}");
+    assert_eq!(route(&s)["upstream"], direct.as_str());
+    assert_eq!(version(&public), "v5: body is varchar");
+    assert!(
+        version(&format!("127.0.0.1:{next}")).is_empty(),
+        "the colour is gone"
+    );
+
+    // 6. Killed while the watched release is promoted: `recover` finishes the promotion.
+    s.commit("v7: killed while promoted");
+    let (code, _, _) = s.deploy_at_failpoint("promote:start", "");
+    assert_eq!(code, -1, "killed");
+    let (code, out, err) = s.stablehand(&["--json", "recover"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(route(&s)["upstream"], direct.as_str());
+    assert_eq!(version(&public), "v7: killed while promoted");
+    assert_eq!(version(&direct), "v7: killed while promoted");
+    assert!(
+        version(&format!("127.0.0.1:{next}")).is_empty(),
+        "the colour is gone"
+    );
 
     drop(proxy);
     println!(
