@@ -1,4 +1,4 @@
-.PHONY: demo test bench bench-restore bench-rollback bench-deploy bench-remote bench-proxy build dist install
+.PHONY: demo test bench bench-restore bench-rollback bench-deploy bench-remote bench-proxy bench-zero-downtime build dist install
 
 ## Runs the main job end to end: the demo app deployed, a broken release rolled back
 ## (code and database), status and history. Installs what it needs.
@@ -17,6 +17,11 @@ bench:
 ## The traffic switch's cost: wrk direct, through nginx, through stablehand proxy.
 bench-proxy:
 	bash bench/proxy.sh
+
+## Failed requests under a steady load during blue/green, failed-gate, switch-back and
+## maintenance-window deploys, beside a stop/start deploy in the same run.
+bench-zero-downtime:
+	bash bench/zero-downtime.sh
 
 ## Restore and snapshot benchmark against gunzip | psql, pg_restore and cp -r.
 bench-restore:

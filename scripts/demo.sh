@@ -8,7 +8,10 @@
 #   v3 fails again: back to v1, not to v2;
 #   v4 fixes it: the stable release moves;
 #   v5 adds a migration with its down.sql and breaks: rolled back by the down migration,
-#      so the rows users wrote while v5 ran stay; v6 is healthy again.
+#      so the rows users wrote while v5 ran stay; v6 is healthy again;
+#   then behind `stablehand proxy`, under a steady load: v7 goes blue/green, v8's gate
+#      fails beside the running release (no request fails), v9 fails during its watch
+#      and traffic switches back, v10's migration gets a maintenance window (503s).
 # It ends with `status`, `history` and the backups. Everything lives in a temp directory
 # that is removed at the end (DEMO_KEEP=1 keeps it and leaves the stack running).
 set -euo pipefail
@@ -109,6 +112,71 @@ rm -rf "$DEV/prisma/migrations/003_tags"
 stack_release v6 yes >/dev/null
 expect 0 deploy
 
+say "Zero downtime: stablehand proxy in front of the app, a steady load on it during each deploy"
+PROXY_PORT=$(free_port)
+NEXT_PORT=$(free_port)
+cat >>"$DEV/stablehand.toml" <<TOML
+
+[proxy]
+listen = "127.0.0.1:$PROXY_PORT"
+upstream = "127.0.0.1:$WEB_PORT"
+port = $NEXT_PORT
+port_env = "WEB_PORT"
+watch = "6s"
+watch_errors = 1
+retry_after = "5s"
+TOML
+stack_release v7 yes >/dev/null
+echo "v7 adds [proxy] to stablehand.toml; it deploys as before (nothing is in front of the app yet)"
+expect 0 deploy
+(cd "$APP" && exec "$SH" proxy run >"$WORK/proxy.log" 2>&1) &
+PROXY_PID=$!
+trap 'kill "$PROXY_PID" 2>/dev/null; cleanup' EXIT
+for _ in $(seq 1 40); do (cd "$APP" && "$SH" proxy status >/dev/null 2>&1) && break; sleep 0.25; done
+echo "users now reach the app through 127.0.0.1:$PROXY_PORT (stablehand proxy); the app serves on :$WEB_PORT"
+load_start() { # a steady load of curl requests on the public address, one status per line
+  : >"$WORK/load.txt"
+  touch "$WORK/load.on"
+  (while [[ -f $WORK/load.on ]]; do
+    curl -s -o /dev/null -m 3 -w '%{http_code}\n' "http://127.0.0.1:$PROXY_PORT/version" || true
+  done >>"$WORK/load.txt") &
+  LOAD_PID=$!
+}
+load_stop() { # prints what the load saw
+  rm -f "$WORK/load.on"
+  wait "$LOAD_PID" || true
+  echo "requests during the deploy: $(wc -l <"$WORK/load.txt") answered: $(sort "$WORK/load.txt" | uniq -c | awk '{printf "%s x %s  ", $1, $2}')"
+}
+deploy_under_load() { # CODE
+  load_start
+  expect "$1" deploy
+  load_stop
+}
+
+say "v8 (code only): blue/green. It starts beside v7 on :$NEXT_PORT, is gated there, takes traffic, is watched, then moves into the main project"
+stack_release v8 yes >/dev/null
+deploy_under_load 0
+echo "the public address serves: $(curl -fsS "http://127.0.0.1:$PROXY_PORT/version")"
+
+say "v9: broken /health. Its gate fails beside v8: it never takes traffic, not one request fails"
+stack_release v9 no >/dev/null
+deploy_under_load 11
+
+say "v10: passes its gate, then breaks 9 s after it starts, while it takes traffic: switched back to the warm v8"
+echo 9 >"$DEV/app/www/fail-after"
+stack_release v10 yes >/dev/null
+rm -f "$DEV/app/www/fail-after"
+deploy_under_load 11
+echo "(the 404s are v10's, in the moments before the watch saw it fail; after the switch back every request is v8's)"
+
+say "v11: a migration the old code cannot run beside (a column type change): a maintenance window"
+stack_release v11 yes 004_body_type "alter table messages alter column body type varchar(2000);" >/dev/null
+run deploy --dry-run | grep -i "put in place\|would deploy" || true
+deploy_under_load 0
+echo "(503 with Retry-After while v8 stopped, the migration ran and v11 passed its gate; no refused connection)"
+echo "the public address serves: $(curl -fsS "http://127.0.0.1:$PROXY_PORT/version")"
+expect 0 proxy status
+
 say "Where production stands"
 expect 0 status
 say "The release log"
@@ -116,4 +184,4 @@ expect 0 history
 say "The backups (one verified pre-deploy backup per deploy)"
 expect 0 backup list
 
-say "Done: six deploys, three automatic rollbacks of code and database (one by down migrations, keeping the rows written meanwhile), nothing lost"
+say "Done: eleven deploys, five automatic rollbacks of code and database (one by down migrations, keeping the rows written meanwhile; two behind the proxy, with no failed request after the switch), nothing lost"
