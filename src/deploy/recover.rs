@@ -71,6 +71,10 @@ pub fn rollback(loaded: &Loaded, req: &RollbackRequest) -> anyhow::Result<Outcom
     };
     run.save()?;
     let report = roll_back(&mut run, Trigger::Manual, None, requested, req.db);
+    let maintenance_ms = report
+        .as_ref()
+        .ok()
+        .and_then(|r| zero::after_rollback(&mut run, r));
     let outcome = report.map(|report| {
         if report.target.is_none() {
             // Refused before anything was stopped.
@@ -90,6 +94,7 @@ pub fn rollback(loaded: &Loaded, req: &RollbackRequest) -> anyhow::Result<Outcom
             target: report.target.clone(),
             backup: run.journal.backup.clone(),
             rollback: Some(report),
+            maintenance_ms,
             ..Outcome::new("rollback")
         }
     });

@@ -231,6 +231,7 @@ pub(super) fn roll_back_steps(
     run.warm = warm;
     let result = (|| -> anyhow::Result<()> {
         if !warm {
+            zero::maintenance_while_stopped(run);
             run.step("stop_app", |r| r.runtime.stop_app().map(drop))?;
         }
         let source = failed.clone().unwrap_or_else(|| current.clone());
@@ -241,7 +242,7 @@ pub(super) fn roll_back_steps(
         })?;
         let stopped = !warm || zero::needs_stop(&decided.action);
         if warm && stopped {
-            zero::maintenance_on(run)?;
+            zero::maintenance_while_stopped(run);
             run.step("stop_app", |r| r.runtime.stop_app().map(drop))?;
         }
         report.writes_since_backup = decided.writes;

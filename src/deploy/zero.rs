@@ -412,6 +412,16 @@ pub(super) fn maintenance_on(run: &mut Run) -> anyhow::Result<()> {
     })
 }
 
+/// Behind the proxy, a rollback that stops the app does it behind the maintenance
+/// answer; a proxy that does not answer does not stop the way back (it is said).
+pub(super) fn maintenance_while_stopped(run: &mut Run) {
+    if let Err(e) = maintenance_on(run) {
+        run.say(&format!(
+            "    the app stops without the maintenance answer: {e:#}"
+        ));
+    }
+}
+
 /// Ends the maintenance answer: traffic on `proxy.upstream` again. The window's length.
 pub(super) fn maintenance_off(run: &mut Run) -> anyhow::Result<Option<u64>> {
     let Some((p, control)) = proxy(run.loaded) else {
@@ -444,9 +454,9 @@ pub(super) fn maintenance_off(run: &mut Run) -> anyhow::Result<Option<u64>> {
 }
 
 /// Before a rollback behind the proxy: traffic goes back to the old release if it is
-/// still warm (blue/green before its promotion; `run.warm` then), the colour is removed;
-/// otherwise the rollback runs behind the maintenance answer. How long the switch back
-/// took, when there was one.
+/// still warm (blue/green before its promotion; `run.warm` then), and the colour is
+/// removed (a rollback that stops the app runs behind the maintenance answer). How long
+/// the switch back took, when there was one.
 pub(super) fn before_rollback(run: &mut Run) -> anyhow::Result<Option<u64>> {
     let Some((p, control)) = proxy(run.loaded) else {
         return Ok(None);
@@ -474,9 +484,6 @@ pub(super) fn before_rollback(run: &mut Run) -> anyhow::Result<Option<u64>> {
     }
     if run.journal.colour.is_some() {
         remove_colour(run, &p)?;
-    }
-    if !run.warm {
-        maintenance_on(run)?;
     }
     Ok(took)
 }
