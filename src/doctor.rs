@@ -339,6 +339,41 @@ pub fn doctor(loaded: &Loaded) -> Report {
     for (check, result) in crate::ownership::doctor_findings(loaded) {
         f.push(check, result);
     }
+    // Behind the proxy: it runs, sends traffic to the main project, and that answers.
+    if let Some(p) = &cfg.proxy {
+        let control = crate::proxy::Control::new(&loaded.state_dir());
+        f.push(
+            "proxy",
+            match control.state() {
+                Err(e) => Err(fail(
+                    e,
+                    "run `stablehand proxy run` in the app directory under a service manager (docs/zero-downtime.md)",
+                )),
+                Ok(s) if s.route.upstream != p.upstream || s.route.maintenance => Err(fail(
+                    format!(
+                        "traffic goes to {}{}, not to proxy.upstream {}",
+                        s.route.upstream,
+                        if s.route.maintenance { " (maintenance on)" } else { "" },
+                        p.upstream
+                    ),
+                    "run `stablehand recover`, or `stablehand proxy switch` back to proxy.upstream",
+                )),
+                Ok(s) => match std::net::TcpStream::connect_timeout(
+                    &p.upstream.parse().expect("validated"),
+                    Duration::from_secs(2),
+                ) {
+                    Ok(_) => Ok(format!(
+                        "pid {} on {}, traffic to {} (it answers)",
+                        s.pid, s.listen, p.upstream
+                    )),
+                    Err(e) => Err(warn(
+                        format!("pid {} on {}, but nothing answers on {}: {e}", s.pid, s.listen, p.upstream),
+                        "start the app (`stablehand deploy`), or fix proxy.upstream",
+                    )),
+                },
+            },
+        );
+    }
     // An unfinished deploy blocks the next one.
     if let Ok(Some(j)) = crate::journal::Journal::load(&loaded.state_dir()) {
         f.push(

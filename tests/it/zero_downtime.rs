@@ -119,6 +119,17 @@ impl Drop for ProxyProcess {
     }
 }
 
+/// `doctor`'s finding about the proxy.
+fn proxy_check(s: &Stack) -> serde_json::Value {
+    let (_, out, err) = s.stablehand(&["--json", "doctor"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
+    v["findings"]
+        .as_array()
+        .and_then(|f| f.iter().find(|x| x["check"] == "proxy").cloned())
+        .unwrap_or_else(|| panic!("no proxy finding: {v:#}"))
+}
+
 /// When step `name` of an outcome started and ended.
 fn step_window(v: &serde_json::Value, name: &str) -> Option<(Timestamp, Timestamp)> {
     let step = v["steps"]
@@ -321,8 +332,11 @@ fn releases_go_blue_green_switch_back_or_behind_maintenance_without_failed_reque
         "green",
         "traffic was on the new release"
     );
+    assert_eq!(proxy_check(&s)["status"], "fail", "doctor sees traffic off the main project");
     let (code, out, err) = s.stablehand(&["--json", "recover"]);
     assert_eq!(code, 11, "{out}\n{err}");
+    let check = proxy_check(&s);
+    assert_eq!(check["status"], "ok", "{check}");
     assert_eq!(route(&s)["upstream"], direct.as_str());
     assert_eq!(version(&public), "v5: body is varchar");
     assert!(
