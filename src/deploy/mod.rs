@@ -233,25 +233,35 @@ impl Run<'_> {
     /// Behind the proxy its probes go to the main project's port (`proxy.upstream`),
     /// not through the proxy (which may answer 503 or send them elsewhere).
     fn gate(&mut self, deferrable: bool) -> anyhow::Result<Verdict> {
-        let progress = self.progress;
-        let on_round = |round: &crate::health::Round, decision: &crate::health::Decision| {
-            progress(&crate::health::round_line(round, decision))
+        crate::health::ensure_something_to_check(self.loaded)?;
+        let health = match &self.loaded.config.proxy {
+            None => self.loaded.config.health.clone(),
+            Some(p) => zero::health_at(&self.loaded.config.health, p, &p.upstream),
         };
-        match &self.loaded.config.proxy {
-            None => crate::health::run_gate_stopping(self.loaded, on_round, deferrable),
-            Some(p) => {
-                crate::health::ensure_something_to_check(self.loaded)?;
-                let health = zero::health_at(&self.loaded.config.health, p, &p.upstream);
-                let compose = match health.containers.is_empty() {
-                    true => None,
-                    false => Some(crate::runtime::compose::Compose::detect(
-                        &self.loaded.app_dir,
-                        &self.loaded.config.runtime,
-                    )?),
-                };
-                crate::health::run_gate_on(&health, compose.as_ref(), on_round, deferrable)
-            }
-        }
+        let compose = match health.containers.is_empty() {
+            true => None,
+            false => Some(crate::runtime::compose::Compose::detect(
+                &self.loaded.app_dir,
+                &self.loaded.config.runtime,
+            )?),
+        };
+        self.gate_on(&health, compose.as_ref(), deferrable)
+    }
+
+    /// The gate of `health`, its containers looked up through `compose`, its rounds said.
+    fn gate_on(
+        &self,
+        health: &crate::config::HealthConfig,
+        compose: Option<&crate::runtime::compose::Compose>,
+        deferrable: bool,
+    ) -> anyhow::Result<Verdict> {
+        let progress = self.progress;
+        crate::health::run_gate_on(
+            health,
+            compose,
+            |round, decision| progress(&crate::health::round_line(round, decision)),
+            deferrable,
+        )
     }
 }
 

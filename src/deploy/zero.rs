@@ -231,13 +231,7 @@ pub(super) fn blue_green_steps(run: &mut Run) -> anyhow::Result<Verdict> {
         .containers
         .retain(|c| colour.images.contains_key(c));
     let verdict = run.step("gate", |r| {
-        let progress = r.progress;
-        let verdict = crate::health::run_gate_on(
-            &next_health,
-            Some(&compose),
-            |round, decision| progress(&crate::health::round_line(round, decision)),
-            true,
-        )?;
+        let verdict = r.gate_on(&next_health, Some(&compose), true)?;
         if !verdict.passed {
             r.journal.failed_commit = Some(r.journal.target.clone());
         }
@@ -286,14 +280,8 @@ pub(super) fn promote(
     run.step("promote", |r| {
         r.runtime.start_app()?;
         let base = health_at(&r.loaded.config.health, p, &p.upstream);
-        let progress = r.progress;
         let compose = Compose::detect(&r.loaded.app_dir, &r.loaded.config.runtime)?;
-        let verdict = crate::health::run_gate_on(
-            &base,
-            Some(&compose),
-            |round, decision| progress(&crate::health::round_line(round, decision)),
-            false,
-        )?;
+        let verdict = r.gate_on(&base, Some(&compose), false)?;
         if !verdict.passed {
             bail!(
                 "the main project did not pass its gate on the new release ({}); traffic stays on {}",

@@ -332,7 +332,11 @@ fn releases_go_blue_green_switch_back_or_behind_maintenance_without_failed_reque
         "green",
         "traffic was on the new release"
     );
-    assert_eq!(proxy_check(&s)["status"], "fail", "doctor sees traffic off the main project");
+    assert_eq!(
+        proxy_check(&s)["status"],
+        "fail",
+        "doctor sees traffic off the main project"
+    );
     let (code, out, err) = s.stablehand(&["--json", "recover"]);
     assert_eq!(code, 11, "{out}\n{err}");
     let check = proxy_check(&s);
