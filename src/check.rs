@@ -164,8 +164,7 @@ pub fn check(loaded: &Loaded) -> anyhow::Result<Report> {
             .http
             .iter()
             .map(crate::health::probe_http)
-            .filter(|p| !p.ok)
-            .map(|p| format!("{}: {}", p.url, p.detail))
+            .filter_map(|p| p.problem())
             .collect();
         if !failing.is_empty() {
             facts.unhealthy = Some(format!("the health probes fail: {}", failing.join("; ")));

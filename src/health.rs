@@ -164,6 +164,13 @@ pub struct ProbeResult {
     pub millis: u64,
 }
 
+impl ProbeResult {
+    /// "url: what went wrong", when the probe failed.
+    pub fn problem(&self) -> Option<String> {
+        (!self.ok).then(|| format!("{}: {}", self.url, self.detail))
+    }
+}
+
 /// Runs one HTTP probe: no redirects followed (a 3xx counts as an answer), the body
 /// read up to 1 MiB when a substring is expected.
 pub fn probe_http(p: &crate::config::HttpProbeConfig) -> ProbeResult {
@@ -271,27 +278,22 @@ pub fn run_gate(
     loaded: &crate::config::Loaded,
     on_round: impl FnMut(&Round, &Decision),
 ) -> anyhow::Result<Verdict> {
-    run_gate_stopping(loaded, on_round, false)
-}
-
-/// `run_gate`; with `on_deferred_interrupt`, a signal taken while production is shielded
-/// (`process::deferred_interrupt`) ends the gate with an error: the release is not proven.
-pub fn run_gate_stopping(
-    loaded: &crate::config::Loaded,
-    on_round: impl FnMut(&Round, &Decision),
-    on_deferred_interrupt: bool,
-) -> anyhow::Result<Verdict> {
     ensure_something_to_check(loaded)?;
     let h = &loaded.config.health;
-    let compose = if h.containers.is_empty() {
-        None
-    } else {
-        Some(crate::runtime::compose::Compose::detect(
-            &loaded.app_dir,
-            &loaded.config.runtime,
-        )?)
-    };
-    run_gate_on(h, compose.as_ref(), on_round, on_deferred_interrupt)
+    run_gate_on(h, main_compose(loaded, h)?.as_ref(), on_round, false)
+}
+
+/// The main project's Compose, which the containers check of `h` looks through; None
+/// when `h` checks no container.
+pub fn main_compose(
+    loaded: &crate::config::Loaded,
+    h: &crate::config::HealthConfig,
+) -> anyhow::Result<Option<crate::runtime::compose::Compose>> {
+    match h.containers.is_empty() {
+        true => Ok(None),
+        false => crate::runtime::compose::Compose::detect(&loaded.app_dir, &loaded.config.runtime)
+            .map(Some),
+    }
 }
 
 /// The gate of `h` with its containers looked up through `compose` (the main project,
@@ -323,11 +325,7 @@ pub fn run_gate_on(
         }
         let at = started.elapsed();
         let probes: Vec<ProbeResult> = h.http.iter().map(probe_http).collect();
-        let mut problems: Vec<String> = probes
-            .iter()
-            .filter(|p| !p.ok)
-            .map(|p| format!("{}: {}", p.url, p.detail))
-            .collect();
+        let mut problems: Vec<String> = probes.iter().filter_map(ProbeResult::problem).collect();
         // A Docker hiccup is a failed round, not the end of the gate.
         let containers = match &compose {
             Some(c) => c.container_states(&h.containers).unwrap_or_else(|e| {

@@ -238,13 +238,7 @@ impl Run<'_> {
             None => self.loaded.config.health.clone(),
             Some(p) => zero::health_at(&self.loaded.config.health, p, &p.upstream),
         };
-        let compose = match health.containers.is_empty() {
-            true => None,
-            false => Some(crate::runtime::compose::Compose::detect(
-                &self.loaded.app_dir,
-                &self.loaded.config.runtime,
-            )?),
-        };
+        let compose = crate::health::main_compose(self.loaded, &health)?;
         self.gate_on(&health, compose.as_ref(), deferrable)
     }
 

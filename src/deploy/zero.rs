@@ -280,8 +280,8 @@ pub(super) fn promote(
     run.step("promote", |r| {
         r.runtime.start_app()?;
         let base = health_at(&r.loaded.config.health, p, &p.upstream);
-        let compose = Compose::detect(&r.loaded.app_dir, &r.loaded.config.runtime)?;
-        let verdict = r.gate_on(&base, Some(&compose), false)?;
+        let compose = crate::health::main_compose(r.loaded, &base)?;
+        let verdict = r.gate_on(&base, compose.as_ref(), false)?;
         if !verdict.passed {
             bail!(
                 "the main project did not pass its gate on the new release ({}); traffic stays on {}",
@@ -347,8 +347,7 @@ fn watch(run: &Run, p: &ProxyConfig, control: &Control, health: &HealthConfig) -
             .http
             .iter()
             .map(crate::health::probe_http)
-            .filter(|r| !r.ok)
-            .map(|r| format!("{}: {}", r.url, r.detail))
+            .filter_map(|r| r.problem())
             .collect();
         bad_rounds = if failed.is_empty() { 0 } else { bad_rounds + 1 };
         if bad_rounds >= health.consecutive.max(1) {
