@@ -47,6 +47,10 @@ pub struct ProxyConfig {
     /// How long requests in flight on the old release may take to finish after a switch.
     #[serde(default = "default_drain", deserialize_with = "de_duration")]
     pub drain: Duration,
+    /// Event loops (threads) of `stablehand proxy run`; 0: half the CPUs, at least one
+    /// (the proxy shares the machine with the app and its database).
+    #[serde(default)]
+    pub workers: usize,
 }
 
 /// `proxy.strategy` / `deploy --strategy`.
@@ -72,6 +76,14 @@ impl ProxyConfig {
                 .map(|a| a.port().wrapping_add(1))
                 .unwrap_or(0)
         })
+    }
+
+    /// How many event loops the proxy runs.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            n => n,
+        }
     }
 
     /// The new release's address (host:port) while it is gated.

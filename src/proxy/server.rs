@@ -4,20 +4,23 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::Context as TaskContext;
 use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper::header::{HeaderValue, CONNECTION, HOST, RETRY_AFTER, UPGRADE};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
 use super::{save_route, Change, Counts, Route, State};
 use crate::config::Loaded;
@@ -50,22 +53,24 @@ impl Counters {
 struct Active {
     route: Route,
     upstream: SocketAddr,
-    /// `upstream` as a URI authority, made once per switch, not per request.
-    authority: hyper::http::uri::Authority,
+    /// `upstream` as a Host header for a request that has none (HTTP/1.0), made once
+    /// per switch, not per request.
+    host: HeaderValue,
     counters: Arc<Counters>,
 }
 
-fn authority_of(upstream: SocketAddr) -> anyhow::Result<hyper::http::uri::Authority> {
-    upstream
-        .to_string()
-        .parse()
-        .with_context(|| format!("{upstream} as a URI authority"))
+fn host_of(upstream: SocketAddr) -> anyhow::Result<HeaderValue> {
+    HeaderValue::from_str(&upstream.to_string())
+        .with_context(|| format!("{upstream} as a Host header"))
 }
 
 struct Shared {
     listen: String,
     state_dir: PathBuf,
     active: RwLock<Arc<Active>>,
+    /// Bumped by every change of `active`: a connection re-reads the route only when it
+    /// moved, so requests do not all write to the lock's shared cache line.
+    version: AtomicU64,
     /// Every upstream traffic went to, by address.
     all: Mutex<BTreeMap<String, Arc<Counters>>>,
     retry_after: String,
@@ -121,15 +126,16 @@ impl Shared {
         let upstream: SocketAddr = route.upstream.parse().with_context(|| {
             format!("{:?} is not an address like 127.0.0.1:3000", route.upstream)
         })?;
-        let authority = authority_of(upstream)?;
+        let host = host_of(upstream)?;
         save_route(&self.state_dir, &route)?;
         let counters = self.counters_of(&route.upstream);
         *self.active.write().expect("not poisoned") = Arc::new(Active {
             route,
             upstream,
-            authority,
+            host,
             counters,
         });
+        self.version.fetch_add(1, Ordering::Release);
         Ok(self.state())
     }
 }
@@ -180,62 +186,38 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<()> {
         active: RwLock::new(Arc::new(Active {
             route: route.clone(),
             upstream,
-            authority: authority_of(upstream)?,
+            host: host_of(upstream)?,
             counters,
         })),
+        version: AtomicU64::new(0),
         all: Mutex::new(all),
         retry_after: config.retry_after.as_secs().max(1).to_string(),
         page,
     });
-    // One event loop per core, as nginx runs a worker per core: each accepts from the
-    // one listening socket (whichever is free takes the next connection) and has its own
-    // pool of upstream connections; no work stealing, no pool shared across threads.
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for n in 0..workers {
-        let shared = shared.clone();
-        let listener = listener.try_clone()?;
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name(format!("proxy-{n}"))
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(anyhow::Error::new(e)));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    match tokio::net::TcpListener::from_std(listener) {
-                        Ok(listener) => {
-                            let _ = ready_tx.send(Ok(()));
-                            serve_data(listener, shared).await;
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e.into()));
-                        }
-                    }
-                });
-            })?;
-        ready_rx
-            .recv()
-            .context("a proxy worker stopped before it listened")??;
-    }
+    // Event loops of their own, as nginx runs workers; half the cores by default, as the
+    // app and its database need the rest (on 2 cores, 2 loops beside the load lost
+    // throughput and tail latency to 1: docs/benchmarks.md). One acceptor hands each
+    // new connection to the worker serving the fewest (a worker that accepted for itself
+    // could take a whole burst of connections). No work stealing, nothing but counters
+    // shared across threads.
+    let workers = (0..config.worker_count())
+        .map(|n| start_worker(n, shared.clone()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let count = workers.len();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
         let control = bind_control(&state_dir)?;
         tracing::info!(
-            "stablehand proxy: {} -> {} ({}); control {}; {workers} worker(s)",
+            "stablehand proxy: {} -> {} ({}); control {}; {count} worker(s)",
             config.listen,
             route.upstream,
             route.colour,
             super::socket_path(&state_dir).display()
         );
+        tokio::spawn(accept(listener, workers));
         let ctl = tokio::spawn(serve_control(control, shared.clone()));
         shutdown_signal().await;
         ctl.abort();
@@ -244,15 +226,97 @@ pub fn run(loaded: &Loaded) -> anyhow::Result<()> {
     })
 }
 
-/// The pool of upstream connections of one worker.
-fn upstream_client() -> Client<HttpConnector, Incoming> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(1024)
-        .build(connector)
+/// How long connecting to the upstream may take before the request is a 502.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+type UpstreamConnection = Connection<TokioIo<tokio::net::TcpStream>, Incoming>;
+
+/// A client connection's own kept-alive connection to the upstream, driven by the same
+/// task as the client connection: no pool to look up and lock, no hop to another task
+/// per request. HTTP/1.1 serves one request of a connection at a time, so one upstream
+/// connection per client connection is never a queue. After a switch, the next request
+/// opens a connection to the new upstream; the old one closes once idle.
+struct Link {
+    sender: Mutex<Option<(SocketAddr, SendRequest<Incoming>)>>,
+    connections: Mutex<Vec<Pin<Box<UpstreamConnection>>>>,
+    /// The route as this connection last read it, with `Shared::version` then.
+    route: Mutex<(u64, Arc<Active>)>,
+    /// The client's address as an X-Forwarded-For value, made once per connection.
+    peer: HeaderValue,
+}
+
+impl Link {
+    fn new(shared: &Shared, peer: SocketAddr) -> Link {
+        Link {
+            sender: Mutex::default(),
+            connections: Mutex::default(),
+            route: Mutex::new((shared.version.load(Ordering::Acquire), shared.active())),
+            peer: HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a header value"),
+        }
+    }
+
+    /// The route now: the connection's copy unless a change came since it was read.
+    fn active(&self, shared: &Shared) -> Arc<Active> {
+        let now = shared.version.load(Ordering::Acquire);
+        let mut route = self.route.lock().expect("not poisoned");
+        if route.0 != now {
+            *route = (now, shared.active());
+        }
+        route.1.clone()
+    }
+
+    /// Sends `req` to `upstream`, on the kept connection when it is to `upstream` and
+    /// open. A request that an idle connection closed under it never left: it is sent
+    /// once more on a new connection.
+    async fn send(
+        &self,
+        upstream: SocketAddr,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, String> {
+        for attempt in 0..2 {
+            let kept = self.sender.lock().expect("not poisoned").take();
+            let mut sender = match kept {
+                Some((to, sender)) if to == upstream && !sender.is_closed() => sender,
+                _ => self.connect(upstream).await?,
+            };
+            match sender.try_send_request(req).await {
+                Ok(response) => {
+                    *self.sender.lock().expect("not poisoned") = Some((upstream, sender));
+                    return Ok(response);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if attempt == 0 => req = unsent,
+                    _ => return Err(e.into_error().to_string()),
+                },
+            }
+        }
+        unreachable!("the second attempt returns")
+    }
+
+    async fn connect(&self, upstream: SocketAddr) -> Result<SendRequest<Incoming>, String> {
+        let stream =
+            tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(upstream))
+                .await
+                .map_err(|_| format!("no connection within {CONNECT_TIMEOUT:?}"))?
+                .map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.connections
+            .lock()
+            .expect("not poisoned")
+            .push(Box::pin(connection));
+        Ok(sender)
+    }
+
+    /// Drives the upstream connections; the closed ones are let go.
+    fn poll_connections(&self, cx: &mut TaskContext<'_>) {
+        self.connections
+            .lock()
+            .expect("not poisoned")
+            .retain_mut(|c| c.as_mut().poll(cx).is_pending());
+    }
 }
 
 async fn shutdown_signal() {
@@ -283,25 +347,93 @@ fn bind_control(state_dir: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
-async fn serve_data(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
-    let client = upstream_client();
+/// A worker: its own event loop on its own thread, serving the connections handed to it.
+struct Worker {
+    connections: tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
+    /// Connections it serves now.
+    open: Arc<AtomicU64>,
+}
+
+fn start_worker(n: usize, shared: Arc<Shared>) -> anyhow::Result<Worker> {
+    let (connections, mut handed) = tokio::sync::mpsc::unbounded_channel();
+    let open = Arc::new(AtomicU64::new(0));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    let served = open.clone();
+    std::thread::Builder::new()
+        .name(format!("proxy-{n}"))
+        .spawn(move || {
+            runtime.block_on(async move {
+                while let Some((stream, peer)) = handed.recv().await {
+                    let (shared, served) = (shared.clone(), served.clone());
+                    tokio::spawn(async move {
+                        if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                            serve_client(stream, peer, shared).await;
+                        }
+                        served.fetch_sub(1, Ordering::Relaxed);
+                    });
+                }
+            })
+        })?;
+    Ok(Worker { connections, open })
+}
+
+/// Takes each new connection and hands it to the worker serving the fewest (ties in
+/// turn).
+async fn accept(listener: tokio::net::TcpListener, workers: Vec<Worker>) {
+    let mut next = 0;
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, say: not a reason to spin on the listener.
+                tracing::warn!("stablehand proxy: accepting a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
-        let (shared, client) = (shared.clone(), client.clone());
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let (shared, client) = (shared.clone(), client.clone());
-                async move { Ok::<_, Infallible>(forward(req, peer, &shared, &client).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades()
-                .await;
-        });
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        let n = workers.len();
+        let pick = (0..n)
+            .map(|i| (next + i) % n)
+            .min_by_key(|&i| workers[i].open.load(Ordering::Relaxed))
+            .expect("at least one worker");
+        next = (pick + 1) % n;
+        workers[pick].open.fetch_add(1, Ordering::Relaxed);
+        if workers[pick].connections.send((stream, peer)).is_err() {
+            workers[pick].open.fetch_sub(1, Ordering::Relaxed);
+        }
     }
+}
+
+/// One client connection, with its own upstream connection, in one task.
+async fn serve_client(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let link = Arc::new(Link::new(&shared, peer));
+    let service = {
+        let link = link.clone();
+        hyper::service::service_fn(move |req| {
+            let (shared, link) = (shared.clone(), link.clone());
+            async move { Ok::<_, Infallible>(forward(req, &shared, &link).await) }
+        })
+    };
+    let mut client = std::pin::pin!(hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades());
+    // The client connection and its upstream connections, in one task. The upstream is
+    // polled after the client side too: a request may just have opened a connection
+    // that nothing has polled yet.
+    let _ = std::future::poll_fn(|cx| {
+        link.poll_connections(cx);
+        let done = client.as_mut().poll(cx);
+        link.poll_connections(cx);
+        done
+    })
+    .await;
 }
 
 fn full(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
@@ -324,13 +456,8 @@ impl Drop for InFlight {
 }
 
 /// One request: the maintenance answer, or forwarded to the upstream of the route now.
-async fn forward(
-    mut req: Request<Incoming>,
-    peer: SocketAddr,
-    shared: &Shared,
-    client: &Client<HttpConnector, Incoming>,
-) -> Response<Body> {
-    let active = shared.active();
+async fn forward(mut req: Request<Incoming>, shared: &Shared, link: &Link) -> Response<Body> {
+    let active = link.active(shared);
     let counters = active.counters.clone();
     if active.route.maintenance {
         counters.maintenance.fetch_add(1, Ordering::Relaxed);
@@ -357,29 +484,27 @@ async fn forward(
     counters.in_flight.fetch_add(1, Ordering::Relaxed);
     let _in_flight = InFlight(counters.clone());
 
-    add_forwarded(&mut req, peer);
-    let mut parts = hyper::http::uri::Parts::default();
-    parts.scheme = Some(hyper::http::uri::Scheme::HTTP);
-    parts.authority = Some(active.authority.clone());
-    parts.path_and_query = Some(
-        req.uri()
+    add_forwarded(&mut req, &link.peer);
+    if !req.headers().contains_key(HOST) {
+        req.headers_mut().insert(HOST, active.host.clone());
+    }
+    // A connection of our own: the request target goes in origin form.
+    if req.uri().authority().is_some() {
+        let target = req
+            .uri()
             .path_and_query()
             .cloned()
-            .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")),
-    );
-    let Ok(uri) = hyper::Uri::from_parts(parts) else {
-        return full(StatusCode::BAD_REQUEST, "bad request target\n");
-    };
-    *req.uri_mut() = uri;
+            .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = target.into();
+    }
 
     let upgrade = req.headers().contains_key(UPGRADE);
     let answer = match upgrade {
         true => forward_upgrade(req, active.upstream).await,
-        false => client
-            .request(req)
+        false => link
+            .send(active.upstream, req)
             .await
-            .map(|r| r.map(|b| b.boxed()))
-            .map_err(|e| e.to_string()),
+            .map(|r| r.map(|b| b.boxed())),
     };
     match answer {
         Ok(response) => {
@@ -401,21 +526,30 @@ async fn forward(
 
 /// X-Forwarded-For (appended), -Proto and -Host, as a reverse proxy sets them; Host
 /// stays what the client sent.
-fn add_forwarded(req: &mut Request<Incoming>, peer: SocketAddr) {
+fn add_forwarded(req: &mut Request<Incoming>, peer: &HeaderValue) {
+    use hyper::header::HeaderName;
+    const FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
     let headers = req.headers_mut();
-    let ip = peer.ip().to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(before) => format!("{before}, {ip}"),
-        None => ip,
+    let xff = match headers.get(&FOR) {
+        Some(before) => {
+            let mut v = Vec::with_capacity(before.len() + 2 + peer.len());
+            v.extend_from_slice(before.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(peer.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+        None => Some(peer.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+    if let Some(v) = xff {
+        headers.insert(FOR, v);
     }
-    if !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if !headers.contains_key(&PROTO) {
+        headers.insert(PROTO, HeaderValue::from_static("http"));
     }
     if let Some(host) = headers.get(HOST).cloned() {
-        headers.entry("x-forwarded-host").or_insert(host);
+        headers.entry(FORWARDED_HOST).or_insert(host);
     }
 }
 
@@ -436,15 +570,6 @@ async fn forward_upgrade(
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
-    // A connection of its own: the request target goes in origin form.
-    let target = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    if let Ok(uri) = target.parse() {
-        *req.uri_mut() = uri;
-    }
     if !req.headers().contains_key(CONNECTION) {
         req.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("upgrade"));

@@ -24,6 +24,9 @@ enum Behaviour {
     Slow,
     /// 101 to an Upgrade, then every byte echoed back.
     Upgrade,
+    /// As Echo, then the connection is closed without a word (an app whose keep-alive
+    /// timeout fires right after it answered).
+    EchoThenClose,
 }
 
 /// An HTTP/1.1 server on 127.0.0.1 (keep-alive, thread per connection).
@@ -79,6 +82,16 @@ fn serve(stream: TcpStream, name: &str, behaviour: Behaviour) {
             return;
         }
         match behaviour {
+            Behaviour::EchoThenClose => {
+                let text = format!("{name}\n{head}");
+                let _ = write!(
+                    writer,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
+                    text.len()
+                );
+                let _ = writer.shutdown(std::net::Shutdown::Both);
+                return;
+            }
             Behaviour::Echo => {
                 let text = format!("{name}\n{head}");
                 let _ = write!(
@@ -520,4 +533,42 @@ fn a_proxy_config_that_cannot_work_is_refused_clearly() {
     assert_eq!(code, Some(78));
     assert!(err.contains("proxy.upstream"), "{err}");
     assert!(!Path::new(&dir.path().join(".stablehand/proxy.sock")).exists());
+}
+
+#[test]
+fn an_upstream_that_closes_its_kept_alive_connections_costs_no_request() {
+    // The proxy keeps one upstream connection per client connection; this upstream
+    // closes each one right after its answer, so the next request finds the kept
+    // connection closed, sometimes only as it is sent: it must go on a new one.
+    let up = Upstream::start("A", Behaviour::EchoThenClose);
+    let proxy = Proxy::start(&up.addr(), "workers = 3\n");
+    let clients: Vec<_> = (0..6)
+        .map(|n| {
+            let port = proxy.port;
+            std::thread::spawn(move || {
+                let mut conn = BufReader::new(TcpStream::connect(("127.0.0.1", port)).unwrap());
+                let mut statuses = Vec::new();
+                for i in 0..40 {
+                    let request = match i % 2 {
+                        0 => format!("GET /{n}/{i} HTTP/1.1\r\nHost: shop.example\r\n\r\n"),
+                        _ => format!(
+                            "POST /{n}/{i} HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 5\r\n\r\nhello"
+                        ),
+                    };
+                    let (status, body) = exchange(&mut conn, &request);
+                    assert!(body.contains(&format!(" /{n}/{i} HTTP/1.1")), "{body}");
+                    statuses.push(status);
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut failed = 0;
+    for c in clients {
+        failed += c.join().unwrap().iter().filter(|s| **s != 200).count();
+    }
+    assert_eq!(failed, 0, "requests not answered 200 of 240");
+    let state = proxy.state();
+    assert_eq!(state["upstreams"][up.addr()]["requests"], 240);
+    assert_eq!(state["upstreams"][up.addr()]["connection_errors"], 0);
 }
