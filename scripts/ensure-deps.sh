@@ -12,7 +12,7 @@ need_root() {
   fi
 }
 
-packages=(postgresql-15 docker.io docker-compose busybox-static zstd git chromium shellcheck sudo)
+packages=(postgresql-15 docker.io docker-compose busybox-static zstd git chromium shellcheck sudo nginx-light)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

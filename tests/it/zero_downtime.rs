@@ -3,7 +3,9 @@
 //! never takes traffic, a release that fails during the watch is switched back from,
 //! and a release whose migration the old code cannot run beside gets a maintenance
 //! window, while a second load on the app's own port shows what a stop/start deploy
-//! costs users. `bench/zero-downtime.sh` runs this test and prints its last line.
+//! costs users. The proposal's layout is there too: nginx in compose in front of the
+//! app, pointed at the proxy (the one-time change docs/zero-downtime.md describes), and
+//! a load through it. `bench/zero-downtime.sh` runs this test and prints its last line.
 
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -142,6 +144,38 @@ fn step_window(v: &serde_json::Value, name: &str) -> Option<(Timestamp, Timestam
     Some((start, start + jiff::SignedDuration::from_millis(took)))
 }
 
+/// The proposal's layout: nginx as a compose service in front of the app, here with host
+/// networking and the host's nginx binary (no image to pull), its upstream pointed at
+/// the proxy on `proxy` instead of the app; users arrive on `front`.
+fn add_nginx_in_front(s: &Stack, front: u16, proxy: u16) {
+    let dev = s.dev();
+    std::fs::create_dir_all(dev.join("nginx")).unwrap();
+    std::fs::write(
+        dev.join("nginx/nginx.conf"),
+        format!(
+            "user nobody nogroup;\nworker_processes 1;\npid /tmp/nginx/nginx.pid;\nevents {{}}\n\
+             http {{\n  access_log off;\n  \
+             client_body_temp_path /tmp/nginx/body; proxy_temp_path /tmp/nginx/proxy; fastcgi_temp_path /tmp/nginx/fastcgi; \
+             uwsgi_temp_path /tmp/nginx/uwsgi; scgi_temp_path /tmp/nginx/scgi;\n  upstream backend {{ server 127.0.0.1:{proxy}; keepalive 16; }}\n  \
+             server {{\n    listen 127.0.0.1:{front};\n    location / {{\n      proxy_pass http://backend;\n      \
+             proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n    }}\n  }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let compose = dev.join("docker-compose.yml");
+    let text = std::fs::read_to_string(&compose).unwrap();
+    std::fs::write(
+        &compose,
+        format!(
+            "{text}  nginx:\n    image: {}\n    network_mode: host\n    \
+             volumes: [\"/usr:/usr:ro\", \"/lib:/lib:ro\", \"/lib64:/lib64:ro\", \"/etc/passwd:/etc/passwd:ro\", \"/etc/group:/etc/group:ro\", \"./nginx:/conf:ro\"]\n    \
+             command: [\"/bin/sh\", \"-c\", \"mkdir -p /tmp/nginx && exec /usr/sbin/nginx -e stderr -p /tmp/nginx -c /conf/nginx.conf -g 'daemon off;'\"]\n",
+            crate::support::busybox_image()
+        ),
+    )
+    .unwrap();
+}
+
 #[test]
 fn releases_go_blue_green_switch_back_or_behind_maintenance_without_failed_requests() {
     let listen = free_port();
@@ -158,6 +192,8 @@ fn releases_go_blue_green_switch_back_or_behind_maintenance_without_failed_reque
         .unwrap()
         .replace("@WEB@", &s.web_port.to_string());
     std::fs::write(&path, text).unwrap();
+    let front = free_port();
+    add_nginx_in_front(&s, front, listen);
     s.commit("v1: behind the proxy");
     crate::support::git(&s.app(), &["pull", "-q"]);
     s.env.push(("RUST_LOG".into(), "warn".into()));
@@ -189,13 +225,36 @@ fn releases_go_blue_green_switch_back_or_behind_maintenance_without_failed_reque
     let (code, v) = s.deploy(&[]);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(version(&public), "v1: behind the proxy");
+    // The operator starts nginx once; deploys never touch it.
+    assert!(s
+        .compose(&["up", "-d", "nginx"])
+        .status()
+        .unwrap()
+        .success());
+    let nginx = format!("127.0.0.1:{front}");
+    wait_for(Duration::from_secs(20), || {
+        (version(&nginx) == "v1: behind the proxy").then_some(())
+    })
+    .expect("nginx in compose answers through the proxy");
 
     // 1. A good release: blue/green under load, not one failed request.
     s.commit("v2: a new page");
     let load = Load::start(&public);
+    let behind_nginx = Load::start(&nginx);
     let (code, v) = s.deploy(&[]);
     let samples = load.finish();
+    let through_nginx = behind_nginx.finish();
     assert_eq!(code, 0, "{v:#}");
+    assert_eq!(
+        failed(&through_nginx).len(),
+        0,
+        "through nginx: {}",
+        few(&failed(&through_nginx))
+    );
+    assert!(
+        through_nginx.iter().any(|x| x.body == "v2: a new page"),
+        "the new release took traffic through nginx"
+    );
     let names = steps(&v);
     for step in ["start_next", "gate", "switch", "watch", "promote"] {
         assert!(names.contains(&format!("{step}:done")), "{step}: {names:?}");
