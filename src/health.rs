@@ -313,9 +313,7 @@ pub fn run_gate_on(
     let mut gate = Gate::new(policy);
     let started = std::time::Instant::now();
     let mut rounds = 0;
-    // Restart counts per container id when the gate started; a container that appears
-    // or disappears later (recreated, removed) counts as a restart too.
-    let mut first: Option<std::collections::BTreeMap<String, u32>> = None;
+    let mut restarts = Restarts::default();
     let mut restarted_services = std::collections::BTreeSet::new();
     loop {
         if crate::process::interrupted()
@@ -334,35 +332,9 @@ pub fn run_gate_on(
             }),
             None => Vec::new(),
         };
-        let now: std::collections::BTreeMap<String, u32> = containers
-            .iter()
-            .filter(|c| !c.id.is_empty())
-            .map(|c| (c.id.clone(), c.restarts))
-            .collect();
-        let baseline = first.get_or_insert_with(|| now.clone());
-        let mut events = 0u32;
-        for c in containers.iter().filter(|c| !c.id.is_empty()) {
-            let extra = match baseline.get(&c.id) {
-                Some(b) => c.restarts.saturating_sub(*b),
-                None => 1 + c.restarts,
-            };
-            if extra > 0 {
-                restarted_services.insert(c.service.clone());
-            }
-            events += extra;
-        }
-        events += baseline.keys().filter(|id| !now.contains_key(*id)).count() as u32;
-        problems.extend(containers.iter().filter(|c| !c.is_ok()).map(|c| {
-            format!(
-                "service {}: {}{}",
-                c.service,
-                c.status,
-                c.health
-                    .as_deref()
-                    .map(|h| format!(" ({h})"))
-                    .unwrap_or_default()
-            )
-        }));
+        let (events, restarted) = restarts.since_first(&containers);
+        restarted_services.extend(restarted);
+        problems.extend(containers.iter().filter_map(container_problem));
         let round = Round {
             at,
             all_ok: problems.is_empty(),
@@ -398,6 +370,57 @@ pub fn run_gate_on(
             });
         }
         std::thread::sleep(h.interval);
+    }
+}
+
+/// What is wrong with a container the gate or the watch checks, if anything.
+pub fn container_problem(c: &crate::runtime::compose::ContainerState) -> Option<String> {
+    (!c.is_ok()).then(|| {
+        format!(
+            "service {}: {}{}",
+            c.service,
+            c.status,
+            c.health
+                .as_deref()
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default()
+        )
+    })
+}
+
+/// Container restarts since the first look: restart counts per container id then; a
+/// container that appears or disappears later (recreated, removed) counts as a restart.
+#[derive(Default)]
+pub struct Restarts {
+    first: Option<std::collections::BTreeMap<String, u32>>,
+}
+
+impl Restarts {
+    /// Restart events since the first call, and the services they happened to.
+    pub fn since_first(
+        &mut self,
+        containers: &[crate::runtime::compose::ContainerState],
+    ) -> (u32, std::collections::BTreeSet<String>) {
+        let now: std::collections::BTreeMap<String, u32> = containers
+            .iter()
+            .filter(|c| !c.id.is_empty())
+            .map(|c| (c.id.clone(), c.restarts))
+            .collect();
+        let baseline = self.first.get_or_insert_with(|| now.clone());
+        let mut events = 0u32;
+        let mut services = std::collections::BTreeSet::new();
+        for c in containers.iter().filter(|c| !c.id.is_empty()) {
+            let extra = match baseline.get(&c.id) {
+                Some(b) => c.restarts.saturating_sub(*b),
+                None => 1 + c.restarts,
+            };
+            if extra > 0 {
+                services.insert(c.service.clone());
+            }
+            events += extra;
+        }
+        events += baseline.keys().filter(|id| !now.contains_key(*id)).count() as u32;
+        (events, services)
     }
 }
 
@@ -473,6 +496,48 @@ mod tests {
             stable_for: secs(10),
             timeout: secs(60),
         }
+    }
+
+    fn container(id: &str, restarts: u32) -> crate::runtime::compose::ContainerState {
+        crate::runtime::compose::ContainerState {
+            service: "web".into(),
+            id: id.into(),
+            status: "running".into(),
+            health: None,
+            restarts,
+            started_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn restarts_count_from_the_first_look_and_a_replaced_container_counts() {
+        let mut r = Restarts::default();
+        // Restarts before the first look do not count.
+        assert_eq!(r.since_first(&[container("a", 3)]).0, 0);
+        assert_eq!(r.since_first(&[container("a", 3)]).0, 0);
+        let (events, services) = r.since_first(&[container("a", 5)]);
+        assert_eq!(events, 2);
+        assert_eq!(services.into_iter().collect::<Vec<_>>(), ["web"]);
+        // Recreated: the old id is gone (1) and the new one is new (1).
+        assert_eq!(r.since_first(&[container("b", 0)]).0, 2);
+        // A service without a container (empty id) is neither counted nor a baseline.
+        let mut r = Restarts::default();
+        assert_eq!(r.since_first(&[container("", 0)]).0, 0);
+        assert_eq!(r.since_first(&[container("c", 0)]).0, 1);
+    }
+
+    #[test]
+    fn a_container_not_running_or_unhealthy_is_a_problem() {
+        assert_eq!(container_problem(&container("a", 0)), None);
+        let mut exited = container("a", 0);
+        exited.status = "exited".into();
+        assert_eq!(container_problem(&exited).unwrap(), "service web: exited");
+        let mut sick = container("a", 0);
+        sick.health = Some("unhealthy".into());
+        assert_eq!(
+            container_problem(&sick).unwrap(),
+            "service web: running (unhealthy)"
+        );
     }
 
     #[test]

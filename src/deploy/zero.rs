@@ -256,11 +256,13 @@ pub(super) fn blue_green_steps(run: &mut Run) -> anyhow::Result<Verdict> {
         ));
         Ok(())
     })?;
-    run.step("watch", |r| match watch(r, &p, &control, &next_health) {
-        None => Ok(()),
-        Some(why) => {
-            r.journal.failed_commit = Some(r.journal.target.clone());
-            bail!("the release failed during the watch after the switch: {why}")
+    run.step("watch", |r| {
+        match watch(r, &p, &control, &next_health, &compose) {
+            None => Ok(()),
+            Some(why) => {
+                r.journal.failed_commit = Some(r.journal.target.clone());
+                bail!("the release failed during the watch after the switch: {why}")
+            }
         }
     })?;
     run.journal.phase = Phase::Passed;
@@ -308,7 +310,16 @@ pub(super) fn promote(
 }
 
 /// Watches the release taking traffic for `proxy.watch`: the reason it failed, or None.
-fn watch(run: &Run, p: &ProxyConfig, control: &Control, health: &HealthConfig) -> Option<String> {
+/// Watches the release that takes traffic: the proxy's counts of its failed requests,
+/// its probes and its containers (a restart ends the watch at once, as in the gate).
+/// Some(why) when it must be switched back from.
+fn watch(
+    run: &Run,
+    p: &ProxyConfig,
+    control: &Control,
+    health: &HealthConfig,
+    compose: &Compose,
+) -> Option<String> {
     if p.watch.is_zero() {
         return None;
     }
@@ -330,6 +341,7 @@ fn watch(run: &Run, p: &ProxyConfig, control: &Control, health: &HealthConfig) -
     };
     let started = Instant::now();
     let mut bad_rounds = 0u32;
+    let mut restarts = crate::health::Restarts::default();
     while started.elapsed() < p.watch {
         if crate::process::interrupted() || crate::process::deferred_interrupt() {
             return Some("interrupted by a signal".into());
@@ -343,12 +355,32 @@ fn watch(run: &Run, p: &ProxyConfig, control: &Control, health: &HealthConfig) -
                 "{errors} request(s) failed (5xx or unreachable) on {upstream}"
             ));
         }
-        let failed: Vec<String> = health
+        let mut failed: Vec<String> = health
             .http
             .iter()
             .map(crate::health::probe_http)
             .filter_map(|r| r.problem())
             .collect();
+        if !health.containers.is_empty() {
+            match compose.container_states(&health.containers) {
+                Ok(containers) => {
+                    let (events, services) = restarts.since_first(&containers);
+                    if events > 0 {
+                        return Some(format!(
+                            "a container of {} restarted {events} time(s) during the watch",
+                            services.into_iter().collect::<Vec<_>>().join(", ")
+                        ));
+                    }
+                    failed.extend(
+                        containers
+                            .iter()
+                            .filter_map(crate::health::container_problem),
+                    );
+                }
+                // A Docker hiccup is a failed round, not the end of the watch.
+                Err(e) => failed.push(format!("reading the containers failed: {e:#}")),
+            }
+        }
         bad_rounds = if failed.is_empty() { 0 } else { bad_rounds + 1 };
         if bad_rounds >= health.consecutive.max(1) {
             return Some(format!(
