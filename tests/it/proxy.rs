@@ -82,23 +82,17 @@ fn serve(stream: TcpStream, name: &str, behaviour: Behaviour) {
             return;
         }
         match behaviour {
-            Behaviour::EchoThenClose => {
+            Behaviour::Echo | Behaviour::EchoThenClose => {
                 let text = format!("{name}\n{head}");
                 let _ = write!(
                     writer,
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
                     text.len()
                 );
-                let _ = writer.shutdown(std::net::Shutdown::Both);
-                return;
-            }
-            Behaviour::Echo => {
-                let text = format!("{name}\n{head}");
-                let _ = write!(
-                    writer,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
-                    text.len()
-                );
+                if matches!(behaviour, Behaviour::EchoThenClose) {
+                    let _ = writer.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
             }
             Behaviour::Slow => {
                 let _ = write!(
