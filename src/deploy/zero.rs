@@ -309,10 +309,9 @@ pub(super) fn promote(
     run.save()
 }
 
-/// Watches the release taking traffic for `proxy.watch`: the reason it failed, or None.
-/// Watches the release that takes traffic: the proxy's counts of its failed requests,
-/// its probes and its containers (a restart ends the watch at once, as in the gate).
-/// Some(why) when it must be switched back from.
+/// Watches the release taking traffic for `proxy.watch`: the proxy's counts of its
+/// failed requests, its probes and its containers (a restart ends the watch at once, as
+/// in the gate). The reason it failed, or None.
 fn watch(
     run: &Run,
     p: &ProxyConfig,
