@@ -324,21 +324,17 @@ pub fn run_gate_on(
         let at = started.elapsed();
         let probes: Vec<ProbeResult> = h.http.iter().map(probe_http).collect();
         let mut problems: Vec<String> = probes.iter().filter_map(ProbeResult::problem).collect();
-        // A Docker hiccup is a failed round, not the end of the gate.
-        let containers = match &compose {
-            Some(c) => c.container_states(&h.containers).unwrap_or_else(|e| {
-                problems.push(format!("reading the containers failed: {e:#}"));
-                Vec::new()
-            }),
-            None => Vec::new(),
+        let look = match &compose {
+            Some(c) => restarts.look(c, &h.containers),
+            None => ContainerLook::default(),
         };
-        let (events, restarted) = restarts.since_first(&containers);
-        restarted_services.extend(restarted);
-        problems.extend(containers.iter().filter_map(container_problem));
+        restarted_services.extend(look.restarted);
+        problems.extend(look.problems);
+        let containers = look.containers;
         let round = Round {
             at,
             all_ok: problems.is_empty(),
-            restarts: events,
+            restarts: look.restarts,
             problems,
         };
         rounds += 1;
@@ -374,7 +370,7 @@ pub fn run_gate_on(
 }
 
 /// What is wrong with a container the gate or the watch checks, if anything.
-pub fn container_problem(c: &crate::runtime::compose::ContainerState) -> Option<String> {
+fn container_problem(c: &crate::runtime::compose::ContainerState) -> Option<String> {
     (!c.is_ok()).then(|| {
         format!(
             "service {}: {}{}",
@@ -395,7 +391,44 @@ pub struct Restarts {
     first: Option<std::collections::BTreeMap<String, u32>>,
 }
 
+/// One look at the containers of the gate or the watch.
+#[derive(Default)]
+pub struct ContainerLook {
+    pub containers: Vec<crate::runtime::compose::ContainerState>,
+    /// Restart events since the first look.
+    pub restarts: u32,
+    /// The services they happened to.
+    pub restarted: std::collections::BTreeSet<String>,
+    /// What is wrong with them now (stopped, unhealthy), or that they could not be read.
+    pub problems: Vec<String>,
+}
+
 impl Restarts {
+    /// Reads the containers of `services` through `compose`. A Docker hiccup is a
+    /// failed round, not the end of the gate or the watch: it counts no restart.
+    pub fn look(
+        &mut self,
+        compose: &crate::runtime::compose::Compose,
+        services: &[String],
+    ) -> ContainerLook {
+        match compose.container_states(services) {
+            Ok(containers) => {
+                let (restarts, restarted) = self.since_first(&containers);
+                let problems = containers.iter().filter_map(container_problem).collect();
+                ContainerLook {
+                    containers,
+                    restarts,
+                    restarted,
+                    problems,
+                }
+            }
+            Err(e) => ContainerLook {
+                problems: vec![format!("reading the containers failed: {e:#}")],
+                ..ContainerLook::default()
+            },
+        }
+    }
+
     /// Restart events since the first call, and the services they happened to.
     pub fn since_first(
         &mut self,

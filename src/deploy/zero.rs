@@ -361,24 +361,15 @@ fn watch(
             .filter_map(|r| r.problem())
             .collect();
         if !health.containers.is_empty() {
-            match compose.container_states(&health.containers) {
-                Ok(containers) => {
-                    let (events, services) = restarts.since_first(&containers);
-                    if events > 0 {
-                        return Some(format!(
-                            "a container of {} restarted {events} time(s) during the watch",
-                            services.into_iter().collect::<Vec<_>>().join(", ")
-                        ));
-                    }
-                    failed.extend(
-                        containers
-                            .iter()
-                            .filter_map(crate::health::container_problem),
-                    );
-                }
-                // A Docker hiccup is a failed round, not the end of the watch.
-                Err(e) => failed.push(format!("reading the containers failed: {e:#}")),
+            let look = restarts.look(compose, &health.containers);
+            if look.restarts > 0 {
+                return Some(format!(
+                    "a container of {} restarted {} time(s) during the watch",
+                    look.restarted.into_iter().collect::<Vec<_>>().join(", "),
+                    look.restarts
+                ));
             }
+            failed.extend(look.problems);
         }
         bad_rounds = if failed.is_empty() { 0 } else { bad_rounds + 1 };
         if bad_rounds >= health.consecutive.max(1) {
