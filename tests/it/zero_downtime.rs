@@ -150,28 +150,46 @@ fn step_window(v: &serde_json::Value, name: &str) -> Option<(Timestamp, Timestam
 fn add_nginx_in_front(s: &Stack, front: u16, proxy: u16) {
     let dev = s.dev();
     std::fs::create_dir_all(dev.join("nginx")).unwrap();
+    let conf = r#"user nobody nogroup;
+worker_processes 1;
+pid /tmp/nginx/nginx.pid;
+events {}
+http {
+  access_log off;
+  client_body_temp_path /tmp/nginx/body;
+  proxy_temp_path /tmp/nginx/proxy;
+  fastcgi_temp_path /tmp/nginx/fastcgi;
+  uwsgi_temp_path /tmp/nginx/uwsgi;
+  scgi_temp_path /tmp/nginx/scgi;
+  upstream backend { server 127.0.0.1:@PROXY@; keepalive 16; }
+  server {
+    listen 127.0.0.1:@FRONT@;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+    }
+  }
+}
+"#;
     std::fs::write(
         dev.join("nginx/nginx.conf"),
-        format!(
-            "user nobody nogroup;\nworker_processes 1;\npid /tmp/nginx/nginx.pid;\nevents {{}}\n\
-             http {{\n  access_log off;\n  \
-             client_body_temp_path /tmp/nginx/body; proxy_temp_path /tmp/nginx/proxy; fastcgi_temp_path /tmp/nginx/fastcgi; \
-             uwsgi_temp_path /tmp/nginx/uwsgi; scgi_temp_path /tmp/nginx/scgi;\n  upstream backend {{ server 127.0.0.1:{proxy}; keepalive 16; }}\n  \
-             server {{\n    listen 127.0.0.1:{front};\n    location / {{\n      proxy_pass http://backend;\n      \
-             proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n    }}\n  }}\n}}\n"
-        ),
+        conf.replace("@PROXY@", &proxy.to_string())
+            .replace("@FRONT@", &front.to_string()),
     )
     .unwrap();
+    let service = r#"  nginx:
+    image: @IMAGE@
+    network_mode: host
+    volumes: ["/usr:/usr:ro", "/lib:/lib:ro", "/lib64:/lib64:ro", "/etc/passwd:/etc/passwd:ro", "/etc/group:/etc/group:ro", "./nginx:/conf:ro"]
+    command: ["/bin/sh", "-c", "mkdir -p /tmp/nginx && exec /usr/sbin/nginx -e stderr -p /tmp/nginx -c /conf/nginx.conf -g 'daemon off;'"]
+"#;
     let compose = dev.join("docker-compose.yml");
     let text = std::fs::read_to_string(&compose).unwrap();
     std::fs::write(
         &compose,
-        format!(
-            "{text}  nginx:\n    image: {}\n    network_mode: host\n    \
-             volumes: [\"/usr:/usr:ro\", \"/lib:/lib:ro\", \"/lib64:/lib64:ro\", \"/etc/passwd:/etc/passwd:ro\", \"/etc/group:/etc/group:ro\", \"./nginx:/conf:ro\"]\n    \
-             command: [\"/bin/sh\", \"-c\", \"mkdir -p /tmp/nginx && exec /usr/sbin/nginx -e stderr -p /tmp/nginx -c /conf/nginx.conf -g 'daemon off;'\"]\n",
-            crate::support::busybox_image()
-        ),
+        text + &service.replace("@IMAGE@", crate::support::busybox_image()),
     )
     .unwrap();
 }
