@@ -442,7 +442,12 @@ fn db_primitives_snapshot_copies_and_refuses_while_connected() {
         assert!(err.contains("stop the app"), "{err}");
         assert!(!exists(pg, &format!("{db}{SNAPSHOT_SUFFIX}s2")));
     }
-    assert!(d.sessions_on(&db).unwrap().is_empty());
+    // The holder's cleanup checks from a session of its own on this database, whose
+    // backend exits a moment after its client: wait for it rather than race it.
+    let left = crate::support::wait_for(Duration::from_secs(5), || {
+        d.sessions_on(&db).unwrap().is_empty().then_some(())
+    });
+    assert!(left.is_some(), "{:?}", d.sessions_on(&db).unwrap());
 
     // A name PostgreSQL would truncate is refused before anything is done.
     let long_id = "x".repeat(64);
