@@ -5,7 +5,9 @@
 //! window, while a second load on the app's own port shows what a stop/start deploy
 //! costs users. The proposal's layout is there too: nginx in compose in front of the
 //! app, pointed at the proxy (the one-time change docs/zero-downtime.md describes), and
-//! a load through it. `bench/zero-downtime.sh` runs this test and prints its last line.
+//! a load through it. `bench/zero-downtime.sh` runs these tests and prints the first
+//! one's last line. A second test, on a stack of its own so the two run side by side,
+//! kills deploys during and at the end of their watch and lets `recover` finish them.
 
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -194,62 +196,106 @@ http {
     .unwrap();
 }
 
+/// The answer of `addr`'s `/version`, "" when nothing answers.
+fn version(addr: &str) -> String {
+    ureq::get(&format!("http://{addr}/version"))
+        .timeout(Duration::from_secs(2))
+        .call()
+        .ok()
+        .and_then(|r| r.into_string().ok())
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Where traffic goes, as `proxy status` reports it.
+fn route(s: &Stack) -> serde_json::Value {
+    let (code, out, err) = s.stablehand(&["--json", "proxy", "status"]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str::<serde_json::Value>(&out).unwrap()["route"].clone()
+}
+
+/// A fast stack whose app is behind `stablehand proxy run` (blue/green on, a 9 s
+/// watch), with v1 committed and the proxy answering; nothing deployed yet.
+struct BehindTheProxy {
+    // Declared first, so ended before the stack is taken down.
+    _proxy: ProxyProcess,
+    s: Stack,
+    /// The proxy: the app's public address.
+    public: String,
+    /// The app's own port: the main project's release.
+    direct: String,
+    /// Where the next colour of the app listens.
+    next: String,
+    /// With nginx in compose in front of the proxy: its address (started by the test).
+    nginx: Option<String>,
+}
+
+impl BehindTheProxy {
+    fn new(with_nginx: bool) -> Option<BehindTheProxy> {
+        let listen = free_port();
+        let next = free_port();
+        // The app's own port is stack.web_port; the proxy listens in front of it.
+        let mut s = Stack::fast(&format!(
+            "\n[proxy]\nlisten = \"127.0.0.1:{listen}\"\nupstream = \"127.0.0.1:@WEB@\"\nport = {next}\nport_env = \"WEB_PORT\"\nwatch = \"9s\"\nwatch_errors = 1\ndrain = \"2s\"\nretry_after = \"3s\"\n"
+        ))?;
+        // The upstream is the stack's web port (known once the stack exists).
+        let path = s.dev().join("stablehand.toml");
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("@WEB@", &s.web_port.to_string());
+        std::fs::write(&path, text).unwrap();
+        let nginx = with_nginx.then(|| {
+            let front = free_port();
+            add_nginx_in_front(&s, front, listen);
+            format!("127.0.0.1:{front}")
+        });
+        s.commit("v1: behind the proxy");
+        crate::support::git(&s.app(), &["pull", "-q"]);
+        s.env.push(("RUST_LOG".into(), "warn".into()));
+        let proxy = ProxyProcess(
+            s.stablehand_cmd(&["proxy", "run"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_for(Duration::from_secs(20), || {
+            (s.stablehand(&["proxy", "status"]).0 == 0).then_some(())
+        })
+        .expect("the proxy answers on its control socket");
+        Some(BehindTheProxy {
+            _proxy: proxy,
+            public: format!("127.0.0.1:{listen}"),
+            direct: format!("127.0.0.1:{}", s.web_port),
+            next: format!("127.0.0.1:{next}"),
+            nginx,
+            s,
+        })
+    }
+
+    /// v1 deployed: nothing ran before; it goes blue/green all the same.
+    fn deploy_v1(&self) {
+        let (code, v) = self.s.deploy(&[]);
+        assert_eq!(code, 0, "{v:#}");
+        assert_eq!(version(&self.public), "v1: behind the proxy");
+    }
+}
+
 #[test]
 fn releases_go_blue_green_switch_back_or_behind_maintenance_without_failed_requests() {
-    let listen = free_port();
-    let next = free_port();
-    // The app's own port is stack.web_port; the proxy listens in front of it.
-    let Some(mut s) = Stack::fast(&format!(
-        "\n[proxy]\nlisten = \"127.0.0.1:{listen}\"\nupstream = \"127.0.0.1:@WEB@\"\nport = {next}\nport_env = \"WEB_PORT\"\nwatch = \"9s\"\nwatch_errors = 1\ndrain = \"2s\"\nretry_after = \"3s\"\n"
-    )) else {
+    let Some(b) = BehindTheProxy::new(true) else {
         return;
     };
-    // The upstream is the stack's web port (known once the stack exists).
-    let path = s.dev().join("stablehand.toml");
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("@WEB@", &s.web_port.to_string());
-    std::fs::write(&path, text).unwrap();
-    let front = free_port();
-    add_nginx_in_front(&s, front, listen);
-    s.commit("v1: behind the proxy");
-    crate::support::git(&s.app(), &["pull", "-q"]);
-    s.env.push(("RUST_LOG".into(), "warn".into()));
-    let proxy = ProxyProcess(
-        s.stablehand_cmd(&["proxy", "run"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(Duration::from_secs(20), || {
-        (s.stablehand(&["proxy", "status"]).0 == 0).then_some(())
-    })
-    .expect("the proxy answers on its control socket");
-    let public = format!("127.0.0.1:{listen}");
-    let direct = format!("127.0.0.1:{}", s.web_port);
-    let version = |addr: &str| -> String {
-        ureq::get(&format!("http://{addr}/version"))
-            .timeout(Duration::from_secs(2))
-            .call()
-            .ok()
-            .and_then(|r| r.into_string().ok())
-            .unwrap_or_default()
-            .trim()
-            .to_string()
-    };
-
-    // The first release: nothing ran before; it goes blue/green all the same.
-    let (code, v) = s.deploy(&[]);
-    assert_eq!(code, 0, "{v:#}");
-    assert_eq!(version(&public), "v1: behind the proxy");
+    let (s, public, direct) = (&b.s, b.public.as_str(), b.direct.as_str());
+    b.deploy_v1();
     // The operator starts nginx once; deploys never touch it.
     assert!(s
         .compose(&["up", "-d", "nginx"])
         .status()
         .unwrap()
         .success());
-    let nginx = format!("127.0.0.1:{front}");
+    let nginx = b.nginx.clone().expect("nginx in front");
     wait_for(Duration::from_secs(20), || {
         (version(&nginx) == "v1: behind the proxy").then_some(())
     })
@@ -257,7 +303,7 @@ fn releases_go_blue_green_switch_back_or_behind_maintenance_without_failed_reque
 
     // 1. A good release: blue/green under load, not one failed request.
     s.commit("v2: a new page");
-    let load = Load::start(&public);
+    let load = Load::start(public);
     let behind_nginx = Load::start(&nginx);
     let (code, v) = s.deploy(&[]);
     let samples = load.finish();
@@ -288,21 +334,18 @@ fn releases_go_blue_green_switch_back_or_behind_maintenance_without_failed_reque
         samples.iter().any(|x| x.body == "v2: a new page"),
         "the new release took traffic"
     );
-    assert_eq!(version(&public), "v2: a new page");
+    assert_eq!(version(public), "v2: a new page");
     assert_eq!(
-        version(&direct),
+        version(direct),
         "v2: a new page",
         "promoted to the main project"
     );
-    assert!(
-        version(&format!("127.0.0.1:{next}")).is_empty(),
-        "the colour is gone"
-    );
+    assert!(version(&b.next).is_empty(), "the colour is gone");
 
     // 2. A release that fails its gate never takes traffic.
     s.set_healthy(false);
     s.commit("v3: broken");
-    let load = Load::start(&public);
+    let load = Load::start(public);
     let (code, v) = s.deploy(&[]);
     let samples = load.finish();
     assert_eq!(code, 11, "{v:#}");
@@ -320,7 +363,7 @@ fn releases_go_blue_green_switch_back_or_behind_maintenance_without_failed_reque
     std::fs::write(s.dev().join("app/www/fail-after"), "5\n").unwrap();
     s.commit("v4: fails after five seconds");
     std::fs::remove_file(s.dev().join("app/www/fail-after")).unwrap();
-    let load = Load::start(&public);
+    let load = Load::start(public);
     let (code, v) = s.deploy(&[]);
     let samples = load.finish();
     assert_eq!(code, 11, "{v:#}");
@@ -355,8 +398,8 @@ fn releases_go_blue_green_switch_back_or_behind_maintenance_without_failed_reque
         "ALTER TABLE messages ALTER COLUMN body TYPE varchar(500);",
     );
     s.commit("v5: body is varchar");
-    let load = Load::start(&public);
-    let beside = Load::start(&direct);
+    let load = Load::start(public);
+    let beside = Load::start(direct);
     let (code, v) = s.deploy(&[]);
     let samples = load.finish();
     let stop_start = beside.finish();
@@ -392,55 +435,56 @@ fn releases_go_blue_green_switch_back_or_behind_maintenance_without_failed_reque
         stop_start_failed > 0,
         "a stop/start deploy refuses connections while the app restarts"
     );
-    assert_eq!(version(&public), "v5: body is varchar");
+    assert_eq!(version(public), "v5: body is varchar");
 
-    // 5. Killed during the watch (traffic on the new release): `recover` puts traffic
-    //    back on the warm old release and removes the colour.
-    let route = |s: &Stack| -> serde_json::Value {
-        let (code, out, err) = s.stablehand(&["--json", "proxy", "status"]);
-        assert_eq!(code, 0, "{err}");
-        serde_json::from_str::<serde_json::Value>(&out).unwrap()["route"].clone()
+    println!(
+        "zero-downtime: deploy failed={deploy_failed}, failed-gate failed={gate_failed}, switch-back failed={switch_back_failed} took={took} ms, maintenance non-503={non_503} window={window:.1} s, stop-start failed={stop_start_failed}"
+    );
+}
+
+/// A deploy killed at either end of its watch is finished by `recover` with traffic on a
+/// healthy release: during the watch (traffic on the new release), back to the warm
+/// old one; while the watched release is promoted, the promotion. Its own stack, so it
+/// runs beside the test above.
+#[test]
+fn a_deploy_killed_during_its_watch_or_while_promoted_is_finished_by_recover() {
+    let Some(b) = BehindTheProxy::new(false) else {
+        return;
     };
-    s.commit("v6: killed during its watch");
+    let (s, public, direct) = (&b.s, b.public.as_str(), b.direct.as_str());
+    b.deploy_v1();
+
+    // 1. Killed during the watch (traffic on the new release): `recover` puts traffic
+    //    back on the warm old release and removes the colour.
+    s.commit("v2: killed during its watch");
     let (code, _, _) = s.deploy_at_failpoint("watch:start", "");
     assert_eq!(code, -1, "killed");
     assert_eq!(
-        route(&s)["colour"],
+        route(s)["colour"],
         "green",
         "traffic was on the new release"
     );
     assert_eq!(
-        proxy_check(&s)["status"],
+        proxy_check(s)["status"],
         "fail",
         "doctor sees traffic off the main project"
     );
     let (code, out, err) = s.stablehand(&["--json", "recover"]);
     assert_eq!(code, 11, "{out}\n{err}");
-    let check = proxy_check(&s);
+    let check = proxy_check(s);
     assert_eq!(check["status"], "ok", "{check}");
-    assert_eq!(route(&s)["upstream"], direct.as_str());
-    assert_eq!(version(&public), "v5: body is varchar");
-    assert!(
-        version(&format!("127.0.0.1:{next}")).is_empty(),
-        "the colour is gone"
-    );
+    assert_eq!(route(s)["upstream"], direct);
+    assert_eq!(version(public), "v1: behind the proxy");
+    assert!(version(&b.next).is_empty(), "the colour is gone");
 
-    // 6. Killed while the watched release is promoted: `recover` finishes the promotion.
-    s.commit("v7: killed while promoted");
+    // 2. Killed while the watched release is promoted: `recover` finishes the promotion.
+    s.commit("v3: killed while promoted");
     let (code, _, _) = s.deploy_at_failpoint("promote:start", "");
     assert_eq!(code, -1, "killed");
     let (code, out, err) = s.stablehand(&["--json", "recover"]);
     assert_eq!(code, 0, "{out}\n{err}");
-    assert_eq!(route(&s)["upstream"], direct.as_str());
-    assert_eq!(version(&public), "v7: killed while promoted");
-    assert_eq!(version(&direct), "v7: killed while promoted");
-    assert!(
-        version(&format!("127.0.0.1:{next}")).is_empty(),
-        "the colour is gone"
-    );
-
-    drop(proxy);
-    println!(
-        "zero-downtime: deploy failed={deploy_failed}, failed-gate failed={gate_failed}, switch-back failed={switch_back_failed} took={took} ms, maintenance non-503={non_503} window={window:.1} s, stop-start failed={stop_start_failed}"
-    );
+    assert_eq!(route(s)["upstream"], direct);
+    assert_eq!(version(public), "v3: killed while promoted");
+    assert_eq!(version(direct), "v3: killed while promoted");
+    assert!(version(&b.next).is_empty(), "the colour is gone");
 }
