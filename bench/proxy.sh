@@ -13,6 +13,10 @@
 #   BENCH_CONNS=C       wrk connections (default 32)
 #
 # Targets: stablehand's throughput >= 0.9x nginx's, its p99 latency <= nginx's + 1 ms.
+# Also the CPU time each proxy spends per request (its processes' user + system time
+# from /proc over the run, divided by the requests wrk counted): on a loaded machine it
+# swings far less than throughput does, and says what the proxy costs the app beside it.
+# The line before the last reads: proxy cpu: us per request nginx=N stablehand=N ratio=R
 # The last line reads: proxy: rps direct=N nginx=N stablehand=N ratio=R, p99 ms direct=N nginx=N stablehand=N delta=D
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -82,6 +86,7 @@ upstream = "127.0.0.1:$UP"
 EOF
 (cd "$WORK/app" && exec "$BIN" -q proxy run) &
 PIDS+=($!)
+SH_PID=$!
 
 for port in $UP $NG $SH; do
   for _ in $(seq 100); do
@@ -91,11 +96,35 @@ for port in $UP $NG $SH; do
   curl -fsS "http://127.0.0.1:$port/" >/dev/null || die "nothing answers on $port"
 done
 
-# wrk's summary: requests/s and the 99th percentile latency in ms.
-measure() { # port -> "rps p99ms"
-  local out rps p99 v unit
-  out=$(wrk -t2 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency "http://127.0.0.1:$1/" 2>&1)
-  grep -q "Non-2xx\|Socket errors" <<<"$out" && log "wrk on $1 reported errors: $(grep -E 'Non-2xx|Socket errors' <<<"$out")"
+# CPU time (user + system, in clock ticks, all threads) of the given processes.
+ticks() {
+  local total=0 p
+  for p in "$@"; do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$total"
+}
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+# The processes that do a proxy's work: nginx's workers, or stablehand's one process.
+proxy_pids() { # name
+  case $1 in
+    direct) echo "" ;;
+    nginx) pgrep -P "$(cat "$WORK/reverse.pid")" | tr '\n' ' ' ;;
+    stablehand) echo "$SH_PID" ;;
+  esac
+}
+
+# wrk's summary: requests/s, the 99th percentile latency in ms, and the CPU time per
+# request of the given processes (0 when none).
+measure() { # port pids... -> "rps p99ms cpu_us_per_request"
+  local out rps p99 v unit port=$1 before after requests cpu
+  shift
+  before=$(ticks "$@")
+  out=$(wrk -t2 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency "http://127.0.0.1:$port/" 2>&1)
+  after=$(ticks "$@")
+  requests=$(awk '/requests in/ {print $1}' <<<"$out")
+  cpu=$(awk -v t=$((after - before)) -v us="$TICK_US" -v n="$requests" 'BEGIN {printf "%.1f", (n > 0) ? t * us / n : 0}')
+  grep -q "Non-2xx\|Socket errors" <<<"$out" && log "wrk on $port reported errors: $(grep -E 'Non-2xx|Socket errors' <<<"$out")"
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   read -r v unit < <(awk '$1 == "99%" {v = $2; sub(/[a-z]+$/, "", v); u = $2; sub(/^[0-9.]+/, "", u); print v, u}' <<<"$out")
   case $unit in
@@ -104,18 +133,20 @@ measure() { # port -> "rps p99ms"
     s) p99=$(awk -v v="$v" 'BEGIN {printf "%.3f", v * 1000}') ;;
     *) die "cannot read wrk's latency unit '$unit'" ;;
   esac
-  echo "$rps $p99"
+  echo "$rps $p99 $cpu"
 }
 
-declare -A RPS P99
-for name in direct nginx stablehand; do RPS[$name]=""; P99[$name]=""; done
+declare -A RPS P99 CPU
+for name in direct nginx stablehand; do RPS[$name]=""; P99[$name]=""; CPU[$name]=""; done
 for round in $(seq "$ROUNDS"); do
   for name in direct nginx stablehand; do
     case $name in direct) port=$UP ;; nginx) port=$NG ;; stablehand) port=$SH ;; esac
-    read -r rps p99 < <(measure "$port")
-    log "round $round $name: $rps req/s, p99 $p99 ms"
+    # shellcheck disable=SC2046 # one pid per word
+    read -r rps p99 cpu < <(measure "$port" $(proxy_pids "$name"))
+    log "round $round $name: $rps req/s, p99 $p99 ms, proxy cpu $cpu us/request"
     RPS[$name]+="$rps "
     P99[$name]+="$p99 "
+    CPU[$name]+="$cpu "
   done
 done
 
@@ -123,9 +154,12 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR] = $1} END {print a
 for name in direct nginx stablehand; do
   RPS[$name]=$(median <<<"${RPS[$name]}")
   P99[$name]=$(median <<<"${P99[$name]}")
+  CPU[$name]=$(median <<<"${CPU[$name]}")
 done
+cpu_ratio=$(awk -v a="${CPU[stablehand]}" -v b="${CPU[nginx]}" 'BEGIN {printf "%.3f", a / b}')
 ratio=$(awk -v a="${RPS[stablehand]}" -v b="${RPS[nginx]}" 'BEGIN {printf "%.3f", a / b}')
 delta=$(awk -v a="${P99[stablehand]}" -v b="${P99[nginx]}" 'BEGIN {printf "%.3f", a - b}')
 verdict=$(awk -v r="$ratio" -v d="$delta" 'BEGIN {print (r >= 0.9 && d <= 1.0) ? "PASS" : "FAIL"}')
-log "median of $ROUNDS rounds, $SECONDS_PER_RUN s each, $CONNS connections: throughput ratio stablehand/nginx $ratio (target >= 0.9), p99 delta $delta ms (target <= +1 ms): $verdict"
+log "median of $ROUNDS rounds, $SECONDS_PER_RUN s each, $CONNS connections: throughput ratio stablehand/nginx $ratio (target >= 0.9), p99 delta $delta ms (target <= +1 ms): $verdict; CPU per request stablehand/nginx $cpu_ratio"
+echo "proxy cpu: us per request nginx=${CPU[nginx]} stablehand=${CPU[stablehand]} ratio=$cpu_ratio"
 echo "proxy: rps direct=${RPS[direct]} nginx=${RPS[nginx]} stablehand=${RPS[stablehand]} ratio=$ratio, p99 ms direct=${P99[direct]} nginx=${P99[nginx]} stablehand=${P99[stablehand]} delta=$delta"
