@@ -216,7 +216,8 @@ fn route(s: &Stack) -> serde_json::Value {
 }
 
 /// A fast stack whose app is behind `stablehand proxy run` (blue/green on, a 9 s
-/// watch), with v1 committed and the proxy answering; nothing deployed yet.
+/// watch), with the proxy answering and v1 deployed (nothing ran before it; it goes
+/// blue/green all the same).
 struct BehindTheProxy {
     // Declared first, so ended before the stack is taken down.
     _proxy: ProxyProcess,
@@ -232,7 +233,7 @@ struct BehindTheProxy {
 }
 
 impl BehindTheProxy {
-    fn new(with_nginx: bool) -> Option<BehindTheProxy> {
+    fn deployed(with_nginx: bool) -> Option<BehindTheProxy> {
         let listen = free_port();
         let next = free_port();
         // The app's own port is stack.web_port; the proxy listens in front of it.
@@ -264,31 +265,27 @@ impl BehindTheProxy {
             (s.stablehand(&["proxy", "status"]).0 == 0).then_some(())
         })
         .expect("the proxy answers on its control socket");
-        Some(BehindTheProxy {
+        let b = BehindTheProxy {
             _proxy: proxy,
             public: format!("127.0.0.1:{listen}"),
             direct: format!("127.0.0.1:{}", s.web_port),
             next: format!("127.0.0.1:{next}"),
             nginx,
             s,
-        })
-    }
-
-    /// v1 deployed: nothing ran before; it goes blue/green all the same.
-    fn deploy_v1(&self) {
-        let (code, v) = self.s.deploy(&[]);
+        };
+        let (code, v) = b.s.deploy(&[]);
         assert_eq!(code, 0, "{v:#}");
-        assert_eq!(version(&self.public), "v1: behind the proxy");
+        assert_eq!(version(&b.public), "v1: behind the proxy");
+        Some(b)
     }
 }
 
 #[test]
 fn releases_go_blue_green_switch_back_or_behind_maintenance_without_failed_requests() {
-    let Some(b) = BehindTheProxy::new(true) else {
+    let Some(b) = BehindTheProxy::deployed(true) else {
         return;
     };
     let (s, public, direct) = (&b.s, b.public.as_str(), b.direct.as_str());
-    b.deploy_v1();
     // The operator starts nginx once; deploys never touch it.
     assert!(s
         .compose(&["up", "-d", "nginx"])
@@ -448,11 +445,10 @@ fn releases_go_blue_green_switch_back_or_behind_maintenance_without_failed_reque
 /// runs beside the test above.
 #[test]
 fn a_deploy_killed_during_its_watch_or_while_promoted_is_finished_by_recover() {
-    let Some(b) = BehindTheProxy::new(false) else {
+    let Some(b) = BehindTheProxy::deployed(false) else {
         return;
     };
     let (s, public, direct) = (&b.s, b.public.as_str(), b.direct.as_str());
-    b.deploy_v1();
 
     // 1. Killed during the watch (traffic on the new release): `recover` puts traffic
     //    back on the warm old release and removes the colour.
